@@ -1,0 +1,58 @@
+//! Assembles a running ExecOps on a database: the store, the metrics, the subscriptions and
+//! the HTTP router. `execops serve` and the integration tests build it the same way.
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::projections::EventCounts;
+use crate::store::subscription::{Registry, Runner, RunnerOptions};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::web::{self, AppState};
+
+pub struct App {
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    /// Starts the subscriptions on `pool`; call [`App::stop`] to end them.
+    pub fn start(pool: PgPool, config: &Config) -> Self {
+        let metrics = Metrics::new();
+        let subscriptions = Registry::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(
+            Runner::new(
+                pool.clone(),
+                EventCounts,
+                RunnerOptions::default(),
+                &subscriptions,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        Self {
+            state: AppState {
+                store: Store::new(pool, metrics.clone()),
+                subscriptions,
+                metrics,
+                max_subscriber_lag: config.max_subscriber_lag,
+            },
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub fn router(&self) -> axum::Router {
+        web::router(self.state.clone())
+    }
+
+    /// Asks every subscription to finish its batch and release its lock, and waits for them.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,175 @@
+//! The `execops` command line.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sqlx::postgres::PgListener;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::store::log::{read_after, read_last, StoredEvent};
+use crate::store::subscription::EVENTS_CHANNEL;
+use crate::store::Database;
+
+#[derive(Debug, Parser)]
+#[command(name = "execops", version, about = "An approval engine for founders: signals in, proposals out, nothing runs without a person's approval.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP and run the subscriptions, on DATABASE_URL or the embedded Postgres.
+    Serve,
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Read the event log.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print the last events in log order, then follow new ones as they commit.
+    Tail {
+        /// How many past events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        /// Exit after printing instead of following.
+        #[arg(long)]
+        no_follow: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            // Opening the database applies the migrations.
+            let db = Database::open(&config).await?;
+            let applied = crate::store::MIGRATOR.iter().count();
+            println!("schema up to date ({applied} migrations)");
+            db.close().await
+        }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    lines,
+                    no_follow,
+                    json,
+                },
+        } => tail(config, lines, !no_follow, json).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config).await?;
+    let app = App::start(db.pool.clone(), &config);
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding {}", config.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let served = axum::serve(listener, app.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tracing::info!("HTTP drained; stopping subscriptions");
+    app.stop().await;
+    db.close().await?;
+    served.context("serving HTTP")
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!("interrupted; shutting down"),
+        _ = terminate => tracing::info!("terminated; shutting down"),
+    }
+}
+
+async fn tail(config: Config, lines: i64, follow: bool, json: bool) -> anyhow::Result<()> {
+    let db = Database::open(&config).await?;
+    let result = tail_on(&db.pool, lines, follow, json).await;
+    db.close().await?;
+    result
+}
+
+async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(EVENTS_CHANNEL).await?;
+    let mut last = crate::store::log::LogPosition::START;
+    for event in read_last(pool, lines.max(0)).await? {
+        println!("{}", render(&event, json));
+        last = event.log;
+    }
+    if lines <= 0 {
+        // Nothing printed: still follow from the end, not from the start.
+        if let Some(event) = read_last(pool, 1).await?.pop() {
+            last = event.log;
+        }
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        let batch = read_after(pool, last, 500).await?;
+        for event in &batch {
+            println!("{}", render(event, json));
+            last = event.log;
+        }
+        if batch.is_empty() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = listener.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render(event: &StoredEvent, json: bool) -> String {
+    if json {
+        serde_json::json!({
+            "transaction_id": event.log.transaction_id,
+            "position": event.log.position,
+            "recorded_at": event.recorded_at,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+            "sequence": event.sequence,
+            "event_type": event.event_type,
+            "event_version": event.event_version,
+            "payload": event.payload,
+            "metadata": event.metadata,
+        })
+        .to_string()
+    } else {
+        format!(
+            "{} {} {}/{}#{} {} {}",
+            event.recorded_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            event.log,
+            event.aggregate_type,
+            event.aggregate_id,
+            event.sequence,
+            event.event_type,
+            event.payload
+        )
+    }
+}

@@ -1,0 +1,13 @@
+//! The pure core of ExecOps: aggregates, their commands, events and errors, and the value
+//! types they are made of. Nothing here talks to a database, the network or a template:
+//! facts a command needs are looked up by the caller and put in the command.
+
+pub mod inbound;
+pub mod proposal;
+pub mod values;
+
+pub use inbound::{Inbound, InboundCommand, InboundError, InboundEvent, InboundId, Signal};
+pub use proposal::{
+    Decision, Proposal, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, Status,
+};
+pub use values::{payload_hash, ProposalId, Role, Urgency, Vertical};

@@ -1,0 +1,441 @@
+//! The `Proposal` aggregate: an action ExecOps suggests, from draft through a person's
+//! decision to execution, rollback and outcome. The rules here are the product's promise:
+//! nothing executes without an approval by a person allowed to give it, for exactly the
+//! payload that person was shown.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+use super::values::{payload_hash, ProposalId, Role, Urgency, Vertical};
+
+/// Everything a policy decides about a proposal before a person sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProposalDraft {
+    pub id: ProposalId,
+    pub title: String,
+    pub vertical: Vertical,
+    pub action_type: String,
+    /// The exact payload the adapter will send if the proposal is approved.
+    pub action: Value,
+    pub reasoning: String,
+    pub drivers: Vec<String>,
+    pub score: u8,
+    pub urgency: Urgency,
+    pub due_by: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub inbound_ids: Vec<String>,
+    /// Two pending proposals never exist for one subject.
+    pub subject_key: String,
+    /// The person who asked for it, when a person did; they may not approve it.
+    pub requested_by: Option<String>,
+}
+
+/// A person's decision, bound to the hash of the payload they were shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub actor: String,
+    pub role: Role,
+    pub comment: Option<String>,
+    pub payload_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProposalCommand {
+    Draft(ProposalDraft),
+    Approve(Decision),
+    Reject {
+        decision: Decision,
+        reason: String,
+    },
+    Expire {
+        at: DateTime<Utc>,
+    },
+    Supersede {
+        by: Option<ProposalId>,
+        reason: String,
+    },
+    StartExecution,
+    RecordSuccess {
+        attempt: u32,
+        result: Value,
+    },
+    RecordFailure {
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    RecordUncertain {
+        attempt: u32,
+        reason: String,
+    },
+    RollBack {
+        actor: String,
+        role: Role,
+        result: Value,
+    },
+    RecordOutcome {
+        kind: String,
+        summary: String,
+        value_cents: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProposalEvent {
+    Drafted {
+        #[serde(flatten)]
+        draft: ProposalDraft,
+        payload_hash: String,
+    },
+    Approved(Decision),
+    Rejected {
+        #[serde(flatten)]
+        decision: Decision,
+        reason: String,
+    },
+    Expired {
+        at: DateTime<Utc>,
+    },
+    Superseded {
+        by: Option<ProposalId>,
+        reason: String,
+    },
+    ExecutionStarted {
+        attempt: u32,
+        idempotency_key: String,
+    },
+    ExecutionSucceeded {
+        attempt: u32,
+        result: Value,
+    },
+    ExecutionFailed {
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    ExecutionUncertain {
+        attempt: u32,
+        reason: String,
+    },
+    RolledBack {
+        actor: String,
+        role: Role,
+        result: Value,
+    },
+    OutcomeRecorded {
+        kind: String,
+        summary: String,
+        value_cents: Option<i64>,
+    },
+}
+
+impl DomainEvent for ProposalEvent {
+    fn event_type(&self) -> String {
+        match self {
+            ProposalEvent::Drafted { .. } => "Drafted",
+            ProposalEvent::Approved(_) => "Approved",
+            ProposalEvent::Rejected { .. } => "Rejected",
+            ProposalEvent::Expired { .. } => "Expired",
+            ProposalEvent::Superseded { .. } => "Superseded",
+            ProposalEvent::ExecutionStarted { .. } => "ExecutionStarted",
+            ProposalEvent::ExecutionSucceeded { .. } => "ExecutionSucceeded",
+            ProposalEvent::ExecutionFailed { .. } => "ExecutionFailed",
+            ProposalEvent::ExecutionUncertain { .. } => "ExecutionUncertain",
+            ProposalEvent::RolledBack { .. } => "RolledBack",
+            ProposalEvent::OutcomeRecorded { .. } => "OutcomeRecorded",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+/// Where a proposal is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    NotDrafted,
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    Superseded,
+    Executing,
+    Succeeded,
+    Failed,
+    Uncertain,
+    RolledBack,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalError {
+    #[error("the proposal was already drafted")]
+    AlreadyDrafted,
+    #[error("the draft is invalid: {0}")]
+    InvalidDraft(String),
+    #[error("no such proposal")]
+    NotDrafted,
+    #[error("the proposal is {0}, not pending")]
+    NotPending(Status),
+    #[error("a {0} may not decide on proposals")]
+    RoleMayNotDecide(Role),
+    #[error("a person may not approve a proposal they requested")]
+    SelfApproval,
+    #[error("the action shown is not the action drafted; reload it and decide again")]
+    PayloadChanged,
+    #[error("the proposal is {0} and has no approval to execute")]
+    NotApproved(Status),
+    #[error("the proposal is {0} and cannot start an execution")]
+    CannotExecute(Status),
+    #[error("no execution attempt {0} is in progress")]
+    NoSuchAttempt(u32),
+    #[error("the proposal is {0}; only an executed proposal can be rolled back")]
+    CannotRollBack(Status),
+    #[error("the proposal is {0}; outcomes are recorded only after execution")]
+    NotExecuted(Status),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    id: Option<ProposalId>,
+    status: Status,
+    payload_hash: String,
+    requested_by: Option<String>,
+    attempts: u32,
+    last_failure_retryable: bool,
+}
+
+impl Proposal {
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    fn check_decider(&self, decision: &Decision) -> Result<(), ProposalError> {
+        if !decision.role.may_decide() {
+            return Err(ProposalError::RoleMayNotDecide(decision.role));
+        }
+        match self.status {
+            Status::NotDrafted => Err(ProposalError::NotDrafted),
+            Status::Pending => Ok(()),
+            other => Err(ProposalError::NotPending(other)),
+        }
+    }
+
+    fn check_pending(&self) -> Result<(), ProposalError> {
+        match self.status {
+            Status::NotDrafted => Err(ProposalError::NotDrafted),
+            Status::Pending => Ok(()),
+            other => Err(ProposalError::NotPending(other)),
+        }
+    }
+
+    fn check_attempt(&self, attempt: u32) -> Result<(), ProposalError> {
+        if self.status == Status::Executing && attempt == self.attempts {
+            Ok(())
+        } else {
+            Err(ProposalError::NoSuchAttempt(attempt))
+        }
+    }
+
+    fn decide(&self, command: ProposalCommand) -> Result<ProposalEvent, ProposalError> {
+        use ProposalCommand as C;
+        use ProposalEvent as E;
+        match command {
+            C::Draft(draft) => {
+                if self.status != Status::NotDrafted {
+                    return Err(ProposalError::AlreadyDrafted);
+                }
+                validate_draft(&draft)?;
+                let payload_hash = payload_hash(&draft.action);
+                Ok(E::Drafted {
+                    draft,
+                    payload_hash,
+                })
+            }
+            C::Approve(decision) => {
+                self.check_decider(&decision)?;
+                if self.requested_by.as_deref() == Some(decision.actor.as_str()) {
+                    return Err(ProposalError::SelfApproval);
+                }
+                if decision.payload_hash != self.payload_hash {
+                    return Err(ProposalError::PayloadChanged);
+                }
+                Ok(E::Approved(decision))
+            }
+            C::Reject { decision, reason } => {
+                self.check_decider(&decision)?;
+                if decision.payload_hash != self.payload_hash {
+                    return Err(ProposalError::PayloadChanged);
+                }
+                Ok(E::Rejected { decision, reason })
+            }
+            C::Expire { at } => {
+                self.check_pending()?;
+                Ok(E::Expired { at })
+            }
+            C::Supersede { by, reason } => {
+                self.check_pending()?;
+                Ok(E::Superseded { by, reason })
+            }
+            C::StartExecution => {
+                let may_start = match self.status {
+                    Status::Approved => true,
+                    Status::Failed => self.last_failure_retryable,
+                    _ => false,
+                };
+                if !may_start {
+                    return Err(match self.status {
+                        Status::NotDrafted
+                        | Status::Pending
+                        | Status::Rejected
+                        | Status::Expired
+                        | Status::Superseded => ProposalError::NotApproved(self.status),
+                        other => ProposalError::CannotExecute(other),
+                    });
+                }
+                let id = self.id.ok_or(ProposalError::NotDrafted)?;
+                Ok(E::ExecutionStarted {
+                    attempt: self.attempts + 1,
+                    idempotency_key: id.idempotency_key(),
+                })
+            }
+            C::RecordSuccess { attempt, result } => {
+                self.check_attempt(attempt)?;
+                Ok(E::ExecutionSucceeded { attempt, result })
+            }
+            C::RecordFailure {
+                attempt,
+                error,
+                retryable,
+            } => {
+                self.check_attempt(attempt)?;
+                Ok(E::ExecutionFailed {
+                    attempt,
+                    error,
+                    retryable,
+                })
+            }
+            C::RecordUncertain { attempt, reason } => {
+                self.check_attempt(attempt)?;
+                Ok(E::ExecutionUncertain { attempt, reason })
+            }
+            C::RollBack {
+                actor,
+                role,
+                result,
+            } => {
+                if !role.may_decide() {
+                    return Err(ProposalError::RoleMayNotDecide(role));
+                }
+                if self.status != Status::Succeeded {
+                    return Err(ProposalError::CannotRollBack(self.status));
+                }
+                Ok(E::RolledBack {
+                    actor,
+                    role,
+                    result,
+                })
+            }
+            C::RecordOutcome {
+                kind,
+                summary,
+                value_cents,
+            } => match self.status {
+                Status::Succeeded | Status::Failed | Status::Uncertain | Status::RolledBack => {
+                    Ok(E::OutcomeRecorded {
+                        kind,
+                        summary,
+                        value_cents,
+                    })
+                }
+                other => Err(ProposalError::NotExecuted(other)),
+            },
+        }
+    }
+}
+
+fn validate_draft(draft: &ProposalDraft) -> Result<(), ProposalError> {
+    if draft.title.trim().is_empty() {
+        return Err(ProposalError::InvalidDraft("the title is empty".into()));
+    }
+    if draft.action_type.trim().is_empty() {
+        return Err(ProposalError::InvalidDraft("the action type is empty".into()));
+    }
+    if draft.score > 100 {
+        return Err(ProposalError::InvalidDraft(format!(
+            "the score {} is over 100",
+            draft.score
+        )));
+    }
+    Ok(())
+}
+
+impl Aggregate for Proposal {
+    const TYPE: &'static str = "Proposal";
+    type Command = ProposalCommand;
+    type Event = ProposalEvent;
+    type Error = ProposalError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use ProposalEvent as E;
+        match event {
+            E::Drafted {
+                draft,
+                payload_hash,
+            } => {
+                self.id = Some(draft.id);
+                self.status = Status::Pending;
+                self.payload_hash = payload_hash;
+                self.requested_by = draft.requested_by;
+            }
+            E::Approved(_) => self.status = Status::Approved,
+            E::Rejected { .. } => self.status = Status::Rejected,
+            E::Expired { .. } => self.status = Status::Expired,
+            E::Superseded { .. } => self.status = Status::Superseded,
+            E::ExecutionStarted { attempt, .. } => {
+                self.status = Status::Executing;
+                self.attempts = attempt;
+            }
+            E::ExecutionSucceeded { .. } => self.status = Status::Succeeded,
+            E::ExecutionFailed { retryable, .. } => {
+                self.status = Status::Failed;
+                self.last_failure_retryable = retryable;
+            }
+            E::ExecutionUncertain { .. } => self.status = Status::Uncertain,
+            E::RolledBack { .. } => self.status = Status::RolledBack,
+            E::OutcomeRecorded { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

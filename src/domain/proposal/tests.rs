@@ -1,0 +1,560 @@
+use super::*;
+use cqrs_es::test::TestFramework;
+use serde_json::json;
+
+type Framework = TestFramework<Proposal>;
+
+fn id() -> ProposalId {
+    ProposalId::derive("stripe:evt_1", "money.card_update_email")
+}
+
+fn draft() -> ProposalDraft {
+    ProposalDraft {
+        id: id(),
+        title: "Email the customer a card-update link".into(),
+        vertical: Vertical::Money,
+        action_type: "email.send".into(),
+        action: json!({"to": "jenny@example.com", "subject": "Your card was declined"}),
+        reasoning: "The invoice payment failed twice.".into(),
+        drivers: vec!["because $10.00 is at risk".into()],
+        score: 72,
+        urgency: Urgency::High,
+        due_by: None,
+        owner: Some("founder@example.com".into()),
+        inbound_ids: vec!["stripe:evt_1".into()],
+        subject_key: "stripe:invoice:in_1".into(),
+        requested_by: Some("requester@example.com".into()),
+    }
+}
+
+fn hash() -> String {
+    payload_hash(&draft().action)
+}
+
+fn decision(actor: &str, role: Role) -> Decision {
+    Decision {
+        actor: actor.into(),
+        role,
+        comment: Some("go".into()),
+        payload_hash: hash(),
+    }
+}
+
+fn approver() -> Decision {
+    decision("approver@example.com", Role::Approver)
+}
+
+fn drafted() -> ProposalEvent {
+    ProposalEvent::Drafted {
+        draft: draft(),
+        payload_hash: hash(),
+    }
+}
+
+fn approved() -> ProposalEvent {
+    ProposalEvent::Approved(approver())
+}
+
+fn started(attempt: u32) -> ProposalEvent {
+    ProposalEvent::ExecutionStarted {
+        attempt,
+        idempotency_key: id().idempotency_key(),
+    }
+}
+
+fn succeeded() -> ProposalEvent {
+    ProposalEvent::ExecutionSucceeded {
+        attempt: 1,
+        result: json!({"ok": true}),
+    }
+}
+
+fn failed(retryable: bool) -> ProposalEvent {
+    ProposalEvent::ExecutionFailed {
+        attempt: 1,
+        error: "smtp said 451".into(),
+        retryable,
+    }
+}
+
+// ---- The whole transition table: every command against every state. ----
+
+/// The commands, in the column order of the table below.
+fn commands() -> Vec<ProposalCommand> {
+    use ProposalCommand as C;
+    vec![
+        C::Draft(draft()),
+        C::Approve(approver()),
+        C::Reject {
+            decision: approver(),
+            reason: "not now".into(),
+        },
+        C::Expire {
+            at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+        },
+        C::Supersede {
+            by: None,
+            reason: "a newer signal".into(),
+        },
+        C::StartExecution,
+        C::RecordSuccess {
+            attempt: 1,
+            result: json!({}),
+        },
+        C::RecordFailure {
+            attempt: 1,
+            error: "boom".into(),
+            retryable: true,
+        },
+        C::RecordUncertain {
+            attempt: 1,
+            reason: "process died".into(),
+        },
+        C::RollBack {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+            result: json!({}),
+        },
+        C::RecordOutcome {
+            kind: "recovered".into(),
+            summary: "recovered $10.00".into(),
+            value_cents: Some(1000),
+        },
+    ]
+}
+
+/// What each command must produce: the event type it records, or the error it is refused with.
+type Expect = Result<&'static str, ProposalError>;
+
+fn states() -> Vec<(&'static str, Vec<ProposalEvent>)> {
+    let executing = vec![drafted(), approved(), started(1)];
+    let with = |extra: Vec<ProposalEvent>| {
+        let mut events = executing.clone();
+        events.extend(extra);
+        events
+    };
+    vec![
+        ("not drafted", vec![]),
+        ("pending", vec![drafted()]),
+        ("approved", vec![drafted(), approved()]),
+        (
+            "rejected",
+            vec![
+                drafted(),
+                ProposalEvent::Rejected {
+                    decision: approver(),
+                    reason: "no".into(),
+                },
+            ],
+        ),
+        (
+            "expired",
+            vec![
+                drafted(),
+                ProposalEvent::Expired {
+                    at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+                },
+            ],
+        ),
+        (
+            "superseded",
+            vec![
+                drafted(),
+                ProposalEvent::Superseded {
+                    by: None,
+                    reason: "newer".into(),
+                },
+            ],
+        ),
+        ("executing", executing.clone()),
+        ("succeeded", with(vec![succeeded()])),
+        ("failed, retryable", with(vec![failed(true)])),
+        ("failed, final", with(vec![failed(false)])),
+        (
+            "uncertain",
+            with(vec![ProposalEvent::ExecutionUncertain {
+                attempt: 1,
+                reason: "died".into(),
+            }]),
+        ),
+        (
+            "rolled back",
+            with(vec![
+                succeeded(),
+                ProposalEvent::RolledBack {
+                    actor: "approver@example.com".into(),
+                    role: Role::Approver,
+                    result: json!({}),
+                },
+            ]),
+        ),
+    ]
+}
+
+fn table() -> Vec<Vec<Expect>> {
+    use ProposalError as X;
+    use Status as S;
+    let nsa = || Err(X::NoSuchAttempt(1));
+    let closed = |s: Status, start: Expect| -> Vec<Expect> {
+        vec![
+            Err(X::AlreadyDrafted),
+            Err(X::NotPending(s)),
+            Err(X::NotPending(s)),
+            Err(X::NotPending(s)),
+            Err(X::NotPending(s)),
+            start,
+            nsa(),
+            nsa(),
+            nsa(),
+            Err(X::CannotRollBack(s)),
+            Err(X::NotExecuted(s)),
+        ]
+    };
+    let after_execution = |s: Status, start: Expect| -> Vec<Expect> {
+        let mut row = closed(s, start);
+        row[10] = Ok("OutcomeRecorded");
+        row
+    };
+    vec![
+        vec![
+            Ok("Drafted"),
+            Err(X::NotDrafted),
+            Err(X::NotDrafted),
+            Err(X::NotDrafted),
+            Err(X::NotDrafted),
+            Err(X::NotApproved(S::NotDrafted)),
+            nsa(),
+            nsa(),
+            nsa(),
+            Err(X::CannotRollBack(S::NotDrafted)),
+            Err(X::NotExecuted(S::NotDrafted)),
+        ],
+        vec![
+            Err(X::AlreadyDrafted),
+            Ok("Approved"),
+            Ok("Rejected"),
+            Ok("Expired"),
+            Ok("Superseded"),
+            Err(X::NotApproved(S::Pending)),
+            nsa(),
+            nsa(),
+            nsa(),
+            Err(X::CannotRollBack(S::Pending)),
+            Err(X::NotExecuted(S::Pending)),
+        ],
+        closed(S::Approved, Ok("ExecutionStarted")),
+        closed(S::Rejected, Err(X::NotApproved(S::Rejected))),
+        closed(S::Expired, Err(X::NotApproved(S::Expired))),
+        closed(S::Superseded, Err(X::NotApproved(S::Superseded))),
+        {
+            let mut row = closed(S::Executing, Err(X::CannotExecute(S::Executing)));
+            row[6] = Ok("ExecutionSucceeded");
+            row[7] = Ok("ExecutionFailed");
+            row[8] = Ok("ExecutionUncertain");
+            row
+        },
+        {
+            let mut row =
+                after_execution(S::Succeeded, Err(X::CannotExecute(S::Succeeded)));
+            row[9] = Ok("RolledBack");
+            row
+        },
+        after_execution(S::Failed, Ok("ExecutionStarted")),
+        after_execution(S::Failed, Err(X::CannotExecute(S::Failed))),
+        after_execution(S::Uncertain, Err(X::CannotExecute(S::Uncertain))),
+        after_execution(S::RolledBack, Err(X::CannotExecute(S::RolledBack))),
+    ]
+}
+
+#[test]
+fn every_command_in_every_state_is_allowed_or_refused_as_the_table_says() {
+    let states = states();
+    let table = table();
+    assert_eq!(states.len(), table.len());
+    let mut checked = 0;
+    for ((state, history), row) in states.into_iter().zip(table) {
+        let commands = commands();
+        assert_eq!(commands.len(), row.len(), "row for {state}");
+        for (command, expected) in commands.into_iter().zip(row) {
+            let label = format!("{command:?} when {state}");
+            let got = Framework::with(())
+                .given(history.clone())
+                .when(command)
+                .inspect_result();
+            match (got, expected) {
+                (Ok(events), Ok(event_type)) => {
+                    assert_eq!(events.len(), 1, "{label}");
+                    assert_eq!(events[0].event_type(), event_type, "{label}");
+                }
+                (Err(error), Err(expected)) => assert_eq!(error, expected, "{label}"),
+                (got, expected) => panic!("{label}: got {got:?}, expected {expected:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12 * 11);
+}
+
+// ---- The rules the product promises, one by one. ----
+
+#[test]
+fn a_draft_records_the_hash_of_its_action() {
+    Framework::with(())
+        .given_no_previous_events()
+        .when(ProposalCommand::Draft(draft()))
+        .then_expect_events(vec![drafted()]);
+}
+
+#[test]
+fn a_draft_with_a_score_over_100_is_refused() {
+    let mut bad = draft();
+    bad.score = 101;
+    let result = Framework::with(())
+        .given_no_previous_events()
+        .when(ProposalCommand::Draft(bad))
+        .inspect_result();
+    assert!(matches!(result, Err(ProposalError::InvalidDraft(_))));
+}
+
+#[test]
+fn an_approver_approves_a_pending_proposal() {
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_events(vec![approved()]);
+}
+
+#[test]
+fn an_admin_may_approve_too() {
+    let admin = decision("admin@example.com", Role::Admin);
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Approve(admin.clone()))
+        .then_expect_events(vec![ProposalEvent::Approved(admin)]);
+}
+
+#[test]
+fn approving_a_rejected_proposal_is_refused() {
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Rejected {
+                decision: approver(),
+                reason: "no".into(),
+            },
+        ])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_error(ProposalError::NotPending(Status::Rejected));
+}
+
+#[test]
+fn a_second_approval_is_refused() {
+    Framework::with(())
+        .given(vec![drafted(), approved()])
+        .when(ProposalCommand::Approve(decision(
+            "other@example.com",
+            Role::Admin,
+        )))
+        .then_expect_error(ProposalError::NotPending(Status::Approved));
+}
+
+#[test]
+fn a_viewer_may_not_approve() {
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Approve(decision(
+            "viewer@example.com",
+            Role::Viewer,
+        )))
+        .then_expect_error(ProposalError::RoleMayNotDecide(Role::Viewer));
+}
+
+#[test]
+fn a_viewer_may_not_reject() {
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Reject {
+            decision: decision("viewer@example.com", Role::Viewer),
+            reason: "no".into(),
+        })
+        .then_expect_error(ProposalError::RoleMayNotDecide(Role::Viewer));
+}
+
+#[test]
+fn a_viewer_may_not_roll_back() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1), succeeded()])
+        .when(ProposalCommand::RollBack {
+            actor: "viewer@example.com".into(),
+            role: Role::Viewer,
+            result: json!({}),
+        })
+        .then_expect_error(ProposalError::RoleMayNotDecide(Role::Viewer));
+}
+
+#[test]
+fn approving_with_another_payload_hash_is_refused() {
+    let mut shown_other = approver();
+    shown_other.payload_hash = payload_hash(&json!({"to": "someone-else@example.com"}));
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Approve(shown_other))
+        .then_expect_error(ProposalError::PayloadChanged);
+}
+
+#[test]
+fn the_requester_may_not_approve_their_own_proposal() {
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Approve(decision(
+            "requester@example.com",
+            Role::Admin,
+        )))
+        .then_expect_error(ProposalError::SelfApproval);
+}
+
+#[test]
+fn executing_without_approval_is_refused() {
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_error(ProposalError::NotApproved(Status::Pending));
+}
+
+#[test]
+fn executing_a_rejected_proposal_is_refused() {
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Rejected {
+                decision: approver(),
+                reason: "no".into(),
+            },
+        ])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_error(ProposalError::NotApproved(Status::Rejected));
+}
+
+#[test]
+fn an_approved_proposal_starts_attempt_one_with_its_stable_key() {
+    Framework::with(())
+        .given(vec![drafted(), approved()])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_events(vec![started(1)]);
+}
+
+#[test]
+fn a_retryable_failure_starts_the_next_attempt_with_the_same_key() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1), failed(true)])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn a_final_failure_is_not_retried() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1), failed(false)])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_error(ProposalError::CannotExecute(Status::Failed));
+}
+
+#[test]
+fn an_execution_in_progress_cannot_start_twice() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1)])
+        .when(ProposalCommand::StartExecution)
+        .then_expect_error(ProposalError::CannotExecute(Status::Executing));
+}
+
+#[test]
+fn a_result_for_another_attempt_is_refused() {
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            approved(),
+            started(1),
+            failed(true),
+            started(2),
+        ])
+        .when(ProposalCommand::RecordSuccess {
+            attempt: 1,
+            result: json!({}),
+        })
+        .then_expect_error(ProposalError::NoSuchAttempt(1));
+}
+
+#[test]
+fn an_execution_interrupted_between_call_and_record_becomes_uncertain() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1)])
+        .when(ProposalCommand::RecordUncertain {
+            attempt: 1,
+            reason: "the process stopped after the call".into(),
+        })
+        .then_expect_events(vec![ProposalEvent::ExecutionUncertain {
+            attempt: 1,
+            reason: "the process stopped after the call".into(),
+        }]);
+}
+
+#[test]
+fn a_succeeded_execution_can_be_rolled_back_once() {
+    let rolled_back = ProposalEvent::RolledBack {
+        actor: "approver@example.com".into(),
+        role: Role::Approver,
+        result: json!({"deleted": true}),
+    };
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1), succeeded()])
+        .when(ProposalCommand::RollBack {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+            result: json!({"deleted": true}),
+        })
+        .then_expect_events(vec![rolled_back.clone()]);
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            approved(),
+            started(1),
+            succeeded(),
+            rolled_back,
+        ])
+        .when(ProposalCommand::RollBack {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+            result: json!({}),
+        })
+        .then_expect_error(ProposalError::CannotRollBack(Status::RolledBack));
+}
+
+#[test]
+fn an_outcome_before_any_execution_is_refused() {
+    Framework::with(())
+        .given(vec![drafted(), approved()])
+        .when(ProposalCommand::RecordOutcome {
+            kind: "recovered".into(),
+            summary: "recovered $10.00".into(),
+            value_cents: Some(1000),
+        })
+        .then_expect_error(ProposalError::NotExecuted(Status::Approved));
+}
+
+#[test]
+fn events_keep_their_json_shape() {
+    // Stored events are read back for years: their JSON shape is a contract.
+    let value = serde_json::to_value(approved()).unwrap_or_default();
+    assert_eq!(
+        value,
+        json!({"Approved": {
+            "actor": "approver@example.com",
+            "role": "approver",
+            "comment": "go",
+            "payload_hash": hash(),
+        }})
+    );
+    let back: ProposalEvent = serde_json::from_value(serde_json::to_value(drafted()).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("drafted does not read back: {e}"));
+    assert_eq!(back, drafted());
+}

@@ -1,0 +1,21 @@
+//! ExecOps: an event-sourced approval engine.
+//!
+//! A tour, in the order a request meets the code:
+//! - [`web`] serves HTTP: health, readiness and metrics now; webhooks, pages and the API as
+//!   they land. Handlers turn requests into commands on the aggregates.
+//! - [`domain`] is the pure core: the `Inbound` and `Proposal` aggregates with their commands,
+//!   events and errors. It knows nothing of HTTP or SQL.
+//! - [`store`] keeps the events in Postgres (through cqrs-es and postgres-es), reads the log
+//!   back in commit-safe order, runs checkpointed subscribers, and can start an embedded
+//!   Postgres when no `DATABASE_URL` is given.
+//! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
+//!   logs and metrics, and the `execops` command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod projections;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,6 @@
+//! Read models built from the event log by checkpointed subscribers. Each is a table in the
+//! same Postgres that can be thrown away and rebuilt from the events.
+
+pub mod event_counts;
+
+pub use event_counts::EventCounts;

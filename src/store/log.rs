@@ -1,0 +1,148 @@
+//! Reading the event log in commit-safe order.
+//!
+//! `position` is taken when a row is inserted, not when its transaction commits, so a
+//! reader that trusts it alone can pass an event that commits late and never see it. We
+//! order by `(transaction_id, position)` and read only below the oldest transaction still
+//! running (`pg_snapshot_xmin`): every transaction under that line has ended, so nothing
+//! can appear behind the reader's cursor.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, Row};
+
+/// A place in the log: the inserting transaction and the row's position within the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    /// Before the first event.
+    pub const START: LogPosition = LogPosition {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+impl std::fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.transaction_id, self.position)
+    }
+}
+
+/// One row of the `events` table as a reader sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub log: LogPosition,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        log: LogPosition {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        },
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// Up to `limit` committed events after `after`, in log order, none of which can later be
+/// preceded by an event that commits afterwards.
+pub async fn read_after<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, position \
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The last `count` readable events, oldest first: where `events tail` starts.
+pub async fn read_last<'e, E: PgExecutor<'e>>(
+    executor: E,
+    count: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id DESC, position DESC \
+         LIMIT $1"
+    );
+    let rows = sqlx::query(&sql).bind(count).fetch_all(executor).await?;
+    let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    events.reverse();
+    Ok(events)
+}
+
+/// How far a reader at `after` is behind: committed events not yet read (counted up to
+/// `cap`), and when the oldest of them was recorded. Events held back by a transaction that
+/// is still running elsewhere count too: that is exactly the lag to expose.
+pub async fn backlog<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: LogPosition,
+    cap: i64,
+) -> Result<Backlog, sqlx::Error> {
+    let row = sqlx::query(
+        "WITH pending AS ( \
+             SELECT recorded_at FROM events \
+             WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+             ORDER BY transaction_id, position \
+             LIMIT $3) \
+         SELECT count(*) AS events, min(recorded_at) AS oldest FROM pending",
+    )
+    .bind(after.transaction_id)
+    .bind(after.position)
+    .bind(cap)
+    .fetch_one(executor)
+    .await?;
+    Ok(Backlog {
+        events: row.try_get("events")?,
+        oldest: row.try_get("oldest")?,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    pub events: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+impl Backlog {
+    /// Seconds since the oldest unread event was recorded; zero when there is none.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> f64 {
+        self.oldest
+            .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    }
+}

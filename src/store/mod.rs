@@ -1,0 +1,212 @@
+//! The event store and everything that reads it: the cqrs-es frameworks that append events,
+//! the commit-safe log reader, checkpointed subscribers, and the Postgres itself (an external
+//! one from `DATABASE_URL`, or an embedded cluster ExecOps starts on its own).
+
+pub mod embedded;
+pub mod log;
+pub mod subscription;
+pub mod testing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::{Aggregate, AggregateError};
+use postgres_es::PostgresCqrs;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::Config;
+use crate::domain::{Inbound, InboundCommand, InboundError, Proposal, ProposalCommand, Signal};
+use crate::telemetry::Metrics;
+use embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The database ExecOps runs on, and the embedded server behind it when there is one.
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `DATABASE_URL`, or starts the embedded cluster when it is unset, and
+    /// brings the schema up to date.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let (url, embedded) = match &config.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let options = EmbeddedOptions::new(config.data_dir.clone());
+                let cluster =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+                        .await??;
+                create_database_if_missing(&cluster.url("postgres"), "execops").await?;
+                (SecretString::from(cluster.url("execops")), Some(cluster))
+            }
+        };
+        let pool = connect(url.expose_secret(), config.db_max_connections).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, embedded })
+    }
+
+    /// Closes the pool, then stops the embedded server if ExecOps started one.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded {
+            tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+/// A pool with short acquire timeouts, so an unreachable database is reported quickly
+/// (and webhooks answered 503) rather than hanging the request.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+}
+
+pub async fn create_database_if_missing(server_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await
+}
+
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How a delivery was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    /// Its `Received` event is committed.
+    Accepted,
+    /// It had been received before; nothing was written.
+    Duplicate,
+}
+
+/// Why a command did not record its events.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused it: a user error with a reason.
+    #[error(transparent)]
+    Refused(E),
+    /// Another command on the same aggregate committed first.
+    #[error("another change to the same record was committed first")]
+    Conflict,
+    /// Postgres could not be reached; nothing was recorded and the caller may retry.
+    #[error("the event store is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the event store failed: {0}")]
+    Internal(String),
+}
+
+impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
+    fn from(error: AggregateError<E>) -> Self {
+        match error {
+            AggregateError::UserError(e) => CommandError::Refused(e),
+            AggregateError::AggregateConflict => CommandError::Conflict,
+            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            AggregateError::DeserializationError(e) => CommandError::Internal(e.to_string()),
+            AggregateError::UnexpectedError(e) => match e.downcast_ref::<sqlx::Error>() {
+                Some(sql) if is_unavailable(sql) => CommandError::Unavailable(e.to_string()),
+                _ => CommandError::Internal(e.to_string()),
+            },
+        }
+    }
+}
+
+/// True for errors that mean "Postgres is not there right now" rather than a bug.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P: the server is shutting down or starting.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Appends events through the aggregates. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    inbound: Arc<PostgresCqrs<Inbound>>,
+    proposals: Arc<PostgresCqrs<Proposal>>,
+    metrics: Metrics,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, metrics: Metrics) -> Self {
+        Self {
+            inbound: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
+            proposals: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
+            pool,
+            metrics,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records a delivery once. A redelivery, or losing the race against a concurrent copy of
+    /// the same delivery, is a duplicate and writes nothing.
+    pub async fn receive(
+        &self,
+        signal: Signal,
+        metadata: HashMap<String, String>,
+    ) -> Result<Receipt, CommandError<InboundError>> {
+        let id = signal.inbound_id();
+        let result = self
+            .inbound
+            .execute_with_metadata(id.as_str(), InboundCommand::Receive(signal), metadata)
+            .await;
+        match result.map_err(CommandError::from) {
+            Ok(()) => {
+                self.metrics.event_appended(Inbound::TYPE);
+                Ok(Receipt::Accepted)
+            }
+            Err(CommandError::Refused(InboundError::Duplicate) | CommandError::Conflict) => {
+                Ok(Receipt::Duplicate)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Runs one command on a proposal; every accepted command records one event.
+    pub async fn proposal(
+        &self,
+        id: &str,
+        command: ProposalCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommandError<crate::domain::ProposalError>> {
+        self.proposals
+            .execute_with_metadata(id, command, metadata)
+            .await?;
+        self.metrics.event_appended(Proposal::TYPE);
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! Checkpointed subscribers: each reads the log in commit-safe order and applies every event
+//! exactly once, writing its own rows and its checkpoint in one transaction, so it survives
+//! a crash anywhere. One process at a time runs a given subscription (a Postgres advisory
+//! lock); the others stand by and take over when it stops or dies.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::watch;
+
+use super::log::{read_after, LogPosition, StoredEvent};
+
+/// The channel the `events` insert trigger notifies.
+pub const EVENTS_CHANNEL: &str = "execops_events";
+
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Something that follows the log. `handle` runs inside the runner's transaction; the
+/// runner commits it together with the checkpoint, or rolls both back.
+pub trait Subscriber: Send + Sync + 'static {
+    /// Stable: it keys the checkpoint and the advisory lock.
+    fn name(&self) -> &str;
+
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+#[derive(Clone, Debug)]
+pub struct RunnerOptions {
+    /// Events applied in one transaction.
+    pub batch_size: i64,
+    /// The slow poll that backs up LISTEN/NOTIFY.
+    pub poll_interval: Duration,
+    /// How often a standby checks whether the active runner is gone.
+    pub standby_interval: Duration,
+    /// The longest pause after a failure before trying again.
+    pub max_backoff: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(2),
+            standby_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a runner tells the rest of the process (readiness, metrics) about itself.
+#[derive(Debug)]
+pub struct RunnerStatus {
+    pub name: String,
+    active: AtomicBool,
+    processed: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RunnerStatus {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            active: AtomicBool::new(false),
+            processed: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Whether this process holds the subscription's lock and is applying events.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// The subscriptions this process runs or stands by for.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    runners: Arc<Mutex<Vec<Arc<RunnerStatus>>>>,
+}
+
+impl Registry {
+    fn register(&self, name: &str) -> Arc<RunnerStatus> {
+        let status = Arc::new(RunnerStatus::new(name));
+        if let Ok(mut runners) = self.runners.lock() {
+            runners.push(status.clone());
+        }
+        status
+    }
+
+    pub fn statuses(&self) -> Vec<Arc<RunnerStatus>> {
+        self.runners.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("subscriber failed on event {position}: {source}")]
+    Handler {
+        position: LogPosition,
+        source: HandlerError,
+    },
+    #[error("the checkpoint moved under this runner; another runner or a rebuild owns it")]
+    CheckpointMoved,
+}
+
+pub struct Runner<S: Subscriber> {
+    pool: PgPool,
+    subscriber: Arc<S>,
+    options: RunnerOptions,
+    status: Arc<RunnerStatus>,
+}
+
+impl<S: Subscriber> Runner<S> {
+    pub fn new(pool: PgPool, subscriber: S, options: RunnerOptions, registry: &Registry) -> Self {
+        let status = registry.register(subscriber.name());
+        Self {
+            pool,
+            subscriber: Arc::new(subscriber),
+            options,
+            status,
+        }
+    }
+
+    pub fn status(&self) -> Arc<RunnerStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown` turns true, standing by while another process holds the
+    /// subscription and retrying with back-off after failures.
+    #[tracing::instrument(skip_all, fields(subscription = %self.subscriber.name()))]
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.run_once(&mut shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    self.status.active.store(false, Ordering::Relaxed);
+                    self.status.failures.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut last) = self.status.last_error.lock() {
+                        *last = Some(error.to_string());
+                    }
+                    tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "subscription stopped; retrying");
+                    if wait_or_shutdown(&mut shutdown, backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.options.max_backoff);
+                }
+            }
+        }
+        self.status.active.store(false, Ordering::Relaxed);
+    }
+
+    async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), RunError> {
+        let name = self.subscriber.name();
+        // A connection of its own, outside the pool: the advisory lock lives exactly as long
+        // as it does, and it must never go back to the pool still holding the lock.
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            if stopping(shutdown) {
+                return Ok(());
+            }
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                    .bind(lock_name(name))
+                    .fetch_one(&mut conn)
+                    .await?;
+            if locked {
+                break;
+            }
+            if wait_or_shutdown(shutdown, self.options.standby_interval).await {
+                return Ok(());
+            }
+        }
+        tracing::info!("subscription active");
+        self.status.active.store(true, Ordering::Relaxed);
+
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        let mut checkpoint = load_checkpoint(&mut conn, name).await?;
+        let mut retry_soon: Option<Duration> = None;
+
+        loop {
+            if stopping(shutdown) {
+                break;
+            }
+            let batch = read_after(&mut conn, checkpoint, self.options.batch_size).await?;
+            if let Some(last) = batch.last().map(|e| e.log) {
+                self.apply(&mut conn, &batch, checkpoint, last).await?;
+                checkpoint = last;
+                self.status
+                    .processed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                retry_soon = None;
+                continue;
+            }
+            // Nothing readable. A notification means something committed; if it is still
+            // behind an older running transaction, look again soon rather than at the poll.
+            let wait = retry_soon.unwrap_or(self.options.poll_interval);
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                notified = listener.recv() => {
+                    notified?;
+                    while listener.next_buffered().is_some() {}
+                    retry_soon = Some(Duration::from_millis(20));
+                }
+                _ = tokio::time::sleep(wait) => {
+                    retry_soon = retry_soon.map(|d| (d * 2).min(self.options.poll_interval));
+                }
+            }
+        }
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(lock_name(name))
+            .execute(&mut conn)
+            .await?;
+        self.status.active.store(false, Ordering::Relaxed);
+        tracing::info!("subscription released");
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[StoredEvent],
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Result<(), RunError> {
+        let mut tx = conn.begin().await?;
+        for event in batch {
+            self.subscriber
+                .handle(&mut tx, event)
+                .await
+                .map_err(|source| RunError::Handler {
+                    position: event.log,
+                    source,
+                })?;
+        }
+        let moved = sqlx::query(
+            "UPDATE subscription_checkpoints \
+             SET transaction_id = $2::bigint::text::xid8, position = $3, updated_at = now() \
+             WHERE name = $1 AND transaction_id = $4::bigint::text::xid8 AND position = $5",
+        )
+        .bind(self.subscriber.name())
+        .bind(to.transaction_id)
+        .bind(to.position)
+        .bind(from.transaction_id)
+        .bind(from.position)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(RunError::CheckpointMoved);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn lock_name(subscription: &str) -> String {
+    format!("execops.subscription.{subscription}")
+}
+
+/// True once shutdown was asked for, or once nobody is left to ask.
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Sleeps for `duration`; true if shutdown was asked for meanwhile.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        _ = tokio::time::sleep(duration) => {}
+    }
+    stopping(shutdown)
+}
+
+async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+    sqlx::query("INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    checkpoint(&mut *conn, name)
+        .await
+        .map(|c| c.unwrap_or(LogPosition::START))
+}
+
+/// A subscription's checkpoint as stored; `None` if it has never run.
+pub async fn checkpoint<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    name: &str,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint AS transaction_id, position \
+         FROM subscription_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| {
+        Ok(LogPosition {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        })
+    })
+    .transpose()
+}
+
+/// How far behind the subscription `name` is, wherever it runs.
+pub async fn backlog(
+    pool: &PgPool,
+    name: &str,
+) -> Result<super::log::Backlog, sqlx::Error> {
+    let at = checkpoint(pool, name).await?.unwrap_or(LogPosition::START);
+    super::log::backlog(pool, at, BACKLOG_CAP).await
+}
+
+/// Lag is counted up to this many events; past it the exact number does not matter.
+pub const BACKLOG_CAP: i64 = 100_000;

@@ -1,0 +1,152 @@
+//! Operations endpoints: liveness, readiness (Postgres reachable and every subscription
+//! within its lag bound) and Prometheus metrics.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::AppState;
+use crate::projections::event_counts;
+use crate::store::subscription::backlog;
+use crate::telemetry::{EventTypeLabels, SubscriptionLabels};
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    database: String,
+    subscriptions: Vec<SubscriptionReadiness>,
+    reasons: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionReadiness {
+    name: String,
+    active_here: bool,
+    lag_events: i64,
+    lag_seconds: f64,
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let pool = state.store.pool();
+    let mut reasons = Vec::new();
+    let database = match tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => "ok".to_string(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: no answer within 2 s".to_string(),
+    };
+    if database != "ok" {
+        reasons.push(format!("postgres is {database}"));
+    }
+    let mut subscriptions = Vec::new();
+    if reasons.is_empty() {
+        let now = chrono::Utc::now();
+        for status in state.subscriptions.statuses() {
+            match backlog(pool, &status.name).await {
+                Ok(b) => {
+                    let lag = b.lag_seconds(now);
+                    if lag > state.max_subscriber_lag.as_secs_f64() {
+                        reasons.push(format!(
+                            "subscription {} is {lag:.1} s behind (bound {} s)",
+                            status.name,
+                            state.max_subscriber_lag.as_secs()
+                        ));
+                    }
+                    subscriptions.push(SubscriptionReadiness {
+                        name: status.name.clone(),
+                        active_here: status.is_active(),
+                        lag_events: b.events,
+                        lag_seconds: lag,
+                    });
+                }
+                Err(e) => reasons.push(format!("lag of {} unknown: {e}", status.name)),
+            }
+        }
+    }
+    let ready = reasons.is_empty();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        database,
+        subscriptions,
+        reasons,
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let pool = state.store.pool();
+    let now = chrono::Utc::now();
+    // Figures read from Postgres are best effort: a scrape still answers when it is down.
+    for status in state.subscriptions.statuses() {
+        let labels = SubscriptionLabels {
+            subscription: status.name.clone(),
+        };
+        state
+            .metrics
+            .subscription_active
+            .get_or_create(&labels)
+            .set(status.is_active() as i64);
+        state
+            .metrics
+            .subscription_failures
+            .get_or_create(&labels)
+            .set(status.failures() as i64);
+        if let Ok(b) = backlog(pool, &status.name).await {
+            state
+                .metrics
+                .subscription_lag_events
+                .get_or_create(&labels)
+                .set(b.events);
+            state
+                .metrics
+                .subscription_lag_seconds
+                .get_or_create(&labels)
+                .set(b.lag_seconds(now));
+        }
+    }
+    if let Ok(counts) = event_counts::counts(pool).await {
+        for (aggregate_type, event_type, events) in counts {
+            state
+                .metrics
+                .log_events
+                .get_or_create(&EventTypeLabels {
+                    aggregate_type,
+                    event_type,
+                })
+                .set(events);
+        }
+    }
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
