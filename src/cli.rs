@@ -13,7 +13,11 @@ use crate::store::subscription::EVENTS_CHANNEL;
 use crate::store::Database;
 
 #[derive(Debug, Parser)]
-#[command(name = "execops", version, about = "An approval engine for founders: signals in, proposals out, nothing runs without a person's approval.")]
+#[command(
+    name = "execops",
+    version,
+    about = "An approval engine for founders: signals in, proposals out, nothing runs without a person's approval."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

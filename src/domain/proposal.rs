@@ -376,7 +376,9 @@ fn validate_draft(draft: &ProposalDraft) -> Result<(), ProposalError> {
         return Err(ProposalError::InvalidDraft("the title is empty".into()));
     }
     if draft.action_type.trim().is_empty() {
-        return Err(ProposalError::InvalidDraft("the action type is empty".into()));
+        return Err(ProposalError::InvalidDraft(
+            "the action type is empty".into(),
+        ));
     }
     if draft.score > 100 {
         return Err(ProposalError::InvalidDraft(format!(

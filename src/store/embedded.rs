@@ -127,7 +127,11 @@ impl EmbeddedPostgres {
         // already runs this cluster: use it, and leave stopping it to its owner.
         if let Some((pid, port)) = running_server(&pgdata) {
             if is_ready(&bin, port) {
-                tracing::info!(port, pid, "using the embedded postgres another process started");
+                tracing::info!(
+                    port,
+                    pid,
+                    "using the embedded postgres another process started"
+                );
                 return Ok(Self {
                     port,
                     password,

@@ -90,7 +90,10 @@ impl RunnerStatus {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -328,10 +331,7 @@ pub async fn checkpoint<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 /// How far behind the subscription `name` is, wherever it runs.
-pub async fn backlog(
-    pool: &PgPool,
-    name: &str,
-) -> Result<super::log::Backlog, sqlx::Error> {
+pub async fn backlog(pool: &PgPool, name: &str) -> Result<super::log::Backlog, sqlx::Error> {
     let at = checkpoint(pool, name).await?.unwrap_or(LogPosition::START);
     super::log::backlog(pool, at, BACKLOG_CAP).await
 }

@@ -254,8 +254,7 @@ fn table() -> Vec<Vec<Expect>> {
             row
         },
         {
-            let mut row =
-                after_execution(S::Succeeded, Err(X::CannotExecute(S::Succeeded)));
+            let mut row = after_execution(S::Succeeded, Err(X::CannotExecute(S::Succeeded)));
             row[9] = Ok("RolledBack");
             row
         },
@@ -554,7 +553,8 @@ fn events_keep_their_json_shape() {
             "payload_hash": hash(),
         }})
     );
-    let back: ProposalEvent = serde_json::from_value(serde_json::to_value(drafted()).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("drafted does not read back: {e}"));
+    let back: ProposalEvent =
+        serde_json::from_value(serde_json::to_value(drafted()).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("drafted does not read back: {e}"));
     assert_eq!(back, drafted());
 }

@@ -1,0 +1,120 @@
+//! Shared test helpers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use execops::app::App;
+use execops::config::Config;
+use execops::domain::Signal;
+use execops::store::testing::TestDatabase;
+use execops::store::{Receipt, Store};
+use execops::telemetry::Metrics;
+use serde_json::json;
+
+pub fn config(pairs: &[(&str, &str)]) -> Config {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|key| map.get(key).cloned()).expect("test configuration is valid")
+}
+
+/// The whole app serving HTTP on a free loopback port, on its own fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub client: reqwest::Client,
+    app: Option<App>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(config(&[])).await
+    }
+
+    pub async fn spawn_with(config: Config) -> Self {
+        let db = TestDatabase::new().await.expect("a fresh test database");
+        let app = App::start(db.pool.clone(), &config);
+        let router = app.router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            addr,
+            store: app.state.store.clone(),
+            client: reqwest::Client::new(),
+            app: Some(app),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GETs `path` and checks the status, as Svix's test client does.
+    pub async fn get(&self, path: &str, expected: u16) -> reqwest::Response {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), expected, "GET {path}");
+        response
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+}
+
+/// A store on a fresh database, without HTTP or subscriptions.
+pub async fn store() -> (TestDatabase, Store) {
+    let db = TestDatabase::new().await.expect("a fresh test database");
+    let store = Store::new(db.pool.clone(), Metrics::new());
+    (db, store)
+}
+
+pub fn signal(source: &str, external_id: &str) -> Signal {
+    Signal {
+        source: source.into(),
+        kind: "invoice.payment_failed".into(),
+        external_id: external_id.into(),
+        occurred_at: DateTime::<Utc>::from_timestamp(1_721_954_100, 0).expect("a valid time"),
+        payload: json!({"id": external_id}),
+    }
+}
+
+pub async fn receive(store: &Store, external_id: &str) -> Receipt {
+    store
+        .receive(signal("stripe", external_id), HashMap::new())
+        .await
+        .expect("the delivery is stored")
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

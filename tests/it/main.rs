@@ -1,0 +1,9 @@
+//! Integration tests: the real app on 127.0.0.1:0 against a real Postgres (the embedded one
+//! unless DATABASE_URL names another), each test in a fresh database. One binary, so one
+//! Postgres per run.
+
+mod common;
+mod ops;
+mod serve;
+mod store;
+mod subscriptions;

@@ -1,0 +1,170 @@
+//! Health, readiness, metrics and request ids over real HTTP.
+
+use std::time::Duration;
+
+use execops::store::subscription::{Registry, Runner, RunnerOptions};
+use execops::store::Store;
+use execops::telemetry::Metrics;
+use execops::web::{router, AppState};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::common::{config, eventually, receive, store, TestApp};
+
+async fn serve(state: AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_when_all_is_well() {
+    let app = TestApp::spawn().await;
+    let health: Value = app.get("/healthz", 200).await.json().await.expect("json");
+    assert_eq!(health["status"], "ok");
+    receive(&app.store, "evt_ready").await;
+    // Ready, and the event applied: other tests' open transactions may delay it a little.
+    eventually(Duration::from_secs(10), "readiness with no lag", || async {
+        let Ok(response) = app.client.get(app.url("/readyz")).send().await else {
+            return false;
+        };
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        status == 200 && body["subscriptions"][0]["lag_events"] == 0
+    })
+    .await;
+    let ready: Value = app.get("/readyz", 200).await.json().await.expect("json");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["database"], "ok");
+    assert_eq!(ready["subscriptions"][0]["name"], "event_counts");
+    assert_eq!(ready["subscriptions"][0]["lag_events"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
+    let (db, store) = store().await;
+    // A subscription registered here but not running anywhere: its backlog only grows.
+    let subscriptions = Registry::default();
+    let _idle = Runner::new(
+        db.pool.clone(),
+        execops::projections::EventCounts,
+        RunnerOptions::default(),
+        &subscriptions,
+    );
+    receive(&store, "evt_lagging").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let base = serve(AppState {
+        store,
+        subscriptions,
+        metrics: Metrics::new(),
+        max_subscriber_lag: Duration::from_secs(1),
+    })
+    .await;
+    let response = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["subscriptions"][0]["lag_events"], 1);
+    let reason = body["reasons"][0].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("event_counts") && reason.contains("behind"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_answers_503_when_postgres_is_unreachable() {
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy("postgres://nobody:nothing@127.0.0.1:1/none")
+        .expect("a lazy pool");
+    let metrics = Metrics::new();
+    let base = serve(AppState {
+        store: Store::new(pool, metrics.clone()),
+        subscriptions: Registry::default(),
+        metrics,
+        max_subscriber_lag: config(&[]).max_subscriber_lag,
+    })
+    .await;
+    let response = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["database"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("unreachable"),
+        "{body}"
+    );
+    // Liveness does not depend on the database.
+    let health = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("an answer");
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn metrics_report_latency_by_route_appends_and_lag() {
+    let app = TestApp::spawn().await;
+    app.get("/healthz", 200).await;
+    receive(&app.store, "evt_counted").await;
+    eventually(Duration::from_secs(10), "the event counted", || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("an answer")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.contains(r#"execops_log_events{aggregate_type="Inbound",event_type="Received"} 1"#)
+    })
+    .await;
+    let text = app.get("/metrics", 200).await.text().await.expect("text");
+    for expected in [
+        r#"execops_http_request_duration_seconds_count{route="/healthz",method="GET",status="200"} 1"#,
+        r#"execops_events_appended_total{aggregate_type="Inbound"} 1"#,
+        r#"execops_subscription_lag_events{subscription="event_counts"} 0"#,
+        r#"execops_subscription_active{subscription="event_counts"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_the_callers() {
+    let app = TestApp::spawn().await;
+    let generated = app.get("/healthz", 200).await;
+    let id = generated
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(id.len(), 36, "a generated uuid: {id:?}");
+    let echoed = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "caller-chosen-1")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(
+        echoed
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("caller-chosen-1")
+    );
+    app.stop().await;
+}

@@ -1,0 +1,177 @@
+//! `execops serve` as a process on its embedded Postgres: it starts from nothing, stops
+//! cleanly on Ctrl-C, and a SIGKILL leaves no server behind and loses nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use execops::store::{connect, Store};
+use execops::telemetry::Metrics;
+
+use crate::common::{count, eventually, receive};
+
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("execops-serve-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn_serve(data_dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_execops"))
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env("EXECOPS_DATA_DIR", data_dir)
+        .env("EXECOPS_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("execops starts")
+}
+
+async fn wait_ready(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("execops serve exited early: {status}");
+        }
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "execops serve never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Postgres processes whose command line names this data directory.
+fn postgres_processes(data_dir: &Path) -> usize {
+    let needle = data_dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .map(|raw| {
+                    let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+                    cmdline.contains("postgres") && cmdline.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+async fn wait_no_postgres(data_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while postgres_processes(data_dir) > 0 {
+        assert!(Instant::now() < deadline, "postgres is still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Attaches to the embedded cluster a running `serve` started, as a CLI command would.
+async fn attached_store(data_dir: &Path) -> (EmbeddedPostgres, Store) {
+    let options = EmbeddedOptions::new(data_dir);
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+        .await
+        .expect("attach task")
+        .expect("attaches to the running cluster");
+    let pool = connect(&cluster.url("execops"), 4).await.expect("connects");
+    (cluster, Store::new(pool, Metrics::new()))
+}
+
+#[tokio::test]
+async fn serve_on_embedded_postgres_stops_cleanly_on_ctrl_c() {
+    let dir = DataDir::new("ctrlc");
+    let port = free_port();
+    let mut child = spawn_serve(&dir.0, port);
+    wait_ready(port, &mut child).await;
+    assert_eq!(
+        postgres_processes(&dir.0),
+        1,
+        "one postmaster, plus its children"
+    );
+
+    signal(&child, "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .expect("exit status");
+    assert!(status.success(), "exit: {status}");
+    wait_no_postgres(&dir.0).await;
+}
+
+#[tokio::test]
+async fn sigkill_leaves_no_postgres_behind_and_a_restart_loses_nothing() {
+    let dir = DataDir::new("kill");
+    let port = free_port();
+    let mut child = spawn_serve(&dir.0, port);
+    wait_ready(port, &mut child).await;
+
+    let (cluster, store) = attached_store(&dir.0).await;
+    for i in 0..10 {
+        receive(&store, &format!("evt_kept_{i}")).await;
+    }
+    store.pool().close().await;
+    drop(cluster); // attached, not owned: dropping it leaves the server running
+    assert!(postgres_processes(&dir.0) > 0);
+
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    wait_no_postgres(&dir.0).await;
+
+    let mut child = spawn_serve(&dir.0, port);
+    wait_ready(port, &mut child).await;
+    let (_cluster, store) = attached_store(&dir.0).await;
+    assert_eq!(count(store.pool(), "SELECT count(*) FROM events").await, 10);
+    eventually(
+        Duration::from_secs(10),
+        "the projection caught up",
+        || async {
+            let counted: HashMap<String, i64> =
+                sqlx::query_as::<_, (String, i64)>("SELECT event_type, events FROM event_counts")
+                    .fetch_all(store.pool())
+                    .await
+                    .expect("counts")
+                    .into_iter()
+                    .collect();
+            counted.get("Received") == Some(&10)
+        },
+    )
+    .await;
+    store.pool().close().await;
+    signal(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    wait_no_postgres(&dir.0).await;
+}

@@ -1,0 +1,98 @@
+//! Appending through the aggregates: duplicates, races, the append-only rule, and how an
+//! unreachable database is reported.
+
+use std::collections::HashMap;
+
+use execops::domain::InboundError;
+use execops::store::{CommandError, Receipt, Store};
+use execops::telemetry::Metrics;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::common::{count, receive, signal, store};
+
+#[tokio::test]
+async fn a_redelivery_is_a_duplicate_and_writes_nothing() {
+    let (db, store) = store().await;
+    assert_eq!(receive(&store, "evt_1").await, Receipt::Accepted);
+    assert_eq!(receive(&store, "evt_1").await, Receipt::Duplicate);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_one_delivery_record_exactly_one_event() {
+    let (db, store) = store().await;
+    let mut copies = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        copies.push(tokio::spawn(
+            async move { receive(&store, "evt_race").await },
+        ));
+    }
+    let mut accepted = 0;
+    for copy in copies {
+        if copy.await.expect("a copy finishes") == Receipt::Accepted {
+            accepted += 1;
+        }
+    }
+    assert_eq!(
+        accepted, 1,
+        "exactly one copy is accepted, the rest are duplicates"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn stored_events_carry_log_columns_and_metadata() {
+    let (db, store) = store().await;
+    let metadata = HashMap::from([("request_id".to_string(), "req-1".to_string())]);
+    store
+        .receive(signal("github", "delivery-1"), metadata)
+        .await
+        .expect("stored");
+    let (aggregate_id, event_type, request_id, has_tx): (String, String, String, bool) =
+        sqlx::query_as(
+            "SELECT aggregate_id, event_type, metadata->>'request_id', transaction_id > '0'::xid8 FROM events",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("one event");
+    assert_eq!(aggregate_id, "github:delivery-1");
+    assert_eq!(event_type, "Received");
+    assert_eq!(request_id, "req-1");
+    assert!(has_tx);
+}
+
+#[tokio::test]
+async fn events_cannot_be_updated_deleted_or_truncated() {
+    let (db, store) = store().await;
+    receive(&store, "evt_keep").await;
+    for sql in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let error = sqlx::query(sql)
+            .execute(&db.pool)
+            .await
+            .expect_err("the change must be refused");
+        assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_as_unavailable() {
+    // Nothing listens on port 1.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://nobody:nothing@127.0.0.1:1/none")
+        .expect("a lazy pool");
+    let store = Store::new(pool, Metrics::new());
+    let result = store
+        .receive(signal("stripe", "evt_lost"), HashMap::new())
+        .await;
+    assert!(
+        matches!(result, Err(CommandError::<InboundError>::Unavailable(_))),
+        "{result:?}"
+    );
+}
