@@ -1,0 +1,30 @@
+# ExecOps tasks. `just` alone runs the product.
+
+default: run
+
+# Run the product on DATABASE_URL, or on its embedded Postgres when that is unset.
+run:
+    cargo run --release -- serve
+
+# Every test; the harness starts its own Postgres.
+test:
+    cargo test
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Every benchmark.
+bench: bench-store
+
+# Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
+bench-store:
+    cargo bench --bench store
+
+# A Postgres 15 in Docker, for those who prefer it to the embedded one.
+db:
+    docker compose up -d db
+
+# What CI runs.
+ci:
+    bash .ci/run
