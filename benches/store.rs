@@ -61,7 +61,11 @@ async fn main() -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
             create_database_if_missing(&cluster.url("postgres"), "execops").await?;
             let url = cluster.url("execops");
-            (url, Some((cluster, dir)), "embedded postgres, durable defaults".to_string())
+            (
+                url,
+                Some((cluster, dir)),
+                "embedded postgres, durable defaults".to_string(),
+            )
         }
     };
     let pool = connect(&url, (concurrency as u32 + 4).max(10)).await?;
