@@ -25,7 +25,7 @@ pub enum EmbeddedError {
     NoBinaries,
     #[error("ExecOps runs as root, and PostgreSQL refuses to: it needs a `postgres` OS user to run the server as ({0})")]
     NoPostgresUser(String),
-    #[error("the postgres OS user cannot reach {0}: choose an EXECOPS_DATA_DIR whose parent directories it may enter (e.g. /var/lib/execops)")]
+    #[error("the postgres OS user cannot enter {0}: choose an EXECOPS_DATA_DIR whose parent directories it may enter (e.g. /var/lib/execops)")]
     Unreachable(PathBuf),
     #[error("{what} failed: {detail}")]
     Failed { what: String, detail: String },
@@ -108,15 +108,36 @@ impl EmbeddedPostgres {
         fs::create_dir_all(&data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
             .map_err(io(format!("securing {}", data_dir.display())))?;
-        if let Some(user) = &run_as {
-            check_reachable(&data_dir)?;
-            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid))
-                .map_err(io(format!("handing {} to postgres", data_dir.display())))?;
-        }
-        let pgdata = data_dir.join("pgdata");
+        // The directory the server's files live in. As root the server runs as `postgres`,
+        // which must be able to enter it; a data directory under a private home (say
+        // /root) is not, so the cluster then lives under /var/lib/execops instead.
+        let home = match &run_as {
+            None => data_dir.clone(),
+            Some(user) => {
+                let home = if reachable(&data_dir) {
+                    data_dir.clone()
+                } else {
+                    let home = fallback_home(&data_dir);
+                    tracing::warn!(
+                        data_dir = %data_dir.display(),
+                        cluster = %home.display(),
+                        "the postgres OS user cannot enter the data directory; the cluster lives elsewhere"
+                    );
+                    home
+                };
+                if !reachable(&home) {
+                    return Err(EmbeddedError::Unreachable(home));
+                }
+                fs::create_dir_all(&home).map_err(io(format!("creating {}", home.display())))?;
+                std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid))
+                    .map_err(io(format!("handing {} to postgres", home.display())))?;
+                home
+            }
+        };
+        let pgdata = home.join("pgdata");
         let password_file = data_dir.join("superuser-password");
         if !pgdata.join("PG_VERSION").exists() {
-            init_cluster(&bin, &run_as, &data_dir, &pgdata, &password_file)?;
+            init_cluster(&bin, &run_as, &home, &pgdata, &password_file)?;
         }
         let password = fs::read_to_string(&password_file)
             .map_err(io(format!("reading {}", password_file.display())))?
@@ -416,22 +437,26 @@ fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
 }
 
 /// Every parent of `dir` must let others pass, or the server cannot open its data.
-fn check_reachable(dir: &Path) -> Result<(), EmbeddedError> {
-    for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else {
-            continue;
-        };
-        if meta.mode() & 0o001 == 0 {
-            return Err(EmbeddedError::Unreachable(dir.to_path_buf()));
-        }
-    }
-    Ok(())
+fn reachable(dir: &Path) -> bool {
+    dir.ancestors().skip(1).all(|ancestor| {
+        fs::metadata(ancestor)
+            .map(|meta| meta.mode() & 0o001 != 0)
+            .unwrap_or(true)
+    })
+}
+
+/// Where the cluster for `data_dir` lives when the server's user cannot enter `data_dir`:
+/// one directory per data directory, so two data directories never share a cluster.
+pub fn fallback_home(data_dir: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(data_dir.as_os_str().as_encoded_bytes()));
+    PathBuf::from("/var/lib/execops/clusters").join(&digest[..16])
 }
 
 fn init_cluster(
     bin: &Path,
     run_as: &Option<RunAs>,
-    data_dir: &Path,
+    home: &Path,
     pgdata: &Path,
     password_file: &Path,
 ) -> Result<(), EmbeddedError> {
@@ -445,7 +470,7 @@ fn init_cluster(
         uuid::Uuid::new_v4().simple()
     );
     // initdb reads the password from a file the server's user can read; it is removed after.
-    let pwfile = data_dir.join("initdb-pwfile");
+    let pwfile = home.join("initdb-pwfile");
     write_private(&pwfile, &password)?;
     if let Some(user) = run_as {
         std::os::unix::fs::chown(&pwfile, Some(user.uid), Some(user.gid))

@@ -175,3 +175,26 @@ async fn sigkill_leaves_no_postgres_behind_and_a_restart_loses_nothing() {
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     wait_no_postgres(&dir.0).await;
 }
+
+#[tokio::test]
+async fn serve_as_root_starts_even_when_postgres_cannot_enter_the_data_dir() {
+    let private = DataDir::new("private");
+    std::fs::create_dir_all(&private.0).expect("a private directory");
+    std::fs::set_permissions(
+        &private.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("private permissions");
+    let data_dir = private.0.join("data");
+    let port = free_port();
+    let mut child = spawn_serve(&data_dir, port);
+    wait_ready(port, &mut child).await;
+    signal(&child, "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .expect("exit status");
+    assert!(status.success(), "exit: {status}");
+    let fallback = execops::store::embedded::fallback_home(&data_dir);
+    let _ = std::fs::remove_dir_all(&fallback);
+}
