@@ -1,0 +1,99 @@
+//! The `execops` command line against a test database.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use execops::store::testing::TestDatabase;
+use execops::store::Store;
+use execops::telemetry::Metrics;
+use serde_json::Value;
+
+use crate::common::receive;
+
+fn execops(db: &TestDatabase) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_execops"));
+    command.env("DATABASE_URL", &db.url);
+    command
+}
+
+#[tokio::test]
+async fn migrate_reports_the_schema_up_to_date() {
+    let db = TestDatabase::new().await.expect("a database");
+    let out = execops(&db).arg("migrate").output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema up to date"));
+}
+
+#[tokio::test]
+async fn events_tail_prints_the_last_events_in_log_order() {
+    let db = TestDatabase::new().await.expect("a database");
+    let store = Store::new(db.pool.clone(), Metrics::new());
+    for i in 0..5 {
+        receive(&store, &format!("evt_tail_{i}")).await;
+    }
+    let out = execops(&db)
+        .args(["events", "tail", "-n", "3", "--no-follow", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("a JSON line");
+            event["aggregate_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "stripe:evt_tail_2",
+            "stripe:evt_tail_3",
+            "stripe:evt_tail_4"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn events_tail_follows_new_events_as_they_commit() {
+    let db = TestDatabase::new().await.expect("a database");
+    let store = Store::new(db.pool.clone(), Metrics::new());
+    receive(&store, "evt_before").await;
+    let mut child = execops(&db)
+        .args(["events", "tail", "-n", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    // Give it time to start following, then append.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receive(&store, "evt_followed").await;
+    let line = tokio::task::spawn_blocking(move || line_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("reader task");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a followed event is printed");
+    assert!(
+        line.contains("Inbound/stripe:evt_followed#1 Received"),
+        "{line}"
+    );
+}
