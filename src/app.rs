@@ -24,6 +24,12 @@ impl App {
         let metrics = Metrics::new();
         let subscriptions = Registry::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (enabled, disabled) = config.webhooks.summary();
+        tracing::info!(
+            ?enabled,
+            ?disabled,
+            "webhook sources (a disabled one has no secret set)"
+        );
         let mut tasks = JoinSet::new();
         tasks.spawn(
             Runner::new(
@@ -39,7 +45,7 @@ impl App {
                 store: Store::new(pool, metrics.clone()),
                 subscriptions,
                 metrics,
-                max_subscriber_lag: config.max_subscriber_lag,
+                config: std::sync::Arc::new(config.clone()),
             },
             shutdown,
             tasks,

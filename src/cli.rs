@@ -29,6 +29,14 @@ enum Command {
     Serve,
     /// Bring the database schema up to date, then exit.
     Migrate,
+    /// Sign a fixture as its sender would and post it to a running ExecOps.
+    Send {
+        /// A file under fixtures/<sender>/ (see fixtures/README.md).
+        fixture: std::path::PathBuf,
+        /// The server's base URL; default http://EXECOPS_ADDR.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Read the event log.
     Events {
         #[command(subcommand)]
@@ -63,6 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("schema up to date ({applied} migrations)");
             db.close().await
         }
+        Command::Send { fixture, to } => send(&config, &fixture, to).await,
         Command::Events {
             command:
                 EventsCommand::Tail {
@@ -88,6 +97,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.stop().await;
     db.close().await?;
     served.context("serving HTTP")
+}
+
+async fn send(
+    config: &Config,
+    fixture: &std::path::Path,
+    to: Option<String>,
+) -> anyhow::Result<()> {
+    let base = to.unwrap_or_else(|| format!("http://{}", config.addr));
+    let base = base.trim_end_matches('/');
+    let delivery = crate::send::prepare(fixture, config, base, chrono::Utc::now())?;
+    let mut request = reqwest::Client::new().post(format!("{base}{}", delivery.path));
+    for (name, value) in &delivery.headers {
+        request = request.header(name, value);
+    }
+    let response = request
+        .body(delivery.body)
+        .send()
+        .await
+        .with_context(|| format!("posting to {base}{}", delivery.path))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{} {text}", status.as_u16());
+    anyhow::ensure!(status.is_success(), "the server refused the delivery");
+    Ok(())
 }
 
 async fn shutdown_signal() {

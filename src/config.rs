@@ -2,11 +2,14 @@
 //! there, so a bad value stops ExecOps with a clear message instead of failing later.
 //! Every key is documented in `docs/configuration.md` and `.env.example`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::ingest::{standard, BUILT_IN_SOURCES};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -20,6 +23,57 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `EXECOPS_MAX_SUBSCRIBER_LAG_SECS`, default 30: past it `/readyz` answers 503.
     pub max_subscriber_lag: Duration,
+    /// The senders' secrets; a sender without one is disabled.
+    pub webhooks: WebhookSecrets,
+    /// `EXECOPS_WEBHOOK_MAX_BODY_BYTES`, default 1 MiB: larger deliveries get 413.
+    pub webhook_max_body_bytes: usize,
+    /// `EXECOPS_PUBLIC_URL`: the address senders call, e.g. `https://execops.example.com`.
+    /// HubSpot signs the full URI it called; unset, it is rebuilt from the `Host` header.
+    pub public_url: Option<String>,
+}
+
+/// Each sender's signing secret. Debug output never shows them.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookSecrets {
+    /// `STRIPE_WEBHOOK_SECRET`
+    pub stripe: Option<SecretString>,
+    /// `GITHUB_WEBHOOK_SECRET`
+    pub github: Option<SecretString>,
+    /// `SLACK_SIGNING_SECRET`
+    pub slack: Option<SecretString>,
+    /// `HUBSPOT_CLIENT_SECRET`
+    pub hubspot: Option<SecretString>,
+    /// `INTERCOM_CLIENT_SECRET`
+    pub intercom: Option<SecretString>,
+    /// `EXECOPS_WEBHOOK_SECRETS`: Standard Webhooks sources, `source=whsec_…` pairs.
+    pub standard: BTreeMap<String, SecretString>,
+}
+
+impl WebhookSecrets {
+    pub fn built_in(&self, source: &str) -> Option<&SecretString> {
+        match source {
+            "stripe" => self.stripe.as_ref(),
+            "github" => self.github.as_ref(),
+            "slack" => self.slack.as_ref(),
+            "hubspot" => self.hubspot.as_ref(),
+            "intercom" => self.intercom.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The sources that can receive webhooks, and the built-in ones that cannot.
+    pub fn summary(&self) -> (Vec<String>, Vec<String>) {
+        let (mut enabled, mut disabled) = (Vec::new(), Vec::new());
+        for source in BUILT_IN_SOURCES {
+            if self.built_in(source).is_some() {
+                enabled.push(source.to_string());
+            } else {
+                disabled.push(source.to_string());
+            }
+        }
+        enabled.extend(self.standard.keys().map(|s| format!("std/{s}")));
+        (enabled, disabled)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +103,58 @@ impl Config {
                 "EXECOPS_MAX_SUBSCRIBER_LAG_SECS",
                 "30",
             )?),
+            webhooks: WebhookSecrets {
+                stripe: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
+                github: get("GITHUB_WEBHOOK_SECRET").map(SecretString::from),
+                slack: get("SLACK_SIGNING_SECRET").map(SecretString::from),
+                hubspot: get("HUBSPOT_CLIENT_SECRET").map(SecretString::from),
+                intercom: get("INTERCOM_CLIENT_SECRET").map(SecretString::from),
+                standard: parse_standard_secrets(get("EXECOPS_WEBHOOK_SECRETS"))?,
+            },
+            webhook_max_body_bytes: parse(&get, "EXECOPS_WEBHOOK_MAX_BODY_BYTES", "1048576")?,
+            public_url: get("EXECOPS_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
         })
     }
+}
+
+/// `bank=whsec_…,spend=whsec_…` (commas or white space between pairs).
+fn parse_standard_secrets(
+    raw: Option<String>,
+) -> Result<BTreeMap<String, SecretString>, ConfigError> {
+    let error = |problem: String| ConfigError {
+        key: "EXECOPS_WEBHOOK_SECRETS",
+        problem,
+    };
+    let mut secrets = BTreeMap::new();
+    let Some(raw) = raw else {
+        return Ok(secrets);
+    };
+    for pair in raw.split(|c: char| c == ',' || c.is_whitespace()) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (source, secret) = pair
+            .split_once('=')
+            .ok_or_else(|| error(format!("{pair:?} is not source=secret")))?;
+        let valid_name = !source.is_empty()
+            && source.len() <= 40
+            && source
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(error(format!(
+                "source {source:?} must be 1 to 40 of a-z, 0-9, - and _"
+            )));
+        }
+        if BUILT_IN_SOURCES.contains(&source) {
+            return Err(error(format!(
+                "source {source:?} is a built-in sender; give the feed another name"
+            )));
+        }
+        standard::decode_secret(secret).map_err(|e| error(format!("source {source}: {e}")))?;
+        secrets.insert(source.to_string(), SecretString::from(secret.to_string()));
+    }
+    Ok(secrets)
 }
 
 fn parse<T: std::str::FromStr>(
@@ -97,6 +201,44 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.starts_with("EXECOPS_ADDR:"), "{error}");
+    }
+
+    #[test]
+    fn standard_webhook_secrets_are_read_as_pairs() {
+        let c = config(&[(
+            "EXECOPS_WEBHOOK_SECRETS",
+            "bank=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, spend=MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.webhooks.standard.keys().collect::<Vec<_>>(),
+            ["bank", "spend"]
+        );
+        let (enabled, disabled) = c.webhooks.summary();
+        assert_eq!(enabled, ["std/bank", "std/spend"]);
+        assert_eq!(disabled.len(), 5);
+    }
+
+    #[test]
+    fn bad_standard_webhook_secrets_are_refused_with_the_reason() {
+        for (raw, expected) in [
+            ("bank", "is not source=secret"),
+            (
+                "Bank=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "must be 1 to 40",
+            ),
+            (
+                "stripe=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "built-in sender",
+            ),
+            ("bank=whsec_***", "not base64"),
+        ] {
+            let error = config(&[("EXECOPS_WEBHOOK_SECRETS", raw)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(expected), "{raw}: {error}");
+        }
     }
 
     #[test]

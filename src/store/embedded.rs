@@ -48,6 +48,8 @@ pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// Extra `-c name=value` server settings, e.g. `fsync=off` for throwaway test clusters.
     pub settings: Vec<(String, String)>,
+    /// The loopback port to listen on; `None` picks a free one at each start.
+    pub port: Option<u16>,
 }
 
 impl EmbeddedOptions {
@@ -55,6 +57,7 @@ impl EmbeddedOptions {
         Self {
             data_dir: data_dir.into(),
             settings: Vec::new(),
+            port: None,
         }
     }
 
@@ -164,7 +167,10 @@ impl EmbeddedPostgres {
             }
         }
 
-        let port = free_port()?;
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let log_path = data_dir.join("postgres.log");
         let log = fs::OpenOptions::new()
             .create(true)

@@ -2,19 +2,23 @@
 //! tracing, latency metrics). Handlers turn requests into commands and read models into
 //! responses; errors are mapped to statuses in one place.
 
+pub mod error;
 mod ops;
+mod webhooks;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::config::Config;
 use crate::store::subscription::Registry;
 use crate::store::Store;
 use crate::telemetry::{HttpLabels, Metrics};
@@ -25,8 +29,7 @@ pub struct AppState {
     pub store: Store,
     pub subscriptions: Registry,
     pub metrics: Metrics,
-    /// Past this, a subscription's lag makes `/readyz` answer 503.
-    pub max_subscriber_lag: Duration,
+    pub config: Arc<Config>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +37,17 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/slack/events", post(webhooks::slack_events))
+        .route("/webhooks/slack/commands", post(webhooks::slack_commands))
+        .route(
+            "/webhooks/slack/interactions",
+            post(webhooks::slack_interactions),
+        )
+        .route("/webhooks/hubspot", post(webhooks::hubspot))
+        .route("/webhooks/intercom", post(webhooks::intercom))
+        .route("/webhooks/std/{source}", post(webhooks::standard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,

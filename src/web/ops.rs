@@ -58,11 +58,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             match backlog(pool, &status.name).await {
                 Ok(b) => {
                     let lag = b.lag_seconds(now);
-                    if lag > state.max_subscriber_lag.as_secs_f64() {
+                    if lag > state.config.max_subscriber_lag.as_secs_f64() {
                         reasons.push(format!(
                             "subscription {} is {lag:.1} s behind (bound {} s)",
                             status.name,
-                            state.max_subscriber_lag.as_secs()
+                            state.config.max_subscriber_lag.as_secs()
                         ));
                     }
                     subscriptions.push(SubscriptionReadiness {

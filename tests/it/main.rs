@@ -8,3 +8,4 @@ mod ops;
 mod serve;
 mod store;
 mod subscriptions;
+mod webhooks;

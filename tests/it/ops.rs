@@ -1,5 +1,6 @@
 //! Health, readiness, metrics and request ids over real HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use execops::store::subscription::{Registry, Runner, RunnerOptions};
@@ -61,7 +62,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
         store,
         subscriptions,
         metrics: Metrics::new(),
-        max_subscriber_lag: Duration::from_secs(1),
+        config: Arc::new(config(&[("EXECOPS_MAX_SUBSCRIBER_LAG_SECS", "1")])),
     })
     .await;
     let response = reqwest::get(format!("{base}/readyz"))
@@ -89,7 +90,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
         store: Store::new(pool, metrics.clone()),
         subscriptions: Registry::default(),
         metrics,
-        max_subscriber_lag: config(&[]).max_subscriber_lag,
+        config: Arc::new(config(&[])),
     })
     .await;
     let response = reqwest::get(format!("{base}/readyz"))

@@ -1,0 +1,92 @@
+//! The one place errors become HTTP answers: `{"error": code, "message": text}` with the
+//! right status. User errors say what was wrong; an unreachable store is 503 with
+//! `Retry-After`; anything else is an opaque 500, logged with its cause.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::ingest::IngestError;
+use crate::store::CommandError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A delivery or request that is wrong in itself; 400 or 401 by its kind.
+    Ingest(IngestError),
+    /// The body is over the limit.
+    TooLarge { limit: usize },
+    /// The sender has no secret configured, so its endpoint is off.
+    SourceDisabled { source: String, setting: String },
+    /// Postgres could not be reached; nothing was recorded.
+    Unavailable(String),
+    /// A bug or an unexpected failure; the cause is logged, not shown.
+    Internal(String),
+}
+
+impl<E: std::error::Error> From<CommandError<E>> for ApiError {
+    fn from(error: CommandError<E>) -> Self {
+        match error {
+            CommandError::Unavailable(cause) => ApiError::Unavailable(cause),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        ApiError::Ingest(error)
+    }
+}
+
+fn body(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Ingest(error) => {
+                let status = if error.is_unauthenticated() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                body(status, error.code(), error.to_string())
+            }
+            ApiError::TooLarge { limit } => body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the {limit} byte limit"),
+            ),
+            ApiError::SourceDisabled { source, setting } => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "source_disabled",
+                format!("{source} webhooks are disabled: set {setting} to enable them"),
+            ),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "event store unreachable");
+                let mut response = body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store is unreachable; nothing was recorded, please retry".into(),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong; it has been logged".into(),
+                )
+            }
+        }
+    }
+}
