@@ -37,7 +37,12 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config) -> Self {
         let db = TestDatabase::new().await.expect("a fresh test database");
-        let app = App::start(db.pool.clone(), &config);
+        Self::spawn_on(db.pool.clone(), config).await
+    }
+
+    /// The app on a pool of the caller's choosing.
+    pub async fn spawn_on(pool: sqlx::PgPool, config: Config) -> Self {
+        let app = App::start(pool, &config);
         let router = app.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

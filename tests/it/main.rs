@@ -8,4 +8,4 @@ mod ops;
 mod serve;
 mod store;
 mod subscriptions;
-mod webhooks;
+pub mod webhooks;

@@ -36,15 +36,21 @@ fn free_port() -> u16 {
 }
 
 fn spawn_serve(data_dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_execops"))
-        .arg("serve")
+    serve_command(port)
         .env_remove("DATABASE_URL")
         .env("EXECOPS_DATA_DIR", data_dir)
-        .env("EXECOPS_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("execops starts")
+}
+
+fn serve_command(port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_execops"));
+    command
+        .arg("serve")
+        .env("EXECOPS_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 async fn wait_ready(port: u16, child: &mut Child) {
@@ -197,4 +203,97 @@ async fn serve_as_root_starts_even_when_postgres_cannot_enter_the_data_dir() {
     assert!(status.success(), "exit: {status}");
     let fallback = execops::store::embedded::fallback_home(&data_dir);
     let _ = std::fs::remove_dir_all(&fallback);
+}
+
+/// Posts `count` new signed Stripe deliveries from `writers` tasks; returns the ids that got
+/// a 2xx. Stops early, without error, once the server is gone.
+async fn stream_deliveries(port: u16, run: &str, count: usize, writers: usize) -> Vec<String> {
+    use execops::send::{sign, Sender};
+    let config = crate::webhooks::configured();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let (config, client, run) = (config.clone(), client.clone(), run.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in (writer..count).step_by(writers) {
+                let id = format!("evt_{run}_{i}");
+                let body = format!(
+                    r#"{{"id":"{id}","object":"event","type":"invoice.payment_failed","created":1721954100,"data":{{"object":{{"amount_due":1000}}}}}}"#
+                );
+                let base = format!("http://127.0.0.1:{port}");
+                let delivery = sign(&Sender::Stripe, body.into_bytes(), &config, &base, chrono::Utc::now())
+                    .expect("signs");
+                let mut request = client.post(format!("{base}{}", delivery.path));
+                for (name, value) in &delivery.headers {
+                    request = request.header(name, value);
+                }
+                match request.body(delivery.body).send().await {
+                    Ok(response) if response.status().is_success() => acknowledged.push(id),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("a writer finishes"));
+    }
+    acknowledged
+}
+
+#[tokio::test]
+async fn every_acknowledged_delivery_survives_a_sigkill_mid_stream() {
+    let db = execops::store::testing::TestDatabase::new()
+        .await
+        .expect("a database");
+    let port = free_port();
+    let start = || {
+        let mut command = serve_command(port);
+        command.env("DATABASE_URL", &db.url);
+        for (key, value) in crate::webhooks::SECRETS {
+            command.env(key, value);
+        }
+        command.spawn().expect("execops starts")
+    };
+    let mut child = start();
+    wait_ready(port, &mut child).await;
+
+    let stream = tokio::spawn(async move { stream_deliveries(port, "kill", 2000, 8).await });
+    // Kill it once deliveries are flowing.
+    eventually(Duration::from_secs(30), "deliveries flowing", || async {
+        count(&db.pool, "SELECT count(*) FROM events").await >= 100
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let acknowledged = stream.await.expect("the stream ends");
+    assert!(
+        !acknowledged.is_empty() && acknowledged.len() < 2000,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    let mut child = start();
+    wait_ready(port, &mut child).await;
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE aggregate_type = 'Inbound'")
+            .fetch_all(&db.pool)
+            .await
+            .expect("stored ids");
+    let stored: std::collections::HashSet<String> = stored.into_iter().collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(&format!("stripe:{id}")))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+
+    // The sender retries everything: each is taken once, whatever happened before.
+    let retried = stream_deliveries(port, "kill", 2000, 8).await;
+    assert_eq!(retried.len(), 2000);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2000);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
 }

@@ -547,3 +547,74 @@ async fn the_slash_command_answer_is_shown_only_to_its_sender() {
     assert_eq!(body["status"], "accepted");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn webhooks_get_503_while_postgres_is_down_and_200_once_it_is_back() {
+    use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    use execops::store::{connect, create_database_if_missing, MIGRATOR};
+
+    let dir = std::env::temp_dir().join(format!("execops-outage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let options = EmbeddedOptions {
+        port: Some(port),
+        ..EmbeddedOptions::new(&dir).throwaway()
+    };
+    let start = |options: EmbeddedOptions| async move {
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+            .await
+            .expect("start task")
+            .expect("postgres starts")
+    };
+    let cluster = start(options.clone()).await;
+    create_database_if_missing(&cluster.url("postgres"), "execops")
+        .await
+        .expect("a database");
+    let pool = connect(&cluster.url("execops"), 5).await.expect("connects");
+    MIGRATOR.run(&pool).await.expect("migrates");
+    let config = configured();
+    let app = TestApp::spawn_on(pool, config.clone()).await;
+    let send =
+        |name: &str| prepare(&fixture(name), &config, &base(&app), Utc::now()).expect("signs");
+
+    let (status, _) = post(&app, &send("stripe/invoice.payment_failed.json")).await;
+    assert_eq!(status, 200);
+
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("stop task")
+        .expect("postgres stops");
+    let down = send("stripe/invoice.paid.json");
+    let mut request = app.client.post(app.url(&down.path));
+    for (name, value) in &down.headers {
+        request = request.header(name, value);
+    }
+    let response = request
+        .body(down.body.clone())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "store_unavailable");
+
+    let cluster = start(options).await;
+    let (status, body) = post(&app, &down).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("accepted")),
+        "{body}"
+    );
+    assert_eq!(
+        events(&app).await,
+        2,
+        "the delivery refused while down is stored once retried"
+    );
+    app.stop().await;
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
