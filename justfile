@@ -15,11 +15,16 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark.
-bench: bench-store
+bench: bench-store bench-ingest
 
 # Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
 bench-store:
     cargo bench --bench store
+
+# Signed Stripe deliveries against the server, beside pgbench on the same Postgres
+# (BENCH_DELIVERIES, BENCH_CONCURRENCY, BENCH_DUPLICATES).
+bench-ingest:
+    cargo bench --bench ingest
 
 # A Postgres 15 in Docker, for those who prefer it to the embedded one.
 db:

@@ -2,6 +2,7 @@
 //! the commit-safe log reader, checkpointed subscribers, and the Postgres itself (an external
 //! one from `DATABASE_URL`, or an embedded cluster ExecOps starts on its own).
 
+pub mod appender;
 pub mod embedded;
 pub mod log;
 pub mod subscription;
@@ -19,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::config::Config;
-use crate::domain::{Inbound, InboundCommand, InboundError, Proposal, ProposalCommand, Signal};
+use crate::domain::{InboundError, Proposal, ProposalCommand, Signal};
 use crate::telemetry::Metrics;
 use embedded::{EmbeddedOptions, EmbeddedPostgres};
 
@@ -153,7 +154,7 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
-    inbound: Arc<PostgresCqrs<Inbound>>,
+    inbound: appender::Appender,
     proposals: Arc<PostgresCqrs<Proposal>>,
     metrics: Metrics,
 }
@@ -161,7 +162,7 @@ pub struct Store {
 impl Store {
     pub fn new(pool: PgPool, metrics: Metrics) -> Self {
         Self {
-            inbound: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
+            inbound: appender::Appender::start(pool.clone(), metrics.clone()),
             proposals: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
             pool,
             metrics,
@@ -172,28 +173,15 @@ impl Store {
         &self.pool
     }
 
-    /// Records a delivery once. A redelivery, or losing the race against a concurrent copy of
-    /// the same delivery, is a duplicate and writes nothing.
+    /// Records a delivery once, grouped with concurrent deliveries into one commit. A
+    /// redelivery, or a concurrent copy of the same delivery, is a duplicate and writes
+    /// nothing. Must be called within the Tokio runtime the store was made on.
     pub async fn receive(
         &self,
         signal: Signal,
         metadata: HashMap<String, String>,
     ) -> Result<Receipt, CommandError<InboundError>> {
-        let id = signal.inbound_id();
-        let result = self
-            .inbound
-            .execute_with_metadata(id.as_str(), InboundCommand::Receive(signal), metadata)
-            .await;
-        match result.map_err(CommandError::from) {
-            Ok(()) => {
-                self.metrics.event_appended(Inbound::TYPE);
-                Ok(Receipt::Accepted)
-            }
-            Err(CommandError::Refused(InboundError::Duplicate) | CommandError::Conflict) => {
-                Ok(Receipt::Duplicate)
-            }
-            Err(other) => Err(other),
-        }
+        self.inbound.receive(signal, metadata).await
     }
 
     /// Runs one command on a proposal; every accepted command records one event.

@@ -303,6 +303,21 @@ async fn a_subscriber_killed_mid_stream_resumes_from_its_checkpoint() {
     // Killed without warning, most likely in the middle of a batch.
     first.task.abort();
     let _ = first.task.await;
+    // Its session ends with its connection; a commit already sent may still land first.
+    eventually(
+        Duration::from_secs(10),
+        "the killed runner's session gone",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
     let at_kill = seen(&db.pool).await;
     assert!(at_kill < 3000, "killed mid-stream, after {at_kill} events");
     assert_eq!(at_kill % 50, 0, "only whole batches were committed");
