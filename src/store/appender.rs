@@ -24,7 +24,7 @@ use crate::telemetry::Metrics;
 /// The most deliveries written in one statement.
 const MAX_GROUP: usize = 500;
 /// Groups in flight at once: while one commits, the next one gathers.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 
 type Reply = oneshot::Sender<Result<Receipt, CommandError<InboundError>>>;
 

@@ -30,6 +30,23 @@ pub trait Subscriber: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies a batch in log order. Override it when a batch can be written in fewer
+    /// statements than its events; the result must equal applying them one by one.
+    fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), (LogPosition, HandlerError)>> + Send {
+        async move {
+            for event in events {
+                self.handle(&mut *conn, event)
+                    .await
+                    .map_err(|error| (event.log, error))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -252,15 +269,10 @@ impl<S: Subscriber> Runner<S> {
         to: LogPosition,
     ) -> Result<(), RunError> {
         let mut tx = conn.begin().await?;
-        for event in batch {
-            self.subscriber
-                .handle(&mut tx, event)
-                .await
-                .map_err(|source| RunError::Handler {
-                    position: event.log,
-                    source,
-                })?;
-        }
+        self.subscriber
+            .handle_batch(&mut tx, batch)
+            .await
+            .map_err(|(position, source)| RunError::Handler { position, source })?;
         let moved = sqlx::query(
             "UPDATE subscription_checkpoints \
              SET transaction_id = $2::bigint::text::xid8, position = $3, updated_at = now() \
