@@ -1,4 +1,5 @@
-//! `just bench-store`: appends N events through postgres-es from C concurrent tasks, prints
+//! `just bench-store`: appends N events (proposal drafts: load the stream, then insert in a
+//! transaction) through postgres-es from C concurrent tasks, prints
 //! events/s and p50/p99 append latency, then reads them back through a subscription and
 //! prints events/s. Runs on DATABASE_URL if set, otherwise on a fresh embedded cluster
 //! with the product's default (durable) settings.
@@ -11,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use execops::domain::Signal;
+use execops::domain::{ProposalCommand, ProposalDraft, ProposalId, Urgency, Vertical};
 use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use execops::store::log::StoredEvent;
 use execops::store::subscription::{HandlerError, Registry, Runner, RunnerOptions, Subscriber};
-use execops::store::{connect, create_database_if_missing, Receipt, Store, MIGRATOR};
+use execops::store::{connect, create_database_if_missing, Store, MIGRATOR};
 use execops::telemetry::Metrics;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -83,17 +84,32 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
             for i in 0..share {
-                let signal = Signal {
-                    source: "bench".into(),
-                    kind: "invoice.payment_failed".into(),
-                    external_id: format!("{run}-{writer}-{i}"),
-                    occurred_at: Utc::now(),
-                    payload: json!({"id": i, "object": "event", "data": {"amount_due": 1000}}),
+                let id = ProposalId::derive(&format!("bench:{run}:{writer}:{i}"), "bench");
+                let draft = ProposalDraft {
+                    id,
+                    title: format!("Email customer {i} a card-update link"),
+                    vertical: Vertical::Money,
+                    action_type: "email.send".into(),
+                    action: json!({"to": format!("c{i}@example.com"), "template": "card_update"}),
+                    reasoning: "The invoice payment failed.".into(),
+                    drivers: vec!["because $10.00 is at risk".into()],
+                    score: 60,
+                    urgency: Urgency::High,
+                    due_by: Some(Utc::now()),
+                    owner: None,
+                    inbound_ids: vec![format!("stripe:evt_{i}")],
+                    subject_key: format!("invoice:{i}"),
+                    requested_by: None,
                 };
                 let t = Instant::now();
-                let receipt = store.receive(signal, HashMap::new()).await?;
+                store
+                    .proposal(
+                        &id.to_string(),
+                        ProposalCommand::Draft(draft),
+                        HashMap::new(),
+                    )
+                    .await?;
                 latencies.push(t.elapsed());
-                anyhow::ensure!(receipt == Receipt::Accepted, "a new event was not accepted");
             }
             Ok::<_, anyhow::Error>(latencies)
         }));
