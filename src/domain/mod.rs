@@ -2,12 +2,16 @@
 //! types they are made of. Nothing here talks to a database, the network or a template:
 //! facts a command needs are looked up by the caller and put in the command.
 
+pub mod guardrails;
 pub mod inbound;
+pub mod policies;
+pub mod priority;
 pub mod proposal;
 pub mod values;
 
 pub use inbound::{Inbound, InboundCommand, InboundError, InboundEvent, InboundId, Signal};
 pub use proposal::{
-    Decision, Proposal, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, Status,
+    Decision, Proposal, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, Revision,
+    Status,
 };
 pub use values::{payload_hash, ProposalId, Role, Urgency, Vertical};

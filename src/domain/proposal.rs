@@ -34,6 +34,20 @@ pub struct ProposalDraft {
     pub requested_by: Option<String>,
 }
 
+/// A newer signal's version of a pending proposal on the same subject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    pub title: String,
+    pub action: Value,
+    pub reasoning: String,
+    pub drivers: Vec<String>,
+    pub score: u8,
+    pub urgency: Urgency,
+    pub due_by: Option<DateTime<Utc>>,
+    /// The signal that brought it; a proposal takes each signal once.
+    pub inbound_id: String,
+}
+
 /// A person's decision, bound to the hash of the payload they were shown.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -46,6 +60,12 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProposalCommand {
     Draft(ProposalDraft),
+    /// Record what would have been proposed while its action type is disabled.
+    Suppress {
+        draft: ProposalDraft,
+        reason: String,
+    },
+    Revise(Revision),
     Approve(Decision),
     Reject {
         decision: Decision,
@@ -89,6 +109,17 @@ pub enum ProposalEvent {
     Drafted {
         #[serde(flatten)]
         draft: ProposalDraft,
+        payload_hash: String,
+    },
+    DraftSuppressed {
+        #[serde(flatten)]
+        draft: ProposalDraft,
+        payload_hash: String,
+        reason: String,
+    },
+    Revised {
+        #[serde(flatten)]
+        revision: Revision,
         payload_hash: String,
     },
     Approved(Decision),
@@ -137,6 +168,8 @@ impl DomainEvent for ProposalEvent {
     fn event_type(&self) -> String {
         match self {
             ProposalEvent::Drafted { .. } => "Drafted",
+            ProposalEvent::DraftSuppressed { .. } => "DraftSuppressed",
+            ProposalEvent::Revised { .. } => "Revised",
             ProposalEvent::Approved(_) => "Approved",
             ProposalEvent::Rejected { .. } => "Rejected",
             ProposalEvent::Expired { .. } => "Expired",
@@ -162,6 +195,7 @@ impl DomainEvent for ProposalEvent {
 pub enum Status {
     #[default]
     NotDrafted,
+    Suppressed,
     Pending,
     Approved,
     Rejected,
@@ -192,6 +226,8 @@ pub enum ProposalError {
     InvalidDraft(String),
     #[error("no such proposal")]
     NotDrafted,
+    #[error("the proposal already includes signal {0}")]
+    AlreadyRevised(String),
     #[error("the proposal is {0}, not pending")]
     NotPending(Status),
     #[error("a {0} may not decide on proposals")]
@@ -218,6 +254,7 @@ pub struct Proposal {
     status: Status,
     payload_hash: String,
     requested_by: Option<String>,
+    inbound_ids: Vec<String>,
     attempts: u32,
     last_failure_retryable: bool,
 }
@@ -269,6 +306,35 @@ impl Proposal {
                     payload_hash,
                 })
             }
+            C::Suppress { draft, reason } => {
+                if self.status != Status::NotDrafted {
+                    return Err(ProposalError::AlreadyDrafted);
+                }
+                validate_draft(&draft)?;
+                let payload_hash = payload_hash(&draft.action);
+                Ok(E::DraftSuppressed {
+                    draft,
+                    payload_hash,
+                    reason,
+                })
+            }
+            C::Revise(revision) => {
+                self.check_pending()?;
+                if self.inbound_ids.contains(&revision.inbound_id) {
+                    return Err(ProposalError::AlreadyRevised(revision.inbound_id));
+                }
+                if revision.score > 100 {
+                    return Err(ProposalError::InvalidDraft(format!(
+                        "the score {} is over 100",
+                        revision.score
+                    )));
+                }
+                let payload_hash = payload_hash(&revision.action);
+                Ok(E::Revised {
+                    revision,
+                    payload_hash,
+                })
+            }
             C::Approve(decision) => {
                 self.check_decider(&decision)?;
                 if self.requested_by.as_deref() == Some(decision.actor.as_str()) {
@@ -303,6 +369,7 @@ impl Proposal {
                 if !may_start {
                     return Err(match self.status {
                         Status::NotDrafted
+                        | Status::Suppressed
                         | Status::Pending
                         | Status::Rejected
                         | Status::Expired
@@ -418,6 +485,18 @@ impl Aggregate for Proposal {
                 self.status = Status::Pending;
                 self.payload_hash = payload_hash;
                 self.requested_by = draft.requested_by;
+                self.inbound_ids = draft.inbound_ids;
+            }
+            E::DraftSuppressed { draft, .. } => {
+                self.id = Some(draft.id);
+                self.status = Status::Suppressed;
+            }
+            E::Revised {
+                revision,
+                payload_hash,
+            } => {
+                self.payload_hash = payload_hash;
+                self.inbound_ids.push(revision.inbound_id);
             }
             E::Approved(_) => self.status = Status::Approved,
             E::Rejected { .. } => self.status = Status::Rejected,

@@ -120,7 +120,25 @@ fn commands() -> Vec<ProposalCommand> {
             summary: "recovered $10.00".into(),
             value_cents: Some(1000),
         },
+        C::Suppress {
+            draft: draft(),
+            reason: "email.send is disabled".into(),
+        },
+        C::Revise(revision("stripe:evt_2")),
     ]
+}
+
+fn revision(inbound_id: &str) -> Revision {
+    Revision {
+        title: "Email the customer a card-update link".into(),
+        action: json!({"to": "jenny@example.com", "subject": "Second reminder"}),
+        reasoning: "The invoice payment failed three times.".into(),
+        drivers: vec![],
+        score: 80,
+        urgency: Urgency::High,
+        due_by: None,
+        inbound_id: inbound_id.into(),
+    }
 }
 
 /// What each command must produce: the event type it records, or the error it is refused with.
@@ -135,6 +153,14 @@ fn states() -> Vec<(&'static str, Vec<ProposalEvent>)> {
     };
     vec![
         ("not drafted", vec![]),
+        (
+            "suppressed",
+            vec![ProposalEvent::DraftSuppressed {
+                draft: draft(),
+                payload_hash: hash(),
+                reason: "disabled".into(),
+            }],
+        ),
         ("pending", vec![drafted()]),
         ("approved", vec![drafted(), approved()]),
         (
@@ -208,6 +234,8 @@ fn table() -> Vec<Vec<Expect>> {
             nsa(),
             Err(X::CannotRollBack(s)),
             Err(X::NotExecuted(s)),
+            Err(X::AlreadyDrafted),
+            Err(X::NotPending(s)),
         ]
     };
     let after_execution = |s: Status, start: Expect| -> Vec<Expect> {
@@ -228,7 +256,10 @@ fn table() -> Vec<Vec<Expect>> {
             nsa(),
             Err(X::CannotRollBack(S::NotDrafted)),
             Err(X::NotExecuted(S::NotDrafted)),
+            Ok("DraftSuppressed"),
+            Err(X::NotDrafted),
         ],
+        closed(S::Suppressed, Err(X::NotApproved(S::Suppressed))),
         vec![
             Err(X::AlreadyDrafted),
             Ok("Approved"),
@@ -241,6 +272,8 @@ fn table() -> Vec<Vec<Expect>> {
             nsa(),
             Err(X::CannotRollBack(S::Pending)),
             Err(X::NotExecuted(S::Pending)),
+            Err(X::AlreadyDrafted),
+            Ok("Revised"),
         ],
         closed(S::Approved, Ok("ExecutionStarted")),
         closed(S::Rejected, Err(X::NotApproved(S::Rejected))),
@@ -291,7 +324,7 @@ fn every_command_in_every_state_is_allowed_or_refused_as_the_table_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * 11);
+    assert_eq!(checked, 13 * 13);
 }
 
 // ---- The rules the product promises, one by one. ----
@@ -557,4 +590,37 @@ fn events_keep_their_json_shape() {
         serde_json::from_value(serde_json::to_value(drafted()).unwrap_or_default())
             .unwrap_or_else(|e| panic!("drafted does not read back: {e}"));
     assert_eq!(back, drafted());
+}
+
+#[test]
+fn a_revision_changes_the_payload_so_an_old_approval_no_longer_matches() {
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Revised {
+                revision: revision("stripe:evt_2"),
+                payload_hash: payload_hash(&revision("stripe:evt_2").action),
+            },
+        ])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_error(ProposalError::PayloadChanged);
+}
+
+#[test]
+fn a_proposal_takes_each_signal_once() {
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Revised {
+                revision: revision("stripe:evt_2"),
+                payload_hash: payload_hash(&revision("stripe:evt_2").action),
+            },
+        ])
+        .when(ProposalCommand::Revise(revision("stripe:evt_2")))
+        .then_expect_error(ProposalError::AlreadyRevised("stripe:evt_2".into()));
+    // The signal it was drafted from counts too.
+    Framework::with(())
+        .given(vec![drafted()])
+        .when(ProposalCommand::Revise(revision("stripe:evt_1")))
+        .then_expect_error(ProposalError::AlreadyRevised("stripe:evt_1".into()));
 }

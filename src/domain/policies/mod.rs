@@ -1,0 +1,145 @@
+//! Policies: pure functions from one verified signal, plus facts looked up before, to the
+//! proposals it calls for. Deterministic rules only; thresholds come from [`PolicyConfig`].
+//! Each vertical has its own module; `docs/policies.md` describes every rule.
+
+mod customer;
+mod engineering;
+mod growth;
+mod money;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::inbound::Signal;
+use super::priority::Priority;
+use super::values::{Urgency, Vertical};
+
+/// Thresholds and targets the rules use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    /// A failed payment at least this large (minor units) also DMs the owner.
+    pub owner_dm_threshold_cents: i64,
+    /// Where owner alerts go: a Slack channel or user id.
+    pub owner_slack: String,
+    /// Month-to-date spend with a vendor this many percent over its trailing
+    /// three-month average asks for a review.
+    pub spend_jump_percent: i64,
+    /// Runway under this many months is flagged.
+    pub runway_floor_months: i64,
+    /// Repository (`owner/name`) → Slack channel for CI failures.
+    pub repo_channels: BTreeMap<String, String>,
+    /// Channel for CI failures of repositories not in the map.
+    pub default_engineering_channel: String,
+    /// Words in a customer's message that mean churn, refund or anger.
+    pub churn_keywords: Vec<String>,
+    /// HubSpot deal stages that call for a follow-up.
+    pub deal_stages: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            owner_dm_threshold_cents: 50_000,
+            owner_slack: "#founders".into(),
+            spend_jump_percent: 10,
+            runway_floor_months: 6,
+            repo_channels: BTreeMap::new(),
+            default_engineering_channel: "#engineering".into(),
+            churn_keywords: [
+                "cancel",
+                "refund",
+                "churn",
+                "angry",
+                "unacceptable",
+                "terrible",
+                "frustrated",
+                "third time",
+                "chargeback",
+                "lawyer",
+                "switching to",
+            ]
+            .map(String::from)
+            .to_vec(),
+            deal_stages: vec!["contractsent".into(), "decisionmakerboughtin".into()],
+        }
+    }
+}
+
+/// A vendor's spend, as it stands with the signal's expense included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VendorSpend {
+    pub month_to_date_cents: i64,
+    /// Average of the three full months before this one.
+    pub trailing_average_cents: i64,
+    /// How many of those three months had any spend.
+    pub months_with_history: u32,
+    pub currency: String,
+}
+
+/// Cash and burn, as they stand with the signal included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Runway {
+    pub cash_cents: i64,
+    /// Average monthly spend less revenue over the three full months before this one.
+    pub monthly_net_burn_cents: i64,
+    pub currency: String,
+}
+
+/// What the router looked up for this signal.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    pub now: DateTime<Utc>,
+    pub vendor_spend: Option<VendorSpend>,
+    pub runway: Option<Runway>,
+    /// A HubSpot deal's last known amount.
+    pub deal_amount_cents: Option<i64>,
+}
+
+/// One proposal a rule calls for, before it gets its id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Stable name of the rule; with the inbound id it derives the proposal id.
+    pub rule: &'static str,
+    pub title: String,
+    pub vertical: Vertical,
+    pub action_type: &'static str,
+    pub action: Value,
+    pub reasoning: String,
+    pub priority: Priority,
+    pub urgency: Urgency,
+    pub due_by: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    /// At most one pending proposal per subject: a newer signal revises it.
+    pub subject_key: String,
+}
+
+/// What a signal asks of the proposals.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Propose(Plan),
+    /// A pending proposal on this subject is moot (e.g. CI went green again).
+    Supersede { subject_key: String, reason: String },
+}
+
+/// Runs the rules of the signal's vertical.
+pub fn evaluate(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> Vec<Outcome> {
+    match signal.source.as_str() {
+        "stripe" => money::stripe(signal, facts, config),
+        "github" => engineering::github(signal, facts, config),
+        "intercom" => customer::intercom(signal, facts, config),
+        "hubspot" => growth::hubspot(signal, facts, config),
+        "slack" => Vec::new(),
+        // Standard Webhooks feeds: spend and cash.
+        _ => money::feed(signal, facts, config),
+    }
+}
+
+pub(crate) fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+pub(crate) fn i64_at(value: &Value, pointer: &str) -> Option<i64> {
+    value.pointer(pointer).and_then(Value::as_i64)
+}
