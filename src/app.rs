@@ -6,7 +6,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::projections::EventCounts;
+use crate::adapters::llm::Wording;
+use crate::projections::{EventCounts, Proposals};
+use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -31,18 +33,28 @@ impl App {
             "webhook sources (a disabled one has no secret set)"
         );
         let mut tasks = JoinSet::new();
+        let store = Store::new(pool.clone(), metrics.clone());
+        let router = Router::new(
+            store.clone(),
+            config.policies.clone(),
+            config.precision.clone(),
+            config.llm.clone().map(Wording::new),
+        );
+        let options = RunnerOptions::default();
         tasks.spawn(
-            Runner::new(
-                pool.clone(),
-                EventCounts,
-                RunnerOptions::default(),
-                &subscriptions,
-            )
-            .run(shutdown_rx.clone()),
+            Runner::new(pool.clone(), EventCounts, options.clone(), &subscriptions)
+                .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(pool.clone(), Proposals, options.clone(), &subscriptions)
+                .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(pool.clone(), router, options, &subscriptions).run(shutdown_rx.clone()),
         );
         Self {
             state: AppState {
-                store: Store::new(pool, metrics.clone()),
+                store,
                 subscriptions,
                 metrics,
                 config: std::sync::Arc::new(config.clone()),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::domain::policies::{PolicyConfig, PrecisionConfig};
 use crate::ingest::{standard, BUILT_IN_SOURCES};
 
 #[derive(Clone, Debug)]
@@ -30,6 +31,25 @@ pub struct Config {
     /// `EXECOPS_PUBLIC_URL`: the address senders call, e.g. `https://execops.example.com`.
     /// HubSpot signs the full URI it called; unset, it is rebuilt from the `Host` header.
     pub public_url: Option<String>,
+    /// The policies' thresholds and targets (`EXECOPS_POLICY_*`, `EXECOPS_OWNER_SLACK`, …).
+    pub policies: PolicyConfig,
+    /// When an action type is switched off for low precision (`EXECOPS_PRECISION_*`).
+    pub precision: PrecisionConfig,
+    /// `EXECOPS_LLM_URL` and friends: optional wording by a language model.
+    pub llm: Option<LlmConfig>,
+}
+
+/// An OpenAI-compatible chat completions endpoint that may improve a draft's wording.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    /// The full URL, e.g. `http://127.0.0.1:11434/v1/chat/completions`.
+    pub url: String,
+    /// `EXECOPS_LLM_MODEL`, default `gpt-4o-mini`.
+    pub model: String,
+    /// `EXECOPS_LLM_API_KEY`, sent as a bearer token when set.
+    pub api_key: Option<SecretString>,
+    /// `EXECOPS_LLM_TIMEOUT_MS`, default 3000.
+    pub timeout: Duration,
 }
 
 /// Each sender's signing secret. Debug output never shows them.
@@ -113,8 +133,57 @@ impl Config {
             },
             webhook_max_body_bytes: parse(&get, "EXECOPS_WEBHOOK_MAX_BODY_BYTES", "1048576")?,
             public_url: get("EXECOPS_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+            policies: policies(&get)?,
+            precision: PrecisionConfig {
+                floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,
+                min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,
+                window: parse(&get, "EXECOPS_PRECISION_WINDOW", "20")?,
+            },
+            llm: match get("EXECOPS_LLM_URL") {
+                None => None,
+                Some(url) => Some(LlmConfig {
+                    url,
+                    model: get("EXECOPS_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+                    api_key: get("EXECOPS_LLM_API_KEY").map(SecretString::from),
+                    timeout: Duration::from_millis(parse(&get, "EXECOPS_LLM_TIMEOUT_MS", "3000")?),
+                }),
+            },
         })
     }
+}
+
+fn list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+fn policies(get: &impl Fn(&str) -> Option<String>) -> Result<PolicyConfig, ConfigError> {
+    let defaults = PolicyConfig::default();
+    let mut repo_channels = std::collections::BTreeMap::new();
+    for pair in list(&get("EXECOPS_REPO_CHANNELS").unwrap_or_default()) {
+        let (repo, channel) = pair.split_once('=').ok_or_else(|| ConfigError {
+            key: "EXECOPS_REPO_CHANNELS",
+            problem: format!("{pair:?} is not owner/repo=#channel"),
+        })?;
+        repo_channels.insert(repo.trim().to_string(), channel.trim().to_string());
+    }
+    Ok(PolicyConfig {
+        owner_dm_threshold_cents: parse(get, "EXECOPS_POLICY_OWNER_DM_CENTS", "50000")?,
+        owner_slack: get("EXECOPS_OWNER_SLACK").unwrap_or(defaults.owner_slack),
+        spend_jump_percent: parse(get, "EXECOPS_POLICY_SPEND_JUMP_PERCENT", "10")?,
+        runway_floor_months: parse(get, "EXECOPS_POLICY_RUNWAY_MONTHS", "6")?,
+        repo_channels,
+        default_engineering_channel: get("EXECOPS_ENGINEERING_CHANNEL")
+            .unwrap_or(defaults.default_engineering_channel),
+        churn_keywords: get("EXECOPS_POLICY_CHURN_KEYWORDS")
+            .map(|raw| list(&raw))
+            .unwrap_or(defaults.churn_keywords),
+        deal_stages: get("EXECOPS_POLICY_DEAL_STAGES")
+            .map(|raw| list(&raw))
+            .unwrap_or(defaults.deal_stages),
+    })
 }
 
 /// `bank=whsec_…,spend=whsec_…` (commas or white space between pairs).

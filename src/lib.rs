@@ -11,12 +11,14 @@
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
 //!   logs and metrics, and the `execops` command line.
 
+pub mod adapters;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod projections;
+pub mod router;
 pub mod send;
 pub mod store;
 pub mod telemetry;

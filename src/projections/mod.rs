@@ -2,5 +2,7 @@
 //! same Postgres that can be thrown away and rebuilt from the events.
 
 pub mod event_counts;
+pub mod proposals;
 
 pub use event_counts::EventCounts;
+pub use proposals::Proposals;

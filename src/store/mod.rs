@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::config::Config;
+use crate::domain::guardrails::{Guardrails, GuardrailsCommand, GuardrailsError, GUARDRAILS_ID};
 use crate::domain::{InboundError, Proposal, ProposalCommand, Signal};
 use crate::telemetry::Metrics;
 use embedded::{EmbeddedOptions, EmbeddedPostgres};
@@ -156,6 +157,7 @@ pub struct Store {
     pool: PgPool,
     inbound: appender::Appender,
     proposals: Arc<PostgresCqrs<Proposal>>,
+    guardrails: Arc<PostgresCqrs<Guardrails>>,
     metrics: Metrics,
 }
 
@@ -164,6 +166,7 @@ impl Store {
         Self {
             inbound: appender::Appender::start(pool.clone(), metrics.clone()),
             proposals: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
+            guardrails: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
             pool,
             metrics,
         }
@@ -196,5 +199,30 @@ impl Store {
             .await?;
         self.metrics.event_appended(Proposal::TYPE);
         Ok(())
+    }
+
+    /// Runs one command on the guardrails stream, retrying when another change to it
+    /// committed first.
+    pub async fn guardrails(
+        &self,
+        command: GuardrailsCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommandError<GuardrailsError>> {
+        let mut tries = 0;
+        loop {
+            let result = self
+                .guardrails
+                .execute_with_metadata(GUARDRAILS_ID, command.clone(), metadata.clone())
+                .await
+                .map_err(CommandError::from);
+            match result {
+                Err(CommandError::Conflict) if tries < 5 => tries += 1,
+                Err(error) => return Err(error),
+                Ok(()) => {
+                    self.metrics.event_appended(Guardrails::TYPE);
+                    return Ok(());
+                }
+            }
+        }
     }
 }

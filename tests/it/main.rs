@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod ops;
+mod policies;
 mod projections;
 mod serve;
 mod store;

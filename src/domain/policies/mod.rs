@@ -143,3 +143,54 @@ pub(crate) fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 pub(crate) fn i64_at(value: &Value, pointer: &str) -> Option<i64> {
     value.pointer(pointer).and_then(Value::as_i64)
 }
+
+/// When an action type's proposals are mostly rejected, it is switched off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrecisionConfig {
+    /// Approved ÷ decided under this percentage disables the action type…
+    pub floor_percent: i64,
+    /// …once at least this many decisions were made…
+    pub min_decisions: i64,
+    /// …counting the most recent this many decisions since it was last enabled.
+    pub window: i64,
+}
+
+impl Default for PrecisionConfig {
+    fn default() -> Self {
+        Self {
+            floor_percent: 30,
+            min_decisions: 10,
+            window: 20,
+        }
+    }
+}
+
+impl PrecisionConfig {
+    /// The reason to disable an action type with `approved` of `decided` recent decisions
+    /// approved, or `None` if it stays on.
+    pub fn verdict(&self, action_type: &str, approved: i64, decided: i64) -> Option<String> {
+        if decided < self.min_decisions || approved * 100 >= self.floor_percent * decided {
+            return None;
+        }
+        Some(format!(
+            "people approved {approved} of the last {decided} {action_type} proposals ({}%), \
+             under the {}% floor",
+            approved * 100 / decided,
+            self.floor_percent
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_disables_only_past_the_minimum_and_under_the_floor() {
+        let config = PrecisionConfig::default();
+        assert_eq!(config.verdict("email.send", 0, 9), None, "too few decisions");
+        assert_eq!(config.verdict("email.send", 3, 10), None, "exactly at the floor");
+        let reason = config.verdict("email.send", 2, 10).unwrap_or_default();
+        assert!(reason.contains("2 of the last 10") && reason.contains("20%"), "{reason}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Every proposal as it stands, for the inbox (pending, newest first, filterable by vertical
+//! and urgency) and Today's Moves (pending, due within 24 hours first, then by score).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::{ProposalEvent, Status, Urgency};
+use crate::store::log::StoredEvent;
+use crate::store::subscription::{HandlerError, Subscriber};
+
+#[derive(Debug, Default)]
+pub struct Proposals;
+
+fn status_text(status: Status) -> String {
+    status.to_string()
+}
+
+fn urgency_text(urgency: Urgency) -> (String, i32) {
+    let rank = match urgency {
+        Urgency::Low => 1,
+        Urgency::Medium => 2,
+        Urgency::High => 3,
+        Urgency::Critical => 4,
+    };
+    let text = serde_json::to_value(urgency)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    (text, rank)
+}
+
+async fn set_status(conn: &mut PgConnection, id: &str, status: Status, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE proposal_summaries SET status = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(status_text(status))
+        .bind(at)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+impl Subscriber for Proposals {
+    fn name(&self) -> &str {
+        "proposals"
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), HandlerError> {
+        if event.aggregate_type != "Proposal" {
+            return Ok(());
+        }
+        let id = event.aggregate_id.as_str();
+        let at = event.recorded_at;
+        let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())?;
+        use ProposalEvent as E;
+        match proposal {
+            E::Drafted { draft, payload_hash } | E::DraftSuppressed { draft, payload_hash, .. } => {
+                let suppressed = proposal_reason(&event.payload);
+                let status = if suppressed.is_some() { Status::Suppressed } else { Status::Pending };
+                let (urgency, rank) = urgency_text(draft.urgency);
+                sqlx::query(
+                    "INSERT INTO proposal_summaries (id, status, vertical, action_type, title, reasoning, \
+                       drivers, score, urgency, urgency_rank, due_by, owner, subject_key, inbound_ids, \
+                       action, payload_hash, suppressed_reason, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(status_text(status))
+                .bind(serde_json::to_value(draft.vertical)?.as_str().unwrap_or_default().to_string())
+                .bind(&draft.action_type)
+                .bind(&draft.title)
+                .bind(&draft.reasoning)
+                .bind(serde_json::to_value(&draft.drivers)?)
+                .bind(i32::from(draft.score))
+                .bind(urgency)
+                .bind(rank)
+                .bind(draft.due_by)
+                .bind(&draft.owner)
+                .bind(&draft.subject_key)
+                .bind(serde_json::to_value(&draft.inbound_ids)?)
+                .bind(&draft.action)
+                .bind(payload_hash)
+                .bind(suppressed)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
+            E::Revised { revision, payload_hash } => {
+                let (urgency, rank) = urgency_text(revision.urgency);
+                sqlx::query(
+                    "UPDATE proposal_summaries SET title = $2, reasoning = $3, drivers = $4, score = $5, \
+                       urgency = $6, urgency_rank = $7, due_by = $8, action = $9, payload_hash = $10, \
+                       inbound_ids = inbound_ids || to_jsonb($11::text), updated_at = $12 \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&revision.title)
+                .bind(&revision.reasoning)
+                .bind(serde_json::to_value(&revision.drivers)?)
+                .bind(i32::from(revision.score))
+                .bind(urgency)
+                .bind(rank)
+                .bind(revision.due_by)
+                .bind(&revision.action)
+                .bind(payload_hash)
+                .bind(&revision.inbound_id)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
+            E::Approved(_) => set_status(conn, id, Status::Approved, at).await?,
+            E::Rejected { .. } => set_status(conn, id, Status::Rejected, at).await?,
+            E::Expired { .. } => set_status(conn, id, Status::Expired, at).await?,
+            E::Superseded { .. } => set_status(conn, id, Status::Superseded, at).await?,
+            E::ExecutionStarted { .. } => set_status(conn, id, Status::Executing, at).await?,
+            E::ExecutionSucceeded { .. } => set_status(conn, id, Status::Succeeded, at).await?,
+            E::ExecutionFailed { .. } => set_status(conn, id, Status::Failed, at).await?,
+            E::ExecutionUncertain { .. } => set_status(conn, id, Status::Uncertain, at).await?,
+            E::RolledBack { .. } => set_status(conn, id, Status::RolledBack, at).await?,
+            E::OutcomeRecorded { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn proposal_reason(payload: &Value) -> Option<String> {
+    payload
+        .pointer("/DraftSuppressed/reason")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// A proposal as the inbox and the queue show it.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Summary {
+    pub id: String,
+    pub status: String,
+    pub vertical: String,
+    pub action_type: String,
+    pub title: String,
+    pub reasoning: String,
+    pub drivers: Value,
+    pub score: i32,
+    pub urgency: String,
+    pub due_by: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub subject_key: String,
+    pub inbound_ids: Value,
+    pub action: Value,
+    pub payload_hash: String,
+    pub suppressed_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
+    due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at";
+
+/// What the inbox may be narrowed to.
+#[derive(Clone, Debug, Default)]
+pub struct InboxFilter {
+    pub vertical: Option<String>,
+    pub urgency: Option<String>,
+    pub limit: i64,
+}
+
+/// Pending proposals, newest first.
+pub async fn inbox(pool: &PgPool, filter: &InboxFilter) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM inbox \
+         WHERE ($1::text IS NULL OR vertical = $1) AND ($2::text IS NULL OR urgency = $2) \
+         ORDER BY created_at DESC, id LIMIT $3"
+    ))
+    .bind(&filter.vertical)
+    .bind(&filter.urgency)
+    .bind(filter.limit.clamp(1, 500))
+    .fetch_all(pool)
+    .await
+}
+
+/// Today's Moves: the top `limit` pending proposals, due within 24 hours first, then by
+/// score; and how many are pending in all.
+pub async fn todays_moves(pool: &PgPool, limit: i64) -> Result<(Vec<Summary>, i64), sqlx::Error> {
+    let moves = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM command_queue ORDER BY due_soon DESC, score DESC, created_at, id LIMIT $1"
+    ))
+    .bind(limit.clamp(1, 500))
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM command_queue")
+        .fetch_one(pool)
+        .await?;
+    Ok((moves, total))
+}
+
+/// Every proposal drafted from the given signal, for tests and the audit.
+pub async fn from_signal(pool: &PgPool, inbound_id: &str) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries WHERE inbound_ids ? $1 ORDER BY title"
+    ))
+    .bind(inbound_id)
+    .fetch_all(pool)
+    .await
+}
