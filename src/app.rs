@@ -5,8 +5,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
 use crate::adapters::llm::Wording;
+use crate::config::Config;
 use crate::projections::{EventCounts, Proposals};
 use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};

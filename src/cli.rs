@@ -37,10 +37,34 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Switch action types off and on again.
+    Guardrails {
+        #[command(subcommand)]
+        command: GuardrailsCli,
+    },
     /// Read the event log.
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GuardrailsCli {
+    /// Stop drafting proposals of an action type; new drafts of it are recorded as suppressed.
+    Disable {
+        action_type: String,
+        /// Who is doing it (recorded in the audit trail).
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Draft proposals of an action type again.
+    Enable {
+        action_type: String,
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -72,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await
         }
         Command::Send { fixture, to } => send(&config, &fixture, to).await,
+        Command::Guardrails { command } => guardrails(config, command).await,
         Command::Events {
             command:
                 EventsCommand::Tail {
@@ -120,6 +145,39 @@ async fn send(
     let text = response.text().await.unwrap_or_default();
     println!("{} {text}", status.as_u16());
     anyhow::ensure!(status.is_success(), "the server refused the delivery");
+    Ok(())
+}
+
+async fn guardrails(config: Config, command: GuardrailsCli) -> anyhow::Result<()> {
+    use crate::domain::guardrails::GuardrailsCommand;
+    let (command, done) = match command {
+        GuardrailsCli::Disable {
+            action_type,
+            by,
+            reason,
+        } => (
+            GuardrailsCommand::DisableActionType {
+                action_type: action_type.clone(),
+                actor: by,
+                reason,
+            },
+            format!("{action_type} disabled"),
+        ),
+        GuardrailsCli::Enable { action_type, by } => (
+            GuardrailsCommand::EnableActionType {
+                action_type: action_type.clone(),
+                actor: by,
+            },
+            format!("{action_type} enabled"),
+        ),
+    };
+    let db = Database::open(&config).await?;
+    let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+    let metadata = std::collections::HashMap::from([("via".to_string(), "cli".to_string())]);
+    let result = store.guardrails(command, metadata).await;
+    db.close().await?;
+    result?;
+    println!("{done}");
     Ok(())
 }
 

@@ -54,11 +54,15 @@ impl Wording {
         match answer {
             Some(rewrite) if !rewrite.is_empty() && keeps_facts(text, &rewrite) => Some(rewrite),
             Some(_) => {
-                tracing::warn!("the language model's rewrite changed facts; keeping the rule's text");
+                tracing::warn!(
+                    "the language model's rewrite changed facts; keeping the rule's text"
+                );
                 None
             }
             None => {
-                tracing::warn!("the language model did not answer in time; keeping the rule's text");
+                tracing::warn!(
+                    "the language model did not answer in time; keeping the rule's text"
+                );
                 None
             }
         }
@@ -68,7 +72,11 @@ impl Wording {
     pub async fn improve_action(&self, action: &Value) -> Value {
         let mut action = action.clone();
         for field in ["text", "body"] {
-            let Some(original) = action.get(field).and_then(Value::as_str).map(str::to_string) else {
+            let Some(original) = action
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
                 continue;
             };
             if let Some(better) = self.improve(&original).await {
@@ -81,13 +89,20 @@ impl Wording {
 
 /// Every number, amount, link and address of `original` is still in `rewrite`.
 pub fn keeps_facts(original: &str, rewrite: &str) -> bool {
-    facts(original).iter().all(|fact| rewrite.contains(fact.as_str()))
+    facts(original)
+        .iter()
+        .all(|fact| rewrite.contains(fact.as_str()))
 }
 
 fn facts(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for token in text.split_whitespace() {
-        let token = token.trim_matches(|c: char| matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '(' | ')' | '"' | '\''));
+        let token = token.trim_matches(|c: char| {
+            matches!(
+                c,
+                '.' | ',' | ';' | ':' | '!' | '?' | '(' | ')' | '"' | '\''
+            )
+        });
         if token.contains("://") || token.contains('@') {
             out.push(token.to_string());
             continue;
@@ -95,15 +110,25 @@ fn facts(text: &str) -> Vec<String> {
         // Runs of digits, with the separators that belong to a number or a date.
         let mut current = String::new();
         for c in token.chars() {
-            if c.is_ascii_digit() || (!current.is_empty() && matches!(c, '.' | ',' | '-' | '/' | ':')) {
+            if c.is_ascii_digit()
+                || (!current.is_empty() && matches!(c, '.' | ',' | '-' | '/' | ':'))
+            {
                 current.push(c);
             } else if !current.is_empty() {
-                out.push(current.trim_end_matches(['.', ',', '-', '/', ':']).to_string());
+                out.push(
+                    current
+                        .trim_end_matches(['.', ',', '-', '/', ':'])
+                        .to_string(),
+                );
                 current.clear();
             }
         }
         if !current.is_empty() {
-            out.push(current.trim_end_matches(['.', ',', '-', '/', ':']).to_string());
+            out.push(
+                current
+                    .trim_end_matches(['.', ',', '-', '/', ':'])
+                    .to_string(),
+            );
         }
     }
     out.retain(|f| !f.is_empty());
@@ -122,6 +147,9 @@ mod tests {
             "Hello! Your payment of $1,000.00 for invoice in_123 (due 2024-07-29) did not go through. Update it at https://pay.example/x, jenny@example.com."
         ));
         assert!(!keeps_facts(original, "We couldn't collect $100.00 for invoice in_123 due 2024-07-29: https://pay.example/x (jenny@example.com)"));
-        assert!(!keeps_facts(original, "We couldn't collect $1,000.00 for invoice in_123 due 2024-07-29 (jenny@example.com)"));
+        assert!(!keeps_facts(
+            original,
+            "We couldn't collect $1,000.00 for invoice in_123 due 2024-07-29 (jenny@example.com)"
+        ));
     }
 }

@@ -31,7 +31,12 @@ fn urgency_text(urgency: Urgency) -> (String, i32) {
     (text, rank)
 }
 
-async fn set_status(conn: &mut PgConnection, id: &str, status: Status, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+async fn set_status(
+    conn: &mut PgConnection,
+    id: &str,
+    status: Status,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE proposal_summaries SET status = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(status_text(status))
@@ -46,7 +51,11 @@ impl Subscriber for Proposals {
         "proposals"
     }
 
-    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), HandlerError> {
         if event.aggregate_type != "Proposal" {
             return Ok(());
         }
@@ -55,9 +64,21 @@ impl Subscriber for Proposals {
         let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())?;
         use ProposalEvent as E;
         match proposal {
-            E::Drafted { draft, payload_hash } | E::DraftSuppressed { draft, payload_hash, .. } => {
+            E::Drafted {
+                draft,
+                payload_hash,
+            }
+            | E::DraftSuppressed {
+                draft,
+                payload_hash,
+                ..
+            } => {
                 let suppressed = proposal_reason(&event.payload);
-                let status = if suppressed.is_some() { Status::Suppressed } else { Status::Pending };
+                let status = if suppressed.is_some() {
+                    Status::Suppressed
+                } else {
+                    Status::Pending
+                };
                 let (urgency, rank) = urgency_text(draft.urgency);
                 sqlx::query(
                     "INSERT INTO proposal_summaries (id, status, vertical, action_type, title, reasoning, \
@@ -87,7 +108,10 @@ impl Subscriber for Proposals {
                 .execute(conn)
                 .await?;
             }
-            E::Revised { revision, payload_hash } => {
+            E::Revised {
+                revision,
+                payload_hash,
+            } => {
                 let (urgency, rank) = urgency_text(revision.urgency);
                 sqlx::query(
                     "UPDATE proposal_summaries SET title = $2, reasoning = $3, drivers = $4, score = $5, \

@@ -34,12 +34,25 @@ pub async fn record(conn: &mut PgConnection, signal: &Signal) -> Result<(), sqlx
     match (signal.source.as_str(), signal.kind.as_str()) {
         ("stripe", "invoice.paid") => {
             let Some(invoice) = object else { return Ok(()) };
-            let amount = invoice.get("amount_paid").and_then(Value::as_i64).unwrap_or(0);
+            let amount = invoice
+                .get("amount_paid")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let currency = str_at(invoice, "/currency").unwrap_or("usd").to_lowercase();
-            add_monthly(conn, "revenue", month_of(signal.occurred_at.date_naive()), &currency, amount).await
+            add_monthly(
+                conn,
+                "revenue",
+                month_of(signal.occurred_at.date_naive()),
+                &currency,
+                amount,
+            )
+            .await
         }
         ("stripe", "balance.available") => {
-            let Some(balances) = object.and_then(|o| o.get("available")).and_then(Value::as_array) else {
+            let Some(balances) = object
+                .and_then(|o| o.get("available"))
+                .and_then(Value::as_array)
+            else {
                 return Ok(());
             };
             for balance in balances {
@@ -60,7 +73,10 @@ pub async fn record(conn: &mut PgConnection, signal: &Signal) -> Result<(), sqlx
             else {
                 return Ok(());
             };
-            let deal = event.get("objectId").map(|v| v.to_string()).unwrap_or_default();
+            let deal = event
+                .get("objectId")
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             sqlx::query(
                 "INSERT INTO facts_deals (deal_id, amount_cents) VALUES ($1, $2) \
                  ON CONFLICT (deal_id) DO UPDATE SET amount_cents = excluded.amount_cents",
@@ -88,7 +104,9 @@ pub async fn record(conn: &mut PgConnection, signal: &Signal) -> Result<(), sqlx
             add_monthly(conn, "spend", month, &currency, amount).await
         }
         (source, "balance.updated") => {
-            let Some(data) = signal.payload.get("data") else { return Ok(()) };
+            let Some(data) = signal.payload.get("data") else {
+                return Ok(());
+            };
             let Some(amount) = data.get("amount").and_then(Value::as_i64) else {
                 return Ok(());
             };
@@ -156,7 +174,10 @@ pub async fn look_up(
             facts.vendor_spend = Some(vendor_spend(conn, &vendor, &currency, month).await?);
         }
     }
-    if matches!(signal.kind.as_str(), "expense.recorded" | "balance.updated" | "balance.available") {
+    if matches!(
+        signal.kind.as_str(),
+        "expense.recorded" | "balance.updated" | "balance.available"
+    ) {
         let currency = str_at(&signal.payload, "/data/currency")
             .or_else(|| str_at(&signal.payload, "/data/object/available/0/currency"))
             .unwrap_or("usd")
@@ -214,12 +235,11 @@ async fn runway(
     currency: &str,
     month: NaiveDate,
 ) -> Result<Option<Runway>, sqlx::Error> {
-    let cash: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(cents)::bigint FROM facts_cash WHERE currency = $1",
-    )
-    .bind(currency)
-    .fetch_one(&mut *conn)
-    .await?;
+    let cash: Option<i64> =
+        sqlx::query_scalar("SELECT sum(cents)::bigint FROM facts_cash WHERE currency = $1")
+            .bind(currency)
+            .fetch_one(&mut *conn)
+            .await?;
     let Some(cash) = cash else { return Ok(None) };
     let burn: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(CASE kind WHEN 'spend' THEN cents ELSE -cents END), 0)::bigint \

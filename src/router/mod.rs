@@ -53,7 +53,10 @@ impl Router {
 fn by_router(cause: &StoredEvent) -> HashMap<String, String> {
     HashMap::from([
         ("actor".to_string(), "router".to_string()),
-        ("caused_by".to_string(), format!("{}/{}", cause.aggregate_id, cause.sequence)),
+        (
+            "caused_by".to_string(),
+            format!("{}/{}", cause.aggregate_id, cause.sequence),
+        ),
     ])
 }
 
@@ -62,7 +65,11 @@ impl Subscriber for Router {
         "router"
     }
 
-    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), HandlerError> {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             ("Inbound", "Received") => {
                 let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())?;
@@ -71,10 +78,13 @@ impl Subscriber for Router {
                 let inbound_id = signal.inbound_id().to_string();
                 for outcome in evaluate(&signal, &facts, &self.policies) {
                     match outcome {
-                        Outcome::Propose(plan) => self.propose(conn, event, &inbound_id, plan).await?,
-                        Outcome::Supersede { subject_key, reason } => {
-                            self.supersede(conn, event, &subject_key, reason).await?
+                        Outcome::Propose(plan) => {
+                            self.propose(conn, event, &inbound_id, plan).await?
                         }
+                        Outcome::Supersede {
+                            subject_key,
+                            reason,
+                        } => self.supersede(conn, event, &subject_key, reason).await?,
                     }
                 }
                 Ok(())
@@ -86,7 +96,13 @@ impl Subscriber for Router {
                     .pointer(&format!("/{}/action_type", event.event_type))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                set_disabled(conn, action_type, event.event_type == "ActionTypeDisabled", event.recorded_at).await?;
+                set_disabled(
+                    conn,
+                    action_type,
+                    event.event_type == "ActionTypeDisabled",
+                    event.recorded_at,
+                )
+                .await?;
                 Ok(())
             }
             _ => Ok(()),
@@ -127,10 +143,16 @@ impl Router {
             };
             match self
                 .store
-                .proposal(&existing, ProposalCommand::Revise(revision), by_router(cause))
+                .proposal(
+                    &existing,
+                    ProposalCommand::Revise(revision),
+                    by_router(cause),
+                )
                 .await
             {
-                Ok(()) | Err(CommandError::Refused(ProposalError::AlreadyRevised(_))) => return Ok(()),
+                Ok(()) | Err(CommandError::Refused(ProposalError::AlreadyRevised(_))) => {
+                    return Ok(())
+                }
                 // Decided since: the new signal gets a proposal of its own.
                 Err(CommandError::Refused(ProposalError::NotPending(_))) => {}
                 Err(other) => return Err(other.into()),
@@ -167,7 +189,11 @@ impl Router {
         } else {
             ProposalCommand::Draft(draft)
         };
-        match self.store.proposal(&id.to_string(), command, by_router(cause)).await {
+        match self
+            .store
+            .proposal(&id.to_string(), command, by_router(cause))
+            .await
+        {
             Ok(()) | Err(CommandError::Refused(ProposalError::AlreadyDrafted)) => {}
             Err(other) => return Err(other.into()),
         }
@@ -201,7 +227,11 @@ impl Router {
     }
 
     /// Keeps the subject map and the decisions in step with the proposals themselves.
-    async fn follow_proposal(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), HandlerError> {
+    async fn follow_proposal(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), HandlerError> {
         let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())?;
         let id = event.aggregate_id.as_str();
         match proposal {
@@ -248,7 +278,9 @@ impl Router {
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        let Some(action_type) = action_type else { return Ok(()) };
+        let Some(action_type) = action_type else {
+            return Ok(());
+        };
         sqlx::query(
             "INSERT INTO router_decisions (proposal_id, action_type, approved, decided_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (proposal_id) DO NOTHING",

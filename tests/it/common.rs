@@ -25,6 +25,8 @@ pub fn config(pairs: &[(&str, &str)]) -> Config {
 /// The whole app serving HTTP on a free loopback port, on its own fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The database's URL, for running the `execops` binary against it.
+    pub database_url: String,
     pub store: Store,
     pub client: reqwest::Client,
     app: Option<App>,
@@ -37,7 +39,9 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config) -> Self {
         let db = TestDatabase::new().await.expect("a fresh test database");
-        Self::spawn_on(db.pool.clone(), config).await
+        let mut app = Self::spawn_on(db.pool.clone(), config).await;
+        app.database_url = db.url;
+        app
     }
 
     /// The app on a pool of the caller's choosing.
@@ -51,6 +55,7 @@ impl TestApp {
         tokio::spawn(async move { axum::serve(listener, router).await });
         Self {
             addr,
+            database_url: String::new(),
             store: app.state.store.clone(),
             client: reqwest::Client::new(),
             app: Some(app),

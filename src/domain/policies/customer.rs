@@ -42,13 +42,17 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
     let name = str_at(&item, "/user/name")
         .or_else(|| str_at(&item, "/source/author/name"))
         .unwrap_or("A customer");
-    let (to, who) = match str_at(&item, "/user/email").or_else(|| str_at(&item, "/source/author/email")) {
-        Some(email) => (json!({ "email": email }), email.to_string()),
-        None => {
-            let user = str_at(&item, "/user/id").unwrap_or("unknown");
-            (json!({ "intercom_user": user }), format!("Intercom user {user}"))
-        }
-    };
+    let (to, who) =
+        match str_at(&item, "/user/email").or_else(|| str_at(&item, "/source/author/email")) {
+            Some(email) => (json!({ "email": email }), email.to_string()),
+            None => {
+                let user = str_at(&item, "/user/id").unwrap_or("unknown");
+                (
+                    json!({ "intercom_user": user }),
+                    format!("Intercom user {user}"),
+                )
+            }
+        };
     let why = if words.is_empty() {
         "the conversation is flagged as a priority".to_string()
     } else {
@@ -57,7 +61,10 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
     let quote: String = text.chars().take(280).collect();
     let priority = |effort: Factor| Priority {
         revenue: Factor::new(40, "an unhappy customer may cancel"),
-        urgency: urgency_factor(Urgency::High, format!("{why}, and answers within the hour save accounts")),
+        urgency: urgency_factor(
+            Urgency::High,
+            format!("{why}, and answers within the hour save accounts"),
+        ),
         effort,
         strategic: Factor::new(70, "a customer who feels heard stays"),
     };
@@ -110,9 +117,7 @@ fn latest_message(item: &Value) -> String {
     let parts = item
         .pointer("/conversation_parts/conversation_parts")
         .and_then(Value::as_array);
-    if let Some(body) = parts
-        .and_then(|p| p.iter().rev().find_map(|part| str_at(part, "/body")))
-    {
+    if let Some(body) = parts.and_then(|p| p.iter().rev().find_map(|part| str_at(part, "/body"))) {
         return body.to_string();
     }
     str_at(item, "/conversation_message/body")

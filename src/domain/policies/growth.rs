@@ -16,8 +16,8 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
     };
     match signal.kind.as_str() {
         "contact.creation" => {
-            let from_form = str_at(event, "/changeSource")
-                .is_some_and(|s| s.eq_ignore_ascii_case("form"));
+            let from_form =
+                str_at(event, "/changeSource").is_some_and(|s| s.eq_ignore_ascii_case("form"));
             if !from_form {
                 return Vec::new();
             }

@@ -120,7 +120,10 @@ pub struct Plan {
 pub enum Outcome {
     Propose(Plan),
     /// A pending proposal on this subject is moot (e.g. CI went green again).
-    Supersede { subject_key: String, reason: String },
+    Supersede {
+        subject_key: String,
+        reason: String,
+    },
 }
 
 /// Runs the rules of the signal's vertical.
@@ -188,9 +191,20 @@ mod tests {
     #[test]
     fn precision_disables_only_past_the_minimum_and_under_the_floor() {
         let config = PrecisionConfig::default();
-        assert_eq!(config.verdict("email.send", 0, 9), None, "too few decisions");
-        assert_eq!(config.verdict("email.send", 3, 10), None, "exactly at the floor");
+        assert_eq!(
+            config.verdict("email.send", 0, 9),
+            None,
+            "too few decisions"
+        );
+        assert_eq!(
+            config.verdict("email.send", 3, 10),
+            None,
+            "exactly at the floor"
+        );
         let reason = config.verdict("email.send", 2, 10).unwrap_or_default();
-        assert!(reason.contains("2 of the last 10") && reason.contains("20%"), "{reason}");
+        assert!(
+            reason.contains("2 of the last 10") && reason.contains("20%"),
+            "{reason}"
+        );
     }
 }

@@ -110,7 +110,10 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
         ),
         priority: Priority {
             revenue: revenue_factor(amount, currency, "is unpaid on this invoice"),
-            urgency: urgency_factor(urgency, format!("the payment has failed {attempts} times, {when}")),
+            urgency: urgency_factor(
+                urgency,
+                format!("the payment has failed {attempts} times, {when}"),
+            ),
             effort: Factor::new(90, "it is one email"),
             strategic: Factor::new(70, "keeping a paying customer is cheaper than finding one"),
         },
@@ -138,7 +141,10 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
             ),
             priority: Priority {
                 revenue: revenue_factor(amount, currency, "is unpaid on this invoice"),
-                urgency: urgency_factor(Urgency::High, format!("the payment has failed {attempts} times")),
+                urgency: urgency_factor(
+                    Urgency::High,
+                    format!("the payment has failed {attempts} times"),
+                ),
                 effort: Factor::new(95, "it is one Slack message"),
                 strategic: Factor::new(50, "the owner should know about a customer at risk"),
             },
@@ -172,7 +178,8 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
     let amount = i64_at(dispute, "/amount").unwrap_or(0);
     let reason = str_at(dispute, "/reason").unwrap_or("unknown");
     let charge = str_at(dispute, "/charge").unwrap_or("unknown");
-    let due_by = i64_at(dispute, "/evidence_details/due_by").and_then(|t| DateTime::from_timestamp(t, 0));
+    let due_by =
+        i64_at(dispute, "/evidence_details/due_by").and_then(|t| DateTime::from_timestamp(t, 0));
     let due_text = due_by
         .map(|t| format!("evidence is due by {}", day(t)))
         .unwrap_or_else(|| "evidence is due soon".into());
@@ -198,7 +205,10 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
             revenue: revenue_factor(amount, currency, "is disputed"),
             urgency: urgency_factor(Urgency::Critical, due_text.clone()),
             effort: Factor::new(40, "gathering evidence takes an hour or two"),
-            strategic: Factor::new(80, "lost disputes cost the amount, a fee and standing with the card networks"),
+            strategic: Factor::new(
+                80,
+                "lost disputes cost the amount, a fee and standing with the card networks",
+            ),
         },
         urgency: Urgency::Critical,
         due_by,
@@ -211,7 +221,10 @@ fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
     let Some(id) = str_at(subscription, "/id") else {
         return Vec::new();
     };
-    let item = subscription.pointer("/items/data/0").cloned().unwrap_or(Value::Null);
+    let item = subscription
+        .pointer("/items/data/0")
+        .cloned()
+        .unwrap_or(Value::Null);
     let unit = i64_at(&item, "/price/unit_amount")
         .or_else(|| i64_at(&item, "/plan/amount"))
         .unwrap_or(0);
@@ -328,7 +341,10 @@ fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
         ),
         priority: Priority {
             revenue: revenue_factor(runway.cash_cents, &runway.currency, "of cash is left"),
-            urgency: urgency_factor(Urgency::High, format!("runway is {months} months, under the {floor}-month floor")),
+            urgency: urgency_factor(
+                Urgency::High,
+                format!("runway is {months} months, under the {floor}-month floor"),
+            ),
             effort: Factor::new(30, "it needs a plan, not a click"),
             strategic: Factor::new(100, "running out of cash ends the company"),
         },
