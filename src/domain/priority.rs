@@ -61,7 +61,7 @@ impl Priority {
     /// that adds fewer than 5 points is not worth saying.
     pub fn drivers(&self) -> Vec<String> {
         let mut weighted = self.weighted();
-        weighted.sort_by(|a, b| b.0.cmp(&a.0));
+        weighted.sort_by_key(|(w, _)| std::cmp::Reverse(*w));
         weighted
             .iter()
             .filter(|(w, _)| *w >= 500)

@@ -79,7 +79,7 @@ impl Subscriber for Router {
                 for outcome in evaluate(&signal, &facts, &self.policies) {
                     match outcome {
                         Outcome::Propose(plan) => {
-                            self.propose(conn, event, &inbound_id, plan).await?
+                            self.propose(conn, event, &inbound_id, *plan).await?
                         }
                         Outcome::Supersede {
                             subject_key,

@@ -70,7 +70,7 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
     };
     let reasoning = format!("{name} wrote in and {why}: \"{quote}\"");
     vec![
-        Outcome::Propose(Plan {
+        Outcome::Propose(Box::new(Plan {
             rule: "customer.owner_alert",
             title: format!("Alert the owner: {name} sounds unhappy"),
             vertical: Vertical::Customer,
@@ -85,8 +85,8 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
             due_by: None,
             owner: Some(config.owner_slack.clone()),
             subject_key: format!("intercom:conversation:{conversation}:alert"),
-        }),
-        Outcome::Propose(Plan {
+        })),
+        Outcome::Propose(Box::new(Plan {
             rule: "customer.template_reply",
             title: format!("Reply to {name} with the care template"),
             vertical: Vertical::Customer,
@@ -108,7 +108,7 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
             due_by: None,
             owner: None,
             subject_key: format!("intercom:conversation:{conversation}:reply"),
-        }),
+        })),
     ]
 }
 

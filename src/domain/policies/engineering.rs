@@ -66,7 +66,7 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
         strategic: Factor::new(60, "a broken build slows the whole team"),
     };
     vec![
-        Outcome::Propose(Plan {
+        Outcome::Propose(Box::new(Plan {
             rule: "engineering.open_issue",
             title: format!("Open a GitHub issue: {workflow} failing on {branch}"),
             vertical: Vertical::Engineering,
@@ -86,8 +86,8 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
             due_by: None,
             owner: None,
             subject_key: subject("issue"),
-        }),
-        Outcome::Propose(Plan {
+        })),
+        Outcome::Propose(Box::new(Plan {
             rule: "engineering.slack_post",
             title: format!("Post to {channel}: {workflow} failing on {branch}"),
             vertical: Vertical::Engineering,
@@ -102,6 +102,6 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
             due_by: None,
             owner: None,
             subject_key: subject("slack"),
-        }),
+        })),
     ]
 }

@@ -21,7 +21,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
             if !from_form {
                 return Vec::new();
             }
-            vec![Outcome::Propose(Plan {
+            vec![Outcome::Propose(Box::new(Plan {
                 rule: "growth.lead_follow_up",
                 title: format!("Send a follow-up email to new lead {object}"),
                 vertical: Vertical::Growth,
@@ -47,7 +47,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
                 due_by: Some(facts.now + Duration::days(1)),
                 owner: None,
                 subject_key: format!("hubspot:contact:{object}:follow_up"),
-            })]
+            }))]
         }
         "deal.propertyChange" => {
             let stage = str_at(event, "/propertyValue").unwrap_or_default();
@@ -65,7 +65,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
                 Some(cents) => revenue_factor(cents, "usd", "is in this deal"),
                 None => Factor::new(40, "a deal is moving forward"),
             };
-            vec![Outcome::Propose(Plan {
+            vec![Outcome::Propose(Box::new(Plan {
                 rule: "growth.deal_follow_up",
                 title: format!("Send a follow-up email on deal {object} ({stage})"),
                 vertical: Vertical::Growth,
@@ -90,7 +90,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
                 due_by: Some(facts.now + Duration::days(2)),
                 owner: None,
                 subject_key: format!("hubspot:deal:{object}:follow_up"),
-            })]
+            }))]
         }
         _ => Vec::new(),
     }

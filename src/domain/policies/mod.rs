@@ -118,7 +118,7 @@ pub struct Plan {
 /// What a signal asks of the proposals.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Propose(Plan),
+    Propose(Box<Plan>),
     /// A pending proposal on this subject is moot (e.g. CI went green again).
     Supersede {
         subject_key: String,

@@ -89,7 +89,7 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
         Some(t) => format!("before Stripe retries on {}", day(t)),
         None => "before Stripe gives up on it".to_string(),
     };
-    let mut outcomes = vec![Outcome::Propose(Plan {
+    let mut outcomes = vec![Outcome::Propose(Box::new(Plan {
         rule: "money.card_update_email",
         title: format!("Email {who} a card-update link"),
         vertical: Vertical::Money,
@@ -121,9 +121,9 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
         due_by: retry_at,
         owner: None,
         subject_key: card_update_subject(id),
-    })];
+    }))];
     if amount >= config.owner_dm_threshold_cents || attempts >= 2 {
-        outcomes.push(Outcome::Propose(Plan {
+        outcomes.push(Outcome::Propose(Box::new(Plan {
             rule: "money.owner_dm",
             title: format!("DM the account owner: {amount_text} unpaid on {id}"),
             vertical: Vertical::Money,
@@ -152,7 +152,7 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
             due_by: retry_at,
             owner: Some(config.owner_slack.clone()),
             subject_key: owner_dm_subject(id),
-        }));
+        })));
     }
     outcomes
 }
@@ -184,7 +184,7 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
         .map(|t| format!("evidence is due by {}", day(t)))
         .unwrap_or_else(|| "evidence is due soon".into());
     let amount_text = money(amount, currency);
-    vec![Outcome::Propose(Plan {
+    vec![Outcome::Propose(Box::new(Plan {
         rule: "money.dispute_evidence",
         title: format!("Prepare dispute evidence for {amount_text}"),
         vertical: Vertical::Money,
@@ -214,7 +214,7 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
         due_by,
         owner: Some(config.owner_slack.clone()),
         subject_key: format!("stripe:dispute:{id}"),
-    })]
+    }))]
 }
 
 fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
@@ -233,7 +233,7 @@ fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
     let yearly = unit * quantity * if interval == "year" { 1 } else { 12 };
     let currency = str_at(subscription, "/currency").unwrap_or("usd");
     let (to, who) = customer_recipient(subscription);
-    vec![Outcome::Propose(Plan {
+    vec![Outcome::Propose(Box::new(Plan {
         rule: "money.win_back_email",
         title: format!("Send a win-back email to {who}"),
         vertical: Vertical::Money,
@@ -262,7 +262,7 @@ fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
         due_by: Some(facts.now + Duration::days(3)),
         owner: None,
         subject_key: format!("stripe:subscription:{id}:win_back"),
-    })]
+    }))]
 }
 
 fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
@@ -280,7 +280,7 @@ fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<O
     let month = facts.now.format("%Y-%m");
     let mtd = money(spend.month_to_date_cents, &spend.currency);
     let avg = money(spend.trailing_average_cents, &spend.currency);
-    Some(Outcome::Propose(Plan {
+    Some(Outcome::Propose(Box::new(Plan {
         rule: "money.spend_review",
         title: format!("Review spend with {vendor}"),
         vertical: Vertical::Money,
@@ -307,7 +307,7 @@ fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<O
         due_by: None,
         owner: Some(config.owner_slack.clone()),
         subject_key: format!("spend:{}:{month}", vendor.to_lowercase()),
-    }))
+    })))
 }
 
 fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
@@ -323,7 +323,7 @@ fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
     let cash = money(runway.cash_cents, &runway.currency);
     let burn = money(runway.monthly_net_burn_cents, &runway.currency);
     let floor = config.runway_floor_months;
-    Some(Outcome::Propose(Plan {
+    Some(Outcome::Propose(Box::new(Plan {
         rule: "money.runway_alert",
         title: format!("Runway below {floor} months"),
         vertical: Vertical::Money,
@@ -352,5 +352,5 @@ fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
         due_by: None,
         owner: Some(config.owner_slack.clone()),
         subject_key: "company:runway".into(),
-    }))
+    })))
 }
