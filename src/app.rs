@@ -49,8 +49,20 @@ impl App {
             Runner::new(pool.clone(), Proposals, options.clone(), &subscriptions)
                 .run(shutdown_rx.clone()),
         );
+        // With a language model, the router words each signal's proposals before its
+        // transaction writes; one signal a transaction keeps that wait out of every
+        // transaction.
+        let router_options = RunnerOptions {
+            batch_size: if config.llm.is_some() {
+                1
+            } else {
+                options.batch_size
+            },
+            ..options
+        };
         tasks.spawn(
-            Runner::new(pool.clone(), router, options, &subscriptions).run(shutdown_rx.clone()),
+            Runner::new(pool.clone(), router, router_options, &subscriptions)
+                .run(shutdown_rx.clone()),
         );
         Self {
             state: AppState {

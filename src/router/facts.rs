@@ -158,8 +158,10 @@ async fn set_cash(
     .map(|_| ())
 }
 
-/// The facts for `signal`, as they stand with it recorded. `now` is when ExecOps received
-/// it, so that a replay sees the same facts.
+/// The facts for `signal`, as they will stand once it is recorded: read before
+/// [`record`], with the signal's own part added here, so that the router can finish its
+/// slow work (wording) before its transaction writes anything. `now` is when ExecOps received
+/// the signal, so that a replay sees the same facts.
 pub async fn look_up(
     conn: &mut PgConnection,
     signal: &Signal,
@@ -169,9 +171,12 @@ pub async fn look_up(
         now,
         ..Facts::default()
     };
+    let this_month = month_of(now.date_naive());
     if signal.kind == "expense.recorded" {
-        if let Some((vendor, _, currency, month)) = expense(signal) {
-            facts.vendor_spend = Some(vendor_spend(conn, &vendor, &currency, month).await?);
+        if let Some((vendor, amount, currency, month)) = expense(signal) {
+            let mut spend = vendor_spend(conn, &vendor, &currency, month).await?;
+            spend.month_to_date_cents += amount;
+            facts.vendor_spend = Some(spend);
         }
     }
     if matches!(
@@ -182,7 +187,7 @@ pub async fn look_up(
             .or_else(|| str_at(&signal.payload, "/data/object/available/0/currency"))
             .unwrap_or("usd")
             .to_lowercase();
-        facts.runway = runway(conn, &currency, month_of(now.date_naive())).await?;
+        facts.runway = runway(conn, signal, &currency, this_month).await?;
     }
     if signal.kind == "deal.propertyChange" {
         let deal = signal
@@ -197,6 +202,28 @@ pub async fn look_up(
                 .await?;
     }
     Ok(facts)
+}
+
+/// The balance `signal` reports for `currency`, and from which source.
+fn reported_cash(signal: &Signal, currency: &str) -> Option<(String, i64)> {
+    match (signal.source.as_str(), signal.kind.as_str()) {
+        ("stripe", "balance.available") => signal
+            .payload
+            .pointer("/data/object/available")?
+            .as_array()?
+            .iter()
+            .find(|b| str_at(b, "/currency").is_some_and(|c| c.eq_ignore_ascii_case(currency)))
+            .and_then(|b| b.get("amount")?.as_i64())
+            .map(|amount| ("stripe".to_string(), amount)),
+        (source, "balance.updated") => {
+            let data = signal.payload.get("data")?;
+            let same = str_at(data, "/currency")
+                .unwrap_or("usd")
+                .eq_ignore_ascii_case(currency);
+            same.then(|| Some((source.to_string(), data.get("amount")?.as_i64()?)))?
+        }
+        _ => None,
+    }
 }
 
 fn three_months_before(month: NaiveDate) -> NaiveDate {
@@ -232,24 +259,41 @@ async fn vendor_spend(
 
 async fn runway(
     conn: &mut PgConnection,
+    signal: &Signal,
     currency: &str,
     month: NaiveDate,
 ) -> Result<Option<Runway>, sqlx::Error> {
-    let cash: Option<i64> =
-        sqlx::query_scalar("SELECT sum(cents)::bigint FROM facts_cash WHERE currency = $1")
+    let mut balances: Vec<(String, i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT source, cents, as_of FROM facts_cash WHERE currency = $1")
             .bind(currency)
-            .fetch_one(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?;
-    let Some(cash) = cash else { return Ok(None) };
-    let burn: i64 = sqlx::query_scalar(
+    if let Some((source, cents)) = reported_cash(signal, currency) {
+        match balances.iter_mut().find(|(s, _, _)| *s == source) {
+            Some(known) if known.2 <= signal.occurred_at => known.1 = cents,
+            Some(_) => {}
+            None => balances.push((source, cents, signal.occurred_at)),
+        }
+    }
+    if balances.is_empty() {
+        return Ok(None);
+    }
+    let cash = balances.iter().map(|(_, cents, _)| cents).sum();
+    let since = three_months_before(month);
+    let mut burn: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(CASE kind WHEN 'spend' THEN cents ELSE -cents END), 0)::bigint \
          FROM facts_monthly WHERE currency = $1 AND month >= $2 AND month < $3",
     )
     .bind(currency)
-    .bind(three_months_before(month))
+    .bind(since)
     .bind(month)
     .fetch_one(conn)
     .await?;
+    if let Some((_, amount, expense_currency, expense_month)) = expense(signal) {
+        if expense_currency == currency && expense_month >= since && expense_month < month {
+            burn += amount;
+        }
+    }
     Ok(Some(Runway {
         cash_cents: cash,
         monthly_net_burn_cents: burn / 3,

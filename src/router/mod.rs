@@ -73,10 +73,20 @@ impl Subscriber for Router {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             ("Inbound", "Received") => {
                 let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())?;
-                facts::record(conn, &signal).await?;
+                // Read and word everything before writing anything: until it writes, this
+                // transaction holds back no other reader of the log.
                 let facts = facts::look_up(conn, &signal, event.recorded_at).await?;
+                let mut outcomes = evaluate(&signal, &facts, &self.policies);
+                if let Some(wording) = &self.wording {
+                    for outcome in &mut outcomes {
+                        if let Outcome::Propose(plan) = outcome {
+                            plan.action = wording.improve_action(&plan.action).await;
+                        }
+                    }
+                }
+                facts::record(conn, &signal).await?;
                 let inbound_id = signal.inbound_id().to_string();
-                for outcome in evaluate(&signal, &facts, &self.policies) {
+                for outcome in outcomes {
                     match outcome {
                         Outcome::Propose(plan) => {
                             self.propose(conn, event, &inbound_id, *plan).await?
@@ -118,10 +128,7 @@ impl Router {
         inbound_id: &str,
         plan: Plan,
     ) -> Result<(), HandlerError> {
-        let action = match &self.wording {
-            Some(wording) => wording.improve_action(&plan.action).await,
-            None => plan.action.clone(),
-        };
+        let action = plan.action.clone();
         let score = plan.priority.score();
         let drivers = plan.priority.drivers();
         let pending: Option<String> = sqlx::query_scalar(

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 use crate::ingest::{github, hubspot, intercom, slack, standard, stripe, IngestError, Ingested};
+use crate::projections::proposals::todays_moves;
 use crate::store::Receipt;
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -142,11 +143,48 @@ pub async fn slack_commands(
     let secret = secret(&state, "slack", "SLACK_SIGNING_SECRET")?;
     let body = read_body(body, state.config.webhook_max_body_bytes).await?;
     let ingested = slack::verify_command(secret, &headers, &body, Utc::now())?;
+    let command = match &ingested {
+        Ingested::Signals(signals) => signals
+            .first()
+            .and_then(|s| s.payload.get("command"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        Ingested::Reply(_) => None,
+    };
     let mut answer = record(&state, &headers, ingested).await?;
     // Slack shows `text` to the person who typed the command, and only to them.
     answer["response_type"] = json!("ephemeral");
-    answer["text"] = json!("ExecOps received your command.");
+    answer["text"] = json!(match command.as_deref() {
+        Some("/execops") => todays_moves_text(&state).await?,
+        _ => "ExecOps received your command.".to_string(),
+    });
     Ok(Json(answer))
+}
+
+/// `/execops`: the top of Today's Moves, read only.
+async fn todays_moves_text(state: &AppState) -> Result<String, ApiError> {
+    let (moves, total) = todays_moves(state.store.pool(), 5).await.map_err(|e| {
+        if crate::store::is_unavailable(&e) {
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    })?;
+    if moves.is_empty() {
+        return Ok("Nothing is waiting for a decision.".to_string());
+    }
+    let mut text = format!("Today's Moves ({total} pending):\n");
+    for (n, m) in moves.iter().enumerate() {
+        text.push_str(&format!(
+            "{}. [{}] {} ({}, score {})\n",
+            n + 1,
+            m.vertical,
+            m.title,
+            m.urgency,
+            m.score
+        ));
+    }
+    Ok(text)
 }
 
 #[tracing::instrument(skip_all, fields(source = "slack"))]

@@ -436,3 +436,327 @@ async fn an_action_type_people_keep_rejecting_is_disabled_and_can_be_enabled_aga
     assert_eq!(enabled_by, "founder@example.com");
     app.stop().await;
 }
+
+/// A local stand-in for an OpenAI-compatible chat completions endpoint. It checks the request
+/// has the documented shape and answers as `mode` says.
+async fn fake_language_model(
+    mode: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::{routing::post, Json, Router};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move |headers: axum::http::HeaderMap, Json(request): Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                assert_eq!(
+                    headers.get("authorization").and_then(|v| v.to_str().ok()),
+                    Some("Bearer test-key")
+                );
+                assert_eq!(request["model"], "test-model");
+                assert_eq!(request["messages"][0]["role"], "system");
+                assert_eq!(request["messages"][1]["role"], "user");
+                let text = request["messages"][1]["content"].as_str().unwrap_or_default().to_string();
+                seen.fetch_add(1, Ordering::SeqCst);
+                let content = match mode {
+                    "polite" => format!("Hello! {text}"),
+                    "liar" => text.replace("$10.00", "$1.00"),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        format!("Too late: {text}")
+                    }
+                };
+                Json(serde_json::json!({
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().expect("an address")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+async fn drafted_card_update(mode: &'static str) -> (Value, usize) {
+    let (url, calls) = fake_language_model(mode).await;
+    let app = TestApp::spawn_with(configured_with(&[
+        ("EXECOPS_LLM_URL", &url),
+        ("EXECOPS_LLM_MODEL", "test-model"),
+        ("EXECOPS_LLM_API_KEY", "test-key"),
+        ("EXECOPS_LLM_TIMEOUT_MS", "300"),
+    ]))
+    .await;
+    send(&app, &fixture("stripe/invoice.payment_failed.json")).await;
+    settle(&app).await;
+    let action: Value = sqlx::query_scalar(
+        "SELECT action FROM proposal_summaries WHERE action_type = 'email.send'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("the drafted email");
+    app.stop().await;
+    (action, calls.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+const RULE_BODY: &str = "Hi,\n\nWe couldn't collect $10.00 for invoice in_1Pgc6tB7WZ01zgkWu9fdqL6I. Please update your card here: the payment page of invoice in_1Pgc6tB7WZ01zgkWu9fdqL6I\n\nThank you!";
+
+#[tokio::test]
+async fn a_language_model_may_improve_the_wording_and_nothing_else() {
+    let (action, calls) = drafted_card_update("polite").await;
+    assert!(
+        calls >= 2,
+        "the body and the DM's text were offered: {calls}"
+    );
+    assert_eq!(action["body"], format!("Hello! {RULE_BODY}"));
+    assert_eq!(
+        action["to"],
+        serde_json::json!({"stripe_customer": "cus_QXg1o8vcGmoR32"})
+    );
+    assert_eq!(action["template"], "card_update");
+    assert_eq!(action["subject"], "Your payment didn't go through");
+}
+
+#[tokio::test]
+async fn a_rewrite_that_changes_an_amount_is_thrown_away() {
+    let (action, calls) = drafted_card_update("liar").await;
+    assert!(calls >= 1);
+    assert_eq!(action["body"], RULE_BODY);
+}
+
+#[tokio::test]
+async fn a_slow_language_model_leaves_the_rules_text() {
+    let (action, calls) = drafted_card_update("slow").await;
+    assert!(calls >= 1);
+    assert_eq!(action["body"], RULE_BODY);
+}
+
+#[tokio::test]
+async fn the_execops_slash_command_answers_with_the_top_pending_proposals() {
+    let app = TestApp::spawn_with(configured()).await;
+    send(&app, &fixture("stripe/invoice.payment_failed.json")).await;
+    settle(&app).await;
+    let body = send(&app, &fixture("slack/commands/execops.txt")).await;
+    assert_eq!(body["response_type"], "ephemeral");
+    let text = body["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("Today's Moves (2 pending):"), "{text}");
+    assert!(
+        text.contains(
+            "1. [money] Email customer cus_QXg1o8vcGmoR32 a card-update link (high, score 56)"
+        ),
+        "{text}"
+    );
+    // Read only: nothing was decided or drafted by asking.
+    settle(&app).await;
+    let (_, total) = todays_moves(app.store.pool(), 10).await.expect("moves");
+    assert_eq!(total, 2);
+    app.stop().await;
+}
+
+async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
+    let body =
+        serde_json::json!({ "type": kind, "timestamp": Utc::now().to_rfc3339(), "data": data });
+    let sender = execops::send::Sender::Standard {
+        source: "bank".into(),
+    };
+    let mut delivery = execops::send::sign(
+        &sender,
+        serde_json::to_vec(&body).expect("json"),
+        &configured(),
+        &format!("http://{}", app.addr),
+        Utc::now(),
+    )
+    .expect("signs");
+    // One webhook-id per event, as a sender gives.
+    let key = execops::ingest::standard::decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .expect("the key");
+    let ts = Utc::now().timestamp();
+    delivery.headers.retain(|(n, _)| !n.starts_with("webhook-"));
+    delivery.headers.push(("webhook-id".into(), id.into()));
+    delivery
+        .headers
+        .push(("webhook-timestamp".into(), ts.to_string()));
+    delivery.headers.push((
+        "webhook-signature".into(),
+        execops::ingest::standard::sign(&key, id, ts, &delivery.body),
+    ));
+    let (status, answer) = post(app, &delivery).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn month_ago(months: u32) -> String {
+    let today = Utc::now().date_naive();
+    let first = chrono::NaiveDate::from_ymd_opt(
+        chrono::Datelike::year(&today),
+        chrono::Datelike::month(&today),
+        1,
+    )
+    .expect("a date");
+    (first - chrono::Months::new(months))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test]
+async fn spend_more_than_ten_percent_over_the_trailing_average_asks_for_a_review() {
+    let app = TestApp::spawn_with(configured()).await;
+    for months in 1..=3 {
+        feed(&app, "expense.recorded", &format!("exp_{months}"), serde_json::json!({
+            "vendor": "Acme Cloud", "amount": 100_000, "currency": "usd", "date": month_ago(months),
+        }))
+        .await;
+    }
+    // 10% over is still fine…
+    feed(
+        &app,
+        "expense.recorded",
+        "exp_now_1",
+        serde_json::json!({
+            "vendor": "Acme Cloud", "amount": 110_000, "currency": "usd", "date": month_ago(0),
+        }),
+    )
+    .await;
+    settle(&app).await;
+    assert!(statuses(&app, "spend:").await.is_empty());
+    // …one more cent is not.
+    feed(
+        &app,
+        "expense.recorded",
+        "exp_now_2",
+        serde_json::json!({
+            "vendor": "Acme Cloud", "amount": 1, "currency": "usd", "date": month_ago(0),
+        }),
+    )
+    .await;
+    settle(&app).await;
+    let (title, reasoning): (String, String) = sqlx::query_as(
+        "SELECT title, reasoning FROM proposal_summaries WHERE subject_key LIKE 'spend:acme cloud:%'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("a spend review");
+    assert_eq!(title, "Review spend with Acme Cloud");
+    assert!(reasoning.contains("($1,100.01) is 10% over"), "{reasoning}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn runway_under_the_floor_is_flagged_and_revised_as_cash_changes() {
+    let app = TestApp::spawn_with(configured()).await;
+    for months in 1..=3 {
+        feed(&app, "expense.recorded", &format!("payroll_{months}"), serde_json::json!({
+            "vendor": "Payroll", "amount": 2_000_000, "currency": "usd", "date": month_ago(months),
+        }))
+        .await;
+    }
+    // $200,000 at $20,000 a month is 10 months: fine.
+    feed(
+        &app,
+        "balance.updated",
+        "bal_1",
+        serde_json::json!({"amount": 20_000_000, "currency": "usd"}),
+    )
+    .await;
+    settle(&app).await;
+    assert!(statuses(&app, "company:runway").await.is_empty());
+    // $50,000 is 2.5 months.
+    feed(
+        &app,
+        "balance.updated",
+        "bal_2",
+        serde_json::json!({"amount": 5_000_000, "currency": "usd"}),
+    )
+    .await;
+    settle(&app).await;
+    let (title, reasoning, urgency): (String, String, String) = sqlx::query_as(
+        "SELECT title, reasoning, urgency FROM proposal_summaries WHERE subject_key = 'company:runway'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("a runway alert");
+    assert_eq!(title, "Runway below 6 months");
+    assert!(
+        reasoning.contains("lasts 2.5 months") && reasoning.contains("$20,000.00"),
+        "{reasoning}"
+    );
+    assert_eq!(urgency, "high");
+    // Less cash: the same proposal, revised.
+    feed(
+        &app,
+        "balance.updated",
+        "bal_3",
+        serde_json::json!({"amount": 3_000_000, "currency": "usd"}),
+    )
+    .await;
+    settle(&app).await;
+    let rows = statuses(&app, "company:runway").await;
+    assert_eq!(
+        rows,
+        [("company:runway".to_string(), "pending".to_string(), 2)]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_inbox_is_newest_first_and_filters_by_vertical_and_urgency() {
+    use execops::projections::proposals::{inbox, InboxFilter};
+    let app = TestApp::spawn_with(configured()).await;
+    for name in [
+        "stripe/invoice.payment_failed.json",
+        "github/workflow_run.completed.failure.json",
+        "stripe/charge.dispute.created.json",
+    ] {
+        send(&app, &fixture(name)).await;
+        settle(&app).await;
+    }
+    let pool = app.store.pool();
+    let all = inbox(
+        pool,
+        &InboxFilter {
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("inbox");
+    assert_eq!(all.len(), 5);
+    assert!(
+        all.windows(2).all(|w| w[0].created_at >= w[1].created_at),
+        "newest first"
+    );
+    assert!(all[0].title.starts_with("Prepare dispute evidence"));
+    let engineering = inbox(
+        pool,
+        &InboxFilter {
+            vertical: Some("engineering".into()),
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("inbox");
+    assert_eq!(engineering.len(), 2);
+    assert!(engineering.iter().all(|p| p.vertical == "engineering"));
+    let critical = inbox(
+        pool,
+        &InboxFilter {
+            urgency: Some("critical".into()),
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("inbox");
+    assert_eq!(critical.len(), 1);
+    assert_eq!(critical[0].action_type, "slack.post_message");
+    app.stop().await;
+}
