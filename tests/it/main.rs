@@ -5,7 +5,7 @@
 mod cli;
 mod common;
 mod ops;
-mod policies;
+pub mod policies;
 mod projections;
 mod serve;
 mod store;

@@ -57,3 +57,50 @@ async fn event_counts_equal_a_count_of_the_log() {
     let _ = stop.send(true);
     let _ = task.await;
 }
+
+#[tokio::test]
+async fn the_proposals_projection_rebuilt_from_the_log_equals_the_live_one() {
+    use crate::common::TestApp;
+    use crate::webhooks::{configured, fixtures, post};
+    use execops::send::prepare;
+
+    let app = TestApp::spawn_with(configured()).await;
+    for path in fixtures() {
+        let delivery = prepare(
+            &path,
+            &configured(),
+            &format!("http://{}", app.addr),
+            chrono::Utc::now(),
+        )
+        .expect("signs");
+        post(&app, &delivery).await;
+    }
+    crate::policies::settle(&app).await;
+    let pool = app.store.pool().clone();
+    let snapshot = || async {
+        sqlx::query_as::<_, (String, String, String, i32, serde_json::Value)>(
+            "SELECT id, status, title, score, action FROM proposal_summaries ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows")
+    };
+    let live = snapshot().await;
+    assert!(live.len() >= 9);
+    app.stop().await;
+
+    let mut tx = pool.begin().await.expect("a transaction");
+    sqlx::query("DELETE FROM proposal_summaries")
+        .execute(&mut *tx)
+        .await
+        .expect("thrown away");
+    sqlx::query("DELETE FROM subscription_checkpoints WHERE name = 'proposals'")
+        .execute(&mut *tx)
+        .await
+        .expect("from the start");
+    tx.commit().await.expect("committed");
+    let app = TestApp::spawn_on(pool.clone(), configured()).await;
+    crate::policies::settle(&app).await;
+    assert_eq!(snapshot().await, live);
+    app.stop().await;
+}

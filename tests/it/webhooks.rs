@@ -124,7 +124,7 @@ async fn every_fixture_is_accepted_once_and_then_a_duplicate() {
         assert_eq!(events(&app).await, before + 1, "{name}: nothing more");
     }
     let kinds: Vec<(String, String)> = sqlx::query_as(
-        "SELECT payload->'Received'->>'source', payload->'Received'->>'kind' FROM events ORDER BY position",
+        "SELECT payload->'Received'->>'source', payload->'Received'->>'kind' FROM events WHERE aggregate_type = 'Inbound' ORDER BY position",
     )
     .fetch_all(app.store.pool())
     .await
