@@ -1,4 +1,5 @@
-//! `just bench-ingest`: N signed Stripe deliveries (a share of them redeliveries) at
+//! `just bench-ingest`: N signed Stripe `charge.succeeded` deliveries (the commonest kind,
+//! which no policy turns into a proposal; a share of them redeliveries) at
 //! concurrency C against a running ExecOps on its Postgres. Prints accepted/s and p50/p99
 //! latency, then pgbench's one-row-per-transaction insert rate on the same Postgres at the
 //! same concurrency, and the ratio of the two.
@@ -117,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| {
             let n = if i < fresh { i } else { i % fresh.max(1) };
             let body = format!(
-                r#"{{"id":"evt_{run}_{n}","object":"event","type":"invoice.payment_failed","created":1721954100,"data":{{"object":{{"id":"in_{n}","amount_due":1000,"attempt_count":1}}}}}}"#
+                r#"{{"id":"evt_{run}_{n}","object":"event","type":"charge.succeeded","created":1721954100,"data":{{"object":{{"id":"ch_{n}","object":"charge","amount":1000,"currency":"usd","paid":true}}}}}}"#
             );
             sign(&Sender::Stripe, body.into_bytes(), &config, &base, Utc::now())
         })
@@ -177,6 +178,14 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
     );
+    for status in app.state.subscriptions.statuses() {
+        println!(
+            "subscriber {}: applied {} events meanwhile, {} failures",
+            status.name,
+            status.processed(),
+            status.failures()
+        );
+    }
     app.stop().await;
 
     sqlx::query("CREATE TABLE IF NOT EXISTS bench_pgbench_rows (id bigserial PRIMARY KEY, payload json NOT NULL)")

@@ -23,6 +23,10 @@ impl Subscriber for EventCounts {
         "event_counts"
     }
 
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[])
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

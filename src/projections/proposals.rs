@@ -51,6 +51,10 @@ impl Subscriber for Proposals {
         "proposals"
     }
 
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["Proposal"])
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -59,8 +59,12 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        payload: row
+            .try_get::<Option<Value>, _>("payload")?
+            .unwrap_or(Value::Null),
+        metadata: row
+            .try_get::<Option<Value>, _>("metadata")?
+            .unwrap_or(Value::Null),
         recorded_at: row.try_get("recorded_at")?,
     })
 }
@@ -72,17 +76,34 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events \
+    read_after_with(executor, after, limit, None).await
+}
+
+/// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
+/// and metadata; the others come as `null`, so a reader that needs few of them does not pay
+/// to fetch and parse the rest. `None` fetches every payload.
+pub async fn read_after_with<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: LogPosition,
+    limit: i64,
+    payload_types: Option<&[&str]>,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+           aggregate_id, sequence, event_type, event_version, recorded_at, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
+         FROM events \
          WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY transaction_id, position \
-         LIMIT $3"
-    );
-    let rows = sqlx::query(&sql)
+         LIMIT $3";
+    let types: Option<Vec<String>> =
+        payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
+    let rows = sqlx::query(sql)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
+        .bind(types)
         .fetch_all(executor)
         .await?;
     rows.iter().map(from_row).collect()

@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
-use super::log::{read_after, LogPosition, StoredEvent};
+use super::log::{read_after_with, LogPosition, StoredEvent};
 
 /// The channel the `events` insert trigger notifies.
 pub const EVENTS_CHANNEL: &str = "execops_events";
@@ -30,6 +30,12 @@ pub trait Subscriber: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// The aggregate types whose payloads this subscriber reads; events of other types reach
+    /// it with a `null` payload. `None`, the default, reads every payload.
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 
     /// Applies a batch in log order. Override it when a batch can be written in fewer
     /// statements than its events; the result must equal applying them one by one.
@@ -59,6 +65,9 @@ pub struct RunnerOptions {
     pub standby_interval: Duration,
     /// The longest pause after a failure before trying again.
     pub max_backoff: Duration,
+    /// After a notification, how long to let more events gather before reading: under load
+    /// it turns a transaction per commit into a transaction per batch.
+    pub gather: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -68,6 +77,7 @@ impl Default for RunnerOptions {
             poll_interval: Duration::from_secs(2),
             standby_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            gather: Duration::from_millis(10),
         }
     }
 }
@@ -227,7 +237,13 @@ impl<S: Subscriber> Runner<S> {
             if stopping(shutdown) {
                 break;
             }
-            let batch = read_after(&mut conn, checkpoint, self.options.batch_size).await?;
+            let batch = read_after_with(
+                &mut conn,
+                checkpoint,
+                self.options.batch_size,
+                self.subscriber.payload_types(),
+            )
+            .await?;
             if let Some(last) = batch.last().map(|e| e.log) {
                 self.apply(&mut conn, &batch, checkpoint, last).await?;
                 checkpoint = last;
@@ -235,6 +251,11 @@ impl<S: Subscriber> Runner<S> {
                     .processed
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 retry_soon = None;
+                // Caught up while events keep coming: let a batch gather rather than spend a
+                // transaction on every few events.
+                if (batch.len() as i64) < self.options.batch_size {
+                    wait_or_shutdown(shutdown, self.options.gather).await;
+                }
                 continue;
             }
             // Nothing readable. A notification means something committed; if it is still
@@ -244,6 +265,7 @@ impl<S: Subscriber> Runner<S> {
                 _ = shutdown.changed() => {}
                 notified = listener.recv() => {
                     notified?;
+                    tokio::time::sleep(self.options.gather).await;
                     while listener.next_buffered().is_some() {}
                     retry_soon = Some(Duration::from_millis(20));
                 }

@@ -71,6 +71,7 @@ fn fast() -> RunnerOptions {
         poll_interval: Duration::from_millis(200),
         standby_interval: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
+        gather: Duration::from_millis(5),
     }
 }
 
