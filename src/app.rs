@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 
 use crate::adapters::llm::Wording;
 use crate::config::Config;
-use crate::projections::{EventCounts, Proposals};
+use crate::projections::{EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
 use crate::store::Store;
@@ -47,6 +47,10 @@ impl App {
         );
         tasks.spawn(
             Runner::new(pool.clone(), Proposals, options.clone(), &subscriptions)
+                .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(pool.clone(), Users, options.clone(), &subscriptions)
                 .run(shutdown_rx.clone()),
         );
         // With a language model, the router words each signal's proposals before its

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Manage the people who may sign in.
+    User {
+        #[command(subcommand)]
+        command: UserCli,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCli,
+    },
     /// Switch action types off and on again.
     Guardrails {
         #[command(subcommand)]
@@ -47,6 +57,25 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCli {
+    /// Add a person. Without --password-stdin a password is generated and printed once.
+    Add {
+        email: String,
+        #[arg(long, value_parser = ["admin", "approver", "viewer"])]
+        role: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCli {
+    /// Issue an API token for a person; it is printed once and stored only as a hash.
+    Create { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +126,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send { fixture, to } => send(&config, &fixture, to).await,
         Command::Guardrails { command } => guardrails(config, command).await,
+        Command::User {
+            command:
+                UserCli::Add {
+                    email,
+                    role,
+                    password_stdin,
+                },
+        } => add_user(config, &email, &role, password_stdin).await,
+        Command::Token {
+            command: TokenCli::Create { email },
+        } => create_token(config, &email).await,
         Command::Events {
             command:
                 EventsCommand::Tail {
@@ -178,6 +218,75 @@ async fn guardrails(config: Config, command: GuardrailsCli) -> anyhow::Result<()
     db.close().await?;
     result?;
     println!("{done}");
+    Ok(())
+}
+
+async fn add_user(
+    config: Config,
+    email: &str,
+    role: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let role: crate::domain::Role = serde_json::from_value(serde_json::Value::String(role.into()))?;
+    let (password, show) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        anyhow::ensure!(
+            password.chars().count() >= 12,
+            "the password must have at least 12 characters"
+        );
+        (password, false)
+    } else {
+        (crate::auth::generate_password(), true)
+    };
+    let password_hash = crate::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    let db = Database::open(&config).await?;
+    let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+    let result = store
+        .user(
+            &email,
+            UserCommand::Add {
+                email: email.clone(),
+                role,
+                password_hash,
+                by: "cli".into(),
+            },
+            std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
+        )
+        .await;
+    db.close().await?;
+    result?;
+    println!("added {email} as {role}");
+    if show {
+        println!("password: {password}");
+        println!("(shown once; it is stored only as a hash)");
+    }
+    Ok(())
+}
+
+async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let (token_id, token, token_hash) = crate::auth::new_token();
+    let db = Database::open(&config).await?;
+    let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+    let result = store
+        .user(
+            &email,
+            UserCommand::IssueToken {
+                token_id,
+                token_hash,
+                by: "cli".into(),
+            },
+            std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
+        )
+        .await;
+    db.close().await?;
+    result?;
+    println!("{token}");
     Ok(())
 }
 

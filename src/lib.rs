@@ -13,6 +13,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;

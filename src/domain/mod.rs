@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod policies;
 pub mod priority;
 pub mod proposal;
+pub mod user;
 pub mod values;
 
 pub use inbound::{Inbound, InboundCommand, InboundError, InboundEvent, InboundId, Signal};

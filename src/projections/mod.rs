@@ -3,6 +3,8 @@
 
 pub mod event_counts;
 pub mod proposals;
+pub mod users;
 
 pub use event_counts::EventCounts;
 pub use proposals::Proposals;
+pub use users::Users;

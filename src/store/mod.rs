@@ -21,6 +21,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 use crate::config::Config;
 use crate::domain::guardrails::{Guardrails, GuardrailsCommand, GuardrailsError, GUARDRAILS_ID};
+use crate::domain::user::{Email, User, UserCommand, UserError};
 use crate::domain::{InboundError, Proposal, ProposalCommand, Signal};
 use crate::telemetry::Metrics;
 use embedded::{EmbeddedOptions, EmbeddedPostgres};
@@ -158,6 +159,7 @@ pub struct Store {
     inbound: appender::Appender,
     proposals: Arc<PostgresCqrs<Proposal>>,
     guardrails: Arc<PostgresCqrs<Guardrails>>,
+    users: Arc<PostgresCqrs<User>>,
     metrics: Metrics,
 }
 
@@ -167,6 +169,7 @@ impl Store {
             inbound: appender::Appender::start(pool.clone(), metrics.clone()),
             proposals: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
             guardrails: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
+            users: Arc::new(postgres_es::postgres_cqrs(pool.clone(), vec![], ())),
             pool,
             metrics,
         }
@@ -224,5 +227,19 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Runs one command on a person's stream.
+    pub async fn user(
+        &self,
+        email: &Email,
+        command: UserCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommandError<UserError>> {
+        self.users
+            .execute_with_metadata(email.as_str(), command, metadata)
+            .await?;
+        self.metrics.event_appended(User::TYPE);
+        Ok(())
     }
 }

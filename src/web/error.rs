@@ -14,13 +14,32 @@ pub enum ApiError {
     /// A delivery or request that is wrong in itself; 400 or 401 by its kind.
     Ingest(IngestError),
     /// The body is over the limit.
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
     /// The sender has no secret configured, so its endpoint is off.
-    SourceDisabled { source: String, setting: String },
+    SourceDisabled {
+        source: String,
+        setting: String,
+    },
     /// Postgres could not be reached; nothing was recorded.
     Unavailable(String),
     /// A bug or an unexpected failure; the cause is logged, not shown.
     Internal(String),
+    /// No valid credentials.
+    Unauthenticated,
+    /// Known, but not allowed.
+    Forbidden(String),
+    NotFound(String),
+    /// The state does not allow it (already decided, changed meanwhile).
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl<E: std::error::Error> From<CommandError<E>> for ApiError {
@@ -29,6 +48,22 @@ impl<E: std::error::Error> From<CommandError<E>> for ApiError {
             CommandError::Unavailable(cause) => ApiError::Unavailable(cause),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::store::is_unavailable(&error) {
+            ApiError::Unavailable(error.to_string())
+        } else {
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
+impl From<crate::auth::Forbidden> for ApiError {
+    fn from(error: crate::auth::Forbidden) -> Self {
+        ApiError::Forbidden(error.to_string())
     }
 }
 
@@ -79,6 +114,22 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
                 response
             }
+            ApiError::Unauthenticated => {
+                let mut response = body(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "sign in, or send Authorization: Bearer <token>".into(),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+            ApiError::Forbidden(message) => body(StatusCode::FORBIDDEN, "forbidden", message),
+            ApiError::NotFound(message) => body(StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::Conflict { code, message } => body(StatusCode::CONFLICT, code, message),
+            ApiError::BadRequest { code, message } => body(StatusCode::BAD_REQUEST, code, message),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 body(

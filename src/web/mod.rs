@@ -2,6 +2,7 @@
 //! tracing, latency metrics). Handlers turn requests into commands and read models into
 //! responses; errors are mapped to statuses in one place.
 
+pub mod api;
 pub mod error;
 mod ops;
 mod webhooks;
@@ -37,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/v1/proposals", get(api::list))
+        .route("/api/v1/proposals/{id}", get(api::get))
+        .route("/api/v1/proposals/{id}/approve", post(api::approve))
+        .route("/api/v1/proposals/{id}/reject", post(api::reject))
         .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/webhooks/github", post(webhooks::github))
         .route("/webhooks/slack/events", post(webhooks::slack_events))

@@ -1,0 +1,307 @@
+//! The `User` aggregate, one per person (id: the lower-cased email): who they are, what
+//! they may do, and the API tokens they hold. Being events, these are in the audit trail:
+//! who could do what, and since when. Secrets never appear here, only their hashes.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use super::values::Role;
+
+/// A normalised email address: trimmed, lower-cased, with one `@` and something on each side.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, UserError> {
+        let email = raw.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && !email.chars().any(char::is_whitespace)
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            });
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(UserError::InvalidEmail(raw.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Add {
+        email: Email,
+        role: Role,
+        /// An argon2 PHC string, never the password.
+        password_hash: String,
+        by: String,
+    },
+    GrantRole {
+        role: Role,
+        by: String,
+    },
+    SetPassword {
+        password_hash: String,
+        by: String,
+    },
+    IssueToken {
+        token_id: String,
+        /// SHA-256 of the token, hex.
+        token_hash: String,
+        by: String,
+    },
+    RevokeToken {
+        token_id: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserAdded {
+        email: Email,
+        role: Role,
+        password_hash: String,
+        by: String,
+    },
+    RoleGranted {
+        role: Role,
+        by: String,
+    },
+    PasswordSet {
+        password_hash: String,
+        by: String,
+    },
+    TokenIssued {
+        token_id: String,
+        token_hash: String,
+        by: String,
+    },
+    TokenRevoked {
+        token_id: String,
+        by: String,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            UserEvent::UserAdded { .. } => "UserAdded",
+            UserEvent::RoleGranted { .. } => "RoleGranted",
+            UserEvent::PasswordSet { .. } => "PasswordSet",
+            UserEvent::TokenIssued { .. } => "TokenIssued",
+            UserEvent::TokenRevoked { .. } => "TokenRevoked",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("{0:?} is not an email address")]
+    InvalidEmail(String),
+    #[error("this person already exists")]
+    AlreadyExists,
+    #[error("no such person")]
+    NoSuchUser,
+    #[error("the person already has the role {0}")]
+    SameRole(Role),
+    #[error("token {0} already exists")]
+    TokenExists(String),
+    #[error("no live token {0}")]
+    NoSuchToken(String),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct User {
+    exists: bool,
+    role: Option<Role>,
+    live_tokens: Vec<String>,
+    revoked_tokens: Vec<String>,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if !self.exists && !matches!(command, UserCommand::Add { .. }) {
+            return Err(UserError::NoSuchUser);
+        }
+        let event = match command {
+            UserCommand::Add {
+                email,
+                role,
+                password_hash,
+                by,
+            } => {
+                if self.exists {
+                    return Err(UserError::AlreadyExists);
+                }
+                UserEvent::UserAdded {
+                    email,
+                    role,
+                    password_hash,
+                    by,
+                }
+            }
+            UserCommand::GrantRole { role, by } => {
+                if self.role == Some(role) {
+                    return Err(UserError::SameRole(role));
+                }
+                UserEvent::RoleGranted { role, by }
+            }
+            UserCommand::SetPassword { password_hash, by } => {
+                UserEvent::PasswordSet { password_hash, by }
+            }
+            UserCommand::IssueToken {
+                token_id,
+                token_hash,
+                by,
+            } => {
+                if self.live_tokens.contains(&token_id) || self.revoked_tokens.contains(&token_id) {
+                    return Err(UserError::TokenExists(token_id));
+                }
+                UserEvent::TokenIssued {
+                    token_id,
+                    token_hash,
+                    by,
+                }
+            }
+            UserCommand::RevokeToken { token_id, by } => {
+                if !self.live_tokens.contains(&token_id) {
+                    return Err(UserError::NoSuchToken(token_id));
+                }
+                UserEvent::TokenRevoked { token_id, by }
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserAdded { role, .. } => {
+                self.exists = true;
+                self.role = Some(role);
+            }
+            UserEvent::RoleGranted { role, .. } => self.role = Some(role),
+            UserEvent::PasswordSet { .. } => {}
+            UserEvent::TokenIssued { token_id, .. } => self.live_tokens.push(token_id),
+            UserEvent::TokenRevoked { token_id, .. } => {
+                self.live_tokens.retain(|t| *t != token_id);
+                self.revoked_tokens.push(token_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn email() -> Email {
+        Email::parse(" Founder@Example.com ").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn added() -> UserEvent {
+        UserEvent::UserAdded {
+            email: email(),
+            role: Role::Approver,
+            password_hash: "$argon2id$…".into(),
+            by: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(email().as_str(), "founder@example.com");
+        for bad in [
+            "",
+            "founder",
+            "@example.com",
+            "a@b",
+            "a b@example.com",
+            "a@@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_person_is_added_once() {
+        TestFramework::<User>::with(())
+            .given(vec![added()])
+            .when(UserCommand::Add {
+                email: email(),
+                role: Role::Admin,
+                password_hash: "x".into(),
+                by: "cli".into(),
+            })
+            .then_expect_error(UserError::AlreadyExists);
+    }
+
+    #[test]
+    fn nothing_happens_to_someone_who_does_not_exist() {
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(UserCommand::GrantRole {
+                role: Role::Admin,
+                by: "cli".into(),
+            })
+            .then_expect_error(UserError::NoSuchUser);
+    }
+
+    #[test]
+    fn a_token_is_revoked_once_and_its_id_never_reused() {
+        let issued = UserEvent::TokenIssued {
+            token_id: "t1".into(),
+            token_hash: "h".into(),
+            by: "cli".into(),
+        };
+        let revoked = UserEvent::TokenRevoked {
+            token_id: "t1".into(),
+            by: "cli".into(),
+        };
+        TestFramework::<User>::with(())
+            .given(vec![added(), issued.clone()])
+            .when(UserCommand::RevokeToken {
+                token_id: "t1".into(),
+                by: "cli".into(),
+            })
+            .then_expect_events(vec![revoked.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![added(), issued, revoked])
+            .when(UserCommand::IssueToken {
+                token_id: "t1".into(),
+                token_hash: "h2".into(),
+                by: "cli".into(),
+            })
+            .then_expect_error(UserError::TokenExists("t1".into()));
+    }
+}

@@ -1,0 +1,313 @@
+//! The JSON API (`/api/v1`): proposals with cursor pagination, one proposal with its
+//! history, and decisions. Every route needs `Authorization: Bearer <token>`; decisions go
+//! through the same authorisation and the same aggregate commands as every other path.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{Actor, Permission};
+use crate::domain::{Decision, ProposalCommand, ProposalError};
+use crate::projections::proposals::Summary;
+use crate::projections::users::actor_for_token;
+use crate::store::CommandError;
+
+/// The person behind the request's bearer token.
+pub struct Authenticated(pub Actor);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthenticated)?;
+        let actor = actor_for_token(state.store.pool(), token)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Authenticated(actor))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    vertical: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(created_at: DateTime<Utc>, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    let bad = || ApiError::BadRequest {
+        code: "bad_cursor",
+        message: "the cursor is not one this API gave".into(),
+    };
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    Ok((at, id.to_string()))
+}
+
+const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
+    due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at";
+
+fn item(p: &Summary) -> Value {
+    json!({
+        "id": p.id,
+        "status": p.status,
+        "vertical": p.vertical,
+        "action_type": p.action_type,
+        "title": p.title,
+        "reasoning": p.reasoning,
+        "drivers": p.drivers,
+        "score": p.score,
+        "urgency": p.urgency,
+        "due_by": p.due_by,
+        "owner": p.owner,
+        "action": p.action,
+        "payload_hash": p.payload_hash,
+        "inbound_ids": p.inbound_ids,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    })
+}
+
+/// `GET /api/v1/proposals?status=&vertical=&limit=&cursor=`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    actor.may(Permission::Read)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "bad_limit",
+            message: "limit must be between 1 and 200".into(),
+        });
+    }
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let mut rows: Vec<Summary> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries \
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR vertical = $2) \
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
+         ORDER BY created_at DESC, id DESC LIMIT $5"
+    ))
+    .bind(&query.status)
+    .bind(&query.vertical)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(state.store.pool())
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|p| encode_cursor(p.created_at, &p.id))
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "items": rows.iter().map(item).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+async fn summary(state: &AppState, id: &str) -> Result<Summary, ApiError> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(state.store.pool())
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no proposal {id}")))
+}
+
+/// `GET /api/v1/proposals/{id}`, with every event of its stream.
+pub async fn get(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    actor.may(Permission::Read)?;
+    let proposal = summary(&state, &id).await?;
+    let history: Vec<(i64, String, DateTime<Utc>, Value, Value)> = sqlx::query_as(
+        "SELECT sequence, event_type, recorded_at, payload::jsonb, metadata::jsonb FROM events \
+         WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut body = item(&proposal);
+    body["history"] = history
+        .into_iter()
+        .map(|(sequence, event_type, recorded_at, payload, metadata)| {
+            let data = payload.get(&event_type).cloned().unwrap_or(payload);
+            json!({"sequence": sequence, "event_type": event_type, "recorded_at": recorded_at, "data": data, "metadata": metadata})
+        })
+        .collect();
+    Ok(Json(body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    comment: Option<String>,
+    reason: Option<String>,
+    /// The hash of the payload the person was shown; defaults to the current one.
+    payload_hash: Option<String>,
+}
+
+fn parse_body(bytes: &Bytes) -> Result<DecisionBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+        code: "malformed_json",
+        message: format!("the body is not valid: {e}"),
+    })
+}
+
+fn request_metadata(headers: &HeaderMap) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([("via".to_string(), "api".to_string())]);
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        metadata.insert("request_id".into(), id.to_string());
+    }
+    metadata
+}
+
+/// A person's decision on a proposal, from any channel.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    pub approve: bool,
+    pub comment: Option<String>,
+    pub reason: Option<String>,
+    /// The hash of the payload the person was shown; `None` takes the current one.
+    pub shown_hash: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Runs a decision for `actor`: the one path every channel uses.
+pub async fn decide(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    request: DecisionRequest,
+) -> Result<(), ApiError> {
+    actor.may(Permission::Decide)?;
+    let proposal = summary(state, id).await?;
+    let decision = Decision {
+        actor: actor.email.clone(),
+        role: actor.role,
+        comment: request.comment,
+        payload_hash: request.shown_hash.unwrap_or(proposal.payload_hash),
+    };
+    let command = if request.approve {
+        ProposalCommand::Approve(decision)
+    } else {
+        ProposalCommand::Reject {
+            decision,
+            reason: request.reason.unwrap_or_default(),
+        }
+    };
+    state
+        .store
+        .proposal(id, command, request.metadata)
+        .await
+        .map_err(|error| match error {
+            CommandError::Refused(ProposalError::NotDrafted) => {
+                ApiError::NotFound(format!("no proposal {id}"))
+            }
+            CommandError::Refused(
+                e @ (ProposalError::RoleMayNotDecide(_) | ProposalError::SelfApproval),
+            ) => ApiError::Forbidden(e.to_string()),
+            CommandError::Refused(e @ ProposalError::PayloadChanged) => ApiError::Conflict {
+                code: "payload_changed",
+                message: e.to_string(),
+            },
+            CommandError::Refused(e @ ProposalError::NotPending(_)) => ApiError::Conflict {
+                code: "already_decided",
+                message: e.to_string(),
+            },
+            CommandError::Conflict => ApiError::Conflict {
+                code: "already_decided",
+                message: "someone else decided it at the same moment".into(),
+            },
+            other => other.into(),
+        })
+}
+
+/// `POST /api/v1/proposals/{id}/approve` `{"comment"}`.
+pub async fn approve(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let request = DecisionRequest {
+        approve: true,
+        comment: body.comment,
+        reason: None,
+        shown_hash: body.payload_hash,
+        metadata: request_metadata(&headers),
+    };
+    decide(&state, &actor, &id, request).await?;
+    Ok(Json(json!({"id": id, "status": "approved"})))
+}
+
+/// `POST /api/v1/proposals/{id}/reject` `{"reason"}`.
+pub async fn reject(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .ok_or(ApiError::BadRequest {
+            code: "missing_reason",
+            message: "a rejection needs a reason".into(),
+        })?;
+    let request = DecisionRequest {
+        approve: false,
+        comment: body.comment,
+        reason: Some(reason),
+        shown_hash: body.payload_hash,
+        metadata: request_metadata(&headers),
+    };
+    decide(&state, &actor, &id, request).await?;
+    Ok(Json(json!({"id": id, "status": "rejected"})))
+}
