@@ -2,6 +2,7 @@
 //! unless DATABASE_URL names another), each test in a fresh database. One binary, so one
 //! Postgres per run.
 
+mod api;
 mod cli;
 mod common;
 mod ops;

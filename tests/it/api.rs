@@ -1,0 +1,419 @@
+//! The JSON API: every route refuses the anonymous, roles are enforced, concurrent decisions
+//! record exactly one, and pagination walks every proposal once.
+
+use std::time::Duration;
+
+use execops::auth::{hash_password, new_token};
+use execops::domain::user::{Email, UserCommand};
+use execops::domain::Role;
+use serde_json::Value;
+
+use crate::common::{eventually, TestApp};
+use crate::policies::settle;
+use crate::webhooks::{configured, post};
+
+/// Adds a person with `role` and returns a live API token for them.
+pub async fn person(app: &TestApp, email: &str, role: Role) -> String {
+    let email = Email::parse(email).expect("an email");
+    app.store
+        .user(
+            &email,
+            UserCommand::Add {
+                email: email.clone(),
+                role,
+                password_hash: hash_password("a long enough password").expect("a hash"),
+                by: "test".into(),
+            },
+            Default::default(),
+        )
+        .await
+        .expect("added");
+    let (token_id, token, token_hash) = new_token();
+    app.store
+        .user(
+            &email,
+            UserCommand::IssueToken {
+                token_id,
+                token_hash,
+                by: "test".into(),
+            },
+            Default::default(),
+        )
+        .await
+        .expect("token issued");
+    let pool = app.store.pool().clone();
+    let wanted = token.clone();
+    eventually(Duration::from_secs(10), "the token usable", || {
+        let pool = pool.clone();
+        let wanted = wanted.clone();
+        async move {
+            execops::projections::users::actor_for_token(&pool, &wanted)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        }
+    })
+    .await;
+    token
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = match method {
+        "GET" => app.client.get(app.url(path)),
+        _ => app.client.post(app.url(path)),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A pending proposal to decide on: the card-update email of the failed-payment fixture.
+async fn pending_proposal(app: &TestApp) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/stripe/invoice.payment_failed.json");
+    let delivery = execops::send::prepare(
+        &path,
+        &configured(),
+        &format!("http://{}", app.addr),
+        chrono::Utc::now(),
+    )
+    .expect("signs");
+    post(app, &delivery).await;
+    settle(app).await;
+    sqlx::query_scalar("SELECT id FROM proposal_summaries WHERE action_type = 'email.send'")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("a proposal")
+}
+
+#[tokio::test]
+async fn every_api_route_refuses_an_anonymous_or_unknown_caller() {
+    let app = TestApp::spawn_with(configured()).await;
+    let id = pending_proposal(&app).await;
+    let routes = [
+        ("GET", "/api/v1/proposals".to_string()),
+        ("GET", format!("/api/v1/proposals/{id}")),
+        ("POST", format!("/api/v1/proposals/{id}/approve")),
+        ("POST", format!("/api/v1/proposals/{id}/reject")),
+    ];
+    for (method, path) in &routes {
+        for token in [None, Some("eo_nobody_nothing"), Some("")] {
+            let (status, body) = call(&app, method, path, token, None).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+            assert_eq!(body["error"], "unauthenticated");
+        }
+    }
+    let pending: String = sqlx::query_scalar("SELECT status FROM proposal_summaries WHERE id = $1")
+        .bind(&id)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("status");
+    assert_eq!(pending, "pending");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_role_may_do_what_it_may_and_nothing_more() {
+    let app = TestApp::spawn_with(configured()).await;
+    let id = pending_proposal(&app).await;
+    let viewer = person(&app, "viewer@example.com", Role::Viewer).await;
+    let approver = person(&app, "approver@example.com", Role::Approver).await;
+
+    let (status, list) = call(
+        &app,
+        "GET",
+        "/api/v1/proposals?status=pending",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+    for action in ["approve", "reject"] {
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/api/v1/proposals/{id}/{action}"),
+            Some(&viewer),
+            Some(serde_json::json!({"reason": "no"})),
+        )
+        .await;
+        assert_eq!(status, 403, "a viewer's {action}: {body}");
+    }
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/proposals/{id}/reject"),
+        Some(&approver),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("missing_reason"))
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&approver),
+        Some(serde_json::json!({"comment": "go"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&approver),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_decided"))
+    );
+
+    settle(&app).await;
+    let (status, one) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/proposals/{id}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["status"], "approved");
+    let history: Vec<&str> = one["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|e| e["event_type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(history, ["Drafted", "Approved"]);
+    assert_eq!(one["history"][1]["data"]["actor"], "approver@example.com");
+    assert_eq!(one["history"][1]["data"]["role"], "approver");
+    assert_eq!(one["history"][1]["data"]["comment"], "go");
+    assert_eq!(
+        one["history"][1]["data"]["payload_hash"],
+        one["payload_hash"]
+    );
+    assert_eq!(one["history"][1]["metadata"]["via"], "api");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_decisions_on_one_proposal_record_exactly_one() {
+    let app = std::sync::Arc::new(TestApp::spawn_with(configured()).await);
+    let id = pending_proposal(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let mut calls = Vec::new();
+    for n in 0..50 {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        calls.push(tokio::spawn(async move {
+            let action = if n % 2 == 0 { "approve" } else { "reject" };
+            call(
+                &app,
+                "POST",
+                &format!("/api/v1/proposals/{id}/{action}"),
+                Some(&token),
+                Some(serde_json::json!({"reason": "race", "comment": "race"})),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.expect("a call finishes"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+    let decisions = crate::common::count(
+        app.store.pool(),
+        "SELECT count(*) FROM events WHERE aggregate_type = 'Proposal' AND event_type IN ('Approved', 'Rejected')",
+    )
+    .await;
+    assert_eq!(decisions, 1);
+}
+
+#[tokio::test]
+async fn cursor_pagination_walks_every_proposal_once() {
+    let app = TestApp::spawn_with(configured()).await;
+    for path in crate::webhooks::fixtures() {
+        let delivery = execops::send::prepare(
+            &path,
+            &configured(),
+            &format!("http://{}", app.addr),
+            chrono::Utc::now(),
+        )
+        .expect("signs");
+        post(&app, &delivery).await;
+    }
+    settle(&app).await;
+    let viewer = person(&app, "viewer@example.com", Role::Viewer).await;
+    let total: i64 =
+        crate::common::count(app.store.pool(), "SELECT count(*) FROM proposal_summaries").await;
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/proposals?limit=2".to_string();
+    loop {
+        let (status, page) = call(&app, "GET", &path, Some(&viewer), None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string)),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/proposals?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as i64, total);
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no proposal twice");
+    for bad in [
+        "/api/v1/proposals?limit=0",
+        "/api/v1/proposals?limit=201",
+        "/api/v1/proposals?cursor=%%%",
+    ] {
+        let (status, body) = call(&app, "GET", bad, Some(&viewer), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_user_and_token_commands_give_a_token_that_works() {
+    let app = TestApp::spawn_with(configured()).await;
+    let url = app.database_url.clone();
+    let run = move |args: Vec<&'static str>, stdin: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_execops"))
+                    .args(&args)
+                    .env("DATABASE_URL", url)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("runs");
+                if let Some(input) = stdin {
+                    child
+                        .stdin
+                        .take()
+                        .expect("stdin")
+                        .write_all(input.as_bytes())
+                        .expect("written");
+                }
+                child.wait_with_output().expect("finishes")
+            })
+            .await
+            .expect("task")
+        }
+    };
+    let out = run(
+        vec!["user", "add", "Founder@Example.com", "--role", "admin"],
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        printed.contains("added founder@example.com as admin"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("password: "),
+        "a generated password is shown once"
+    );
+
+    let out = run(
+        vec![
+            "user",
+            "add",
+            "viewer@example.com",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        Some("short\n"),
+    )
+    .await;
+    assert!(!out.status.success(), "a short password is refused");
+    let out = run(
+        vec![
+            "user",
+            "add",
+            "viewer@example.com",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        Some("a sufficiently long password\n"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("password:"));
+
+    let out = run(vec!["token", "create", "founder@example.com"], None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("eo_"));
+    let out = run(vec!["token", "create", "nobody@example.com"], None).await;
+    assert!(
+        !out.status.success(),
+        "no token for someone who does not exist"
+    );
+
+    eventually(Duration::from_secs(10), "the token works", || async {
+        call(&app, "GET", "/api/v1/proposals", Some(&token), None)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let stored: i64 = crate::common::count(
+        app.store.pool(),
+        "SELECT count(*) FROM events WHERE aggregate_type = 'User' AND payload::text LIKE '%eo\\_%'",
+    )
+    .await;
+    assert_eq!(stored, 0, "the token itself is never stored");
+    app.stop().await;
+}
