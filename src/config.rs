@@ -37,6 +37,9 @@ pub struct Config {
     pub precision: PrecisionConfig,
     /// `EXECOPS_LLM_URL` and friends: optional wording by a language model.
     pub llm: Option<LlmConfig>,
+    /// `EXECOPS_SESSION_IDLE_MINUTES` (720), `EXECOPS_SESSION_MAX_HOURS` (168),
+    /// `EXECOPS_SECURE_COOKIES` (default: on unless serving on loopback).
+    pub session: crate::web::session::SessionPolicy,
 }
 
 /// An OpenAI-compatible chat completions endpoint that may improve a draft's wording.
@@ -111,12 +114,27 @@ impl Config {
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let addr: SocketAddr = parse(&get, "EXECOPS_ADDR", "127.0.0.1:8080")?;
+        let secure_default = if addr.ip().is_loopback() {
+            "false"
+        } else {
+            "true"
+        };
         Ok(Self {
+            session: crate::web::session::SessionPolicy {
+                idle: Duration::from_secs(
+                    60 * parse::<u64>(&get, "EXECOPS_SESSION_IDLE_MINUTES", "720")?,
+                ),
+                absolute: Duration::from_secs(
+                    3600 * parse::<u64>(&get, "EXECOPS_SESSION_MAX_HOURS", "168")?,
+                ),
+                secure_cookie: parse(&get, "EXECOPS_SECURE_COOKIES", secure_default)?,
+            },
             database_url: get("DATABASE_URL").map(SecretString::from),
             data_dir: get("EXECOPS_DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".execops")),
-            addr: parse(&get, "EXECOPS_ADDR", "127.0.0.1:8080")?,
+            addr,
             db_max_connections: parse(&get, "EXECOPS_DB_MAX_CONNECTIONS", "20")?,
             max_subscriber_lag: Duration::from_secs(parse(
                 &get,

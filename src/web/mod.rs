@@ -5,6 +5,8 @@
 pub mod api;
 pub mod error;
 mod ops;
+mod pages;
+pub mod session;
 mod webhooks;
 
 use std::sync::Arc;
@@ -38,6 +40,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/inbox", get(pages::inbox))
+        .route("/queue", get(pages::queue))
+        .route("/proposals/{id}", get(pages::proposal))
+        .route("/proposals/{id}/approve", post(pages::approve))
+        .route("/proposals/{id}/reject", post(pages::reject))
+        .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))
@@ -53,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/hubspot", post(webhooks::hubspot))
         .route("/webhooks/intercom", post(webhooks::intercom))
         .route("/webhooks/std/{source}", post(webhooks::standard))
+        .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_latency,
@@ -78,6 +90,31 @@ fn request_span(request: &Request) -> tracing::Span {
         uri = %request.uri().path(),
         request_id = %request_id,
     )
+}
+
+/// Headers every answer carries: no inline script, no framing, no sniffing, no referrer
+/// leaking ids.
+async fn security_headers(request: Request, next: Next) -> Response {
+    use axum::http::header::{self, HeaderValue};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -2,10 +2,11 @@
 //! unless DATABASE_URL names another), each test in a fresh database. One binary, so one
 //! Postgres per run.
 
-mod api;
+pub mod api;
 mod cli;
 mod common;
 mod ops;
+mod pages;
 pub mod policies;
 mod projections;
 mod serve;

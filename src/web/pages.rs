@@ -1,0 +1,523 @@
+//! Server-rendered pages (askama). Every page works without JavaScript: plain forms, and a
+//! redirect after each change. State-changing forms carry the session's CSRF token.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::api::{decide, DecisionRequest};
+use super::error::ApiError;
+use super::session::{self, Session};
+use super::AppState;
+use crate::auth::{verify_password, Permission};
+use crate::projections::proposals::{inbox as inbox_rows, todays_moves, InboxFilter, Summary};
+use crate::projections::users::credentials;
+
+const VERTICALS: [&str; 5] = ["money", "engineering", "customer", "growth", "ops"];
+const URGENCIES: [&str; 4] = ["critical", "high", "medium", "low"];
+
+/// A page or a plain message, as HTML with its status.
+fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering a page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(
+    source = "{% extends \"base.html\" %}{% block content %}<h1>{{ heading }}</h1><p>{{ message }}</p><p><a href=\"/inbox\">Back to the inbox</a></p>{% endblock %}",
+    ext = "html"
+)]
+struct MessagePage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    heading: String,
+    message: String,
+}
+
+fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: String) -> Response {
+    render(
+        status,
+        MessagePage {
+            signed_in: session.map(|s| s.actor.email.clone()),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            notice: None,
+            heading: heading.into(),
+            message: text,
+        },
+    )
+}
+
+/// Errors of a page request, shown as a page rather than JSON.
+fn page_error(session: &Session, error: ApiError) -> Response {
+    match error {
+        ApiError::Forbidden(text) => {
+            message(StatusCode::FORBIDDEN, Some(session), "Not allowed", text)
+        }
+        ApiError::NotFound(text) => {
+            message(StatusCode::NOT_FOUND, Some(session), "Not found", text)
+        }
+        ApiError::Conflict { message: text, .. } => {
+            message(StatusCode::CONFLICT, Some(session), "Already decided", text)
+        }
+        ApiError::BadRequest { message: text, .. } => message(
+            StatusCode::BAD_REQUEST,
+            Some(session),
+            "Something is missing",
+            text,
+        ),
+        ApiError::Unavailable(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(session),
+            "Try again",
+            "The database cannot be reached right now; nothing was changed.".into(),
+        ),
+        other => other.into_response(),
+    }
+}
+
+/// A proposal as a card shows it.
+pub struct Card {
+    pub id: String,
+    pub status: String,
+    pub vertical: String,
+    pub action_type: String,
+    pub title: String,
+    pub reasoning: String,
+    pub score: i32,
+    pub urgency: String,
+    pub due_by: Option<DateTime<Utc>>,
+    pub payload_hash: String,
+    drivers: Value,
+    action: Value,
+    inbound_ids: Value,
+}
+
+impl From<Summary> for Card {
+    fn from(s: Summary) -> Self {
+        Self {
+            id: s.id,
+            status: s.status,
+            vertical: s.vertical,
+            action_type: s.action_type,
+            title: s.title,
+            reasoning: s.reasoning,
+            score: s.score,
+            urgency: s.urgency,
+            due_by: s.due_by,
+            payload_hash: s.payload_hash,
+            drivers: s.drivers,
+            action: s.action,
+            inbound_ids: s.inbound_ids,
+        }
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Card {
+    pub fn driver_list(&self) -> Vec<String> {
+        strings(&self.drivers)
+    }
+
+    pub fn inbound_list(&self) -> Vec<String> {
+        strings(&self.inbound_ids)
+    }
+
+    pub fn action_pretty(&self) -> String {
+        serde_json::to_string_pretty(&self.action).unwrap_or_default()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn login_form(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Ok(Some(_)) = session::current(&state, &parts).await {
+        return Redirect::to("/inbox").into_response();
+    }
+    render(
+        StatusCode::OK,
+        LoginPage {
+            signed_in: None,
+            csrf: String::new(),
+            notice: None,
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+}
+
+fn login_error(status: StatusCode, error: &str) -> Response {
+    render(
+        status,
+        LoginPage {
+            signed_in: None,
+            csrf: String::new(),
+            notice: None,
+            error: Some(error.into()),
+        },
+    )
+}
+
+pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let pool = state.store.pool();
+    let email = form.email.trim().to_lowercase();
+    let result = async {
+        if session::too_many_failures(pool, &email).await? {
+            return Ok(login_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed attempts for this address; wait 15 minutes.",
+            ));
+        }
+        let found = credentials(pool, &email).await?;
+        let valid = match &found {
+            Some((_, hash)) => verify_password(&form.password, hash),
+            None => {
+                // Spend the same time whether or not the person exists.
+                let _ = verify_password(
+                    &form.password,
+                    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNo",
+                );
+                false
+            }
+        };
+        if !valid {
+            session::record_failure(pool, &email).await?;
+            return Ok(login_error(
+                StatusCode::UNAUTHORIZED,
+                "Wrong email or password.",
+            ));
+        }
+        let cookie = session::start(pool, &email, &state.config.session).await?;
+        Ok::<_, sqlx::Error>(
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/inbox")).into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(|error| ApiError::from(error).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+fn csrf_refused(session: &Session) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        Some(session),
+        "Not allowed",
+        "The form was missing its security token. Reload the page and try again.".into(),
+    )
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !session.check_csrf(form.csrf.as_deref().or_else(|| header_token(&headers))) {
+        return csrf_refused(&session);
+    }
+    match session::end(state.store.pool(), &session).await {
+        Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct InboxPage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    proposals: Vec<Card>,
+    may_decide: bool,
+    verticals: [&'static str; 5],
+    urgencies: [&'static str; 4],
+    vertical: Option<String>,
+    urgency: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct InboxQuery {
+    vertical: Option<String>,
+    urgency: Option<String>,
+    notice: Option<String>,
+}
+
+fn notice_text(code: Option<&str>) -> Option<String> {
+    match code? {
+        "approved" => Some("Approved. It will run once the guardrails allow.".into()),
+        "rejected" => Some("Rejected.".into()),
+        _ => None,
+    }
+}
+
+fn known(value: Option<String>, allowed: &[&str]) -> Option<String> {
+    value.filter(|v| allowed.contains(&v.as_str()))
+}
+
+pub async fn inbox(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<InboxQuery>,
+) -> Response {
+    let vertical = known(query.vertical, &VERTICALS);
+    let urgency = known(query.urgency, &URGENCIES);
+    let filter = InboxFilter {
+        vertical: vertical.clone(),
+        urgency: urgency.clone(),
+        limit: 200,
+    };
+    match inbox_rows(state.store.pool(), &filter).await {
+        Ok(rows) => render(
+            StatusCode::OK,
+            InboxPage {
+                signed_in: Some(session.actor.email.clone()),
+                csrf: session.csrf.clone(),
+                notice: notice_text(query.notice.as_deref()),
+                proposals: rows.into_iter().map(Card::from).collect(),
+                may_decide: session.actor.may(Permission::Decide).is_ok(),
+                verticals: VERTICALS,
+                urgencies: URGENCIES,
+                vertical,
+                urgency,
+            },
+        ),
+        Err(error) => page_error(&session, error.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    proposals: Vec<Card>,
+    total: i64,
+    may_decide: bool,
+}
+
+pub async fn queue(State(state): State<AppState>, session: Session) -> Response {
+    match todays_moves(state.store.pool(), 50).await {
+        Ok((rows, total)) => render(
+            StatusCode::OK,
+            QueuePage {
+                signed_in: Some(session.actor.email.clone()),
+                csrf: session.csrf.clone(),
+                notice: None,
+                proposals: rows.into_iter().map(Card::from).collect(),
+                total,
+                may_decide: session.actor.may(Permission::Decide).is_ok(),
+            },
+        ),
+        Err(error) => page_error(&session, error.into()),
+    }
+}
+
+pub struct Step {
+    pub recorded_at: DateTime<Utc>,
+    pub event_type: String,
+    pub actor: Option<String>,
+    pub data: String,
+}
+
+#[derive(Template)]
+#[template(path = "proposal.html")]
+struct ProposalPage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    p: Card,
+    history: Vec<Step>,
+    may_decide: bool,
+}
+
+pub async fn proposal(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let pool = state.store.pool();
+    let found = async {
+        let row: Option<Summary> = sqlx::query_as(
+            "SELECT id, status, vertical, action_type, title, reasoning, drivers, score, urgency, due_by, owner, \
+             subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at \
+             FROM proposal_summaries WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(pool)
+        .await?;
+        let history: Vec<(String, DateTime<Utc>, Value)> = sqlx::query_as(
+            "SELECT event_type, recorded_at, payload::jsonb FROM events \
+             WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(&id)
+        .fetch_all(pool)
+        .await?;
+        Ok::<_, sqlx::Error>((row, history))
+    }
+    .await;
+    match found {
+        Ok((Some(row), history)) => render(
+            StatusCode::OK,
+            ProposalPage {
+                signed_in: Some(session.actor.email.clone()),
+                csrf: session.csrf.clone(),
+                notice: None,
+                p: row.into(),
+                may_decide: session.actor.may(Permission::Decide).is_ok(),
+                history: history
+                    .into_iter()
+                    .map(|(event_type, recorded_at, payload)| {
+                        let data = payload.get(&event_type).cloned().unwrap_or(payload);
+                        Step {
+                            actor: data
+                                .get("actor")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                            data: serde_json::to_string_pretty(&data).unwrap_or_default(),
+                            recorded_at,
+                            event_type,
+                        }
+                    })
+                    .collect(),
+            },
+        ),
+        Ok((None, _)) => page_error(&session, ApiError::NotFound(format!("no proposal {id}"))),
+        Err(error) => page_error(&session, error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DecisionForm {
+    csrf: Option<String>,
+    payload_hash: Option<String>,
+    comment: Option<String>,
+    reason: Option<String>,
+}
+
+async fn decide_from_page(
+    state: AppState,
+    session: Session,
+    headers: HeaderMap,
+    id: String,
+    form: DecisionForm,
+    approve: bool,
+) -> Response {
+    if !session.check_csrf(form.csrf.as_deref().or_else(|| header_token(&headers))) {
+        return csrf_refused(&session);
+    }
+    let reason = form.reason.filter(|r| !r.trim().is_empty());
+    if !approve && reason.is_none() {
+        return page_error(
+            &session,
+            ApiError::BadRequest {
+                code: "missing_reason",
+                message: "A rejection needs a reason.".into(),
+            },
+        );
+    }
+    let mut metadata = std::collections::HashMap::from([("via".to_string(), "page".to_string())]);
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        metadata.insert("request_id".into(), id.to_string());
+    }
+    let request = DecisionRequest {
+        approve,
+        comment: form.comment.filter(|c| !c.trim().is_empty()),
+        reason,
+        shown_hash: form.payload_hash,
+        metadata,
+    };
+    match decide(&state, &session.actor, &id, request).await {
+        Ok(()) => Redirect::to(if approve {
+            "/inbox?notice=approved"
+        } else {
+            "/inbox?notice=rejected"
+        })
+        .into_response(),
+        Err(error) => page_error(&session, error),
+    }
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    decide_from_page(state, session, headers, id, form, true).await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    decide_from_page(state, session, headers, id, form, false).await
+}
+
+pub async fn home() -> Redirect {
+    Redirect::to("/inbox")
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}

@@ -1,0 +1,157 @@
+//! Browser sessions in Postgres: a random cookie (HttpOnly, SameSite=Lax, Secure unless
+//! served on loopback) whose hash keys a row with the person, a CSRF token, an idle and an
+//! absolute expiry. Several `serve` processes share them.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::auth::{token_hash, Actor};
+use crate::domain::Role;
+
+pub const COOKIE: &str = "execops_session";
+
+/// How long sessions live.
+#[derive(Clone, Debug)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub secure_cookie: bool,
+}
+
+/// A signed-in person, from the session cookie.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub actor: Actor,
+    pub csrf: String,
+    id_hash: String,
+}
+
+impl Session {
+    /// The token a state-changing request must echo, compared in constant time.
+    pub fn check_csrf(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(self.csrf.as_bytes())))
+    }
+}
+
+fn random_secret() -> String {
+    crate::auth::new_token().1
+}
+
+/// Starts a session; returns the `Set-Cookie` value.
+pub async fn start(
+    pool: &PgPool,
+    email: &str,
+    policy: &SessionPolicy,
+) -> Result<String, sqlx::Error> {
+    let secret = random_secret();
+    let expires = Utc::now() + chrono::Duration::from_std(policy.absolute).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, email, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token_hash(&secret))
+    .bind(email)
+    .bind(random_secret())
+    .bind(expires)
+    .execute(pool)
+    .await?;
+    Ok(format!(
+        "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        policy.absolute.as_secs(),
+        if policy.secure_cookie { "; Secure" } else { "" }
+    ))
+}
+
+pub async fn end(pool: &PgPool, session: &Session) -> Result<String, sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(&session.id_hash)
+        .execute(pool)
+        .await?;
+    Ok(format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+    ))
+}
+
+fn cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The session of a request, if it has a live one; touching it extends the idle expiry.
+pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>, sqlx::Error> {
+    let Some(secret) = cookie(parts) else {
+        return Ok(None);
+    };
+    let idle = state.config.session.idle.as_secs() as f64;
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "UPDATE sessions s SET last_seen_at = now() FROM users u \
+         WHERE s.id_hash = $1 AND u.email = s.email AND s.expires_at > now() \
+           AND s.last_seen_at > now() - make_interval(secs => $2) \
+         RETURNING s.id_hash, u.email, u.role, s.csrf_token",
+    )
+    .bind(token_hash(&secret))
+    .bind(idle)
+    .fetch_optional(state.store.pool())
+    .await?;
+    Ok(row.and_then(|(id_hash, email, role, csrf)| {
+        let role: Role = serde_json::from_value(serde_json::Value::String(role)).ok()?;
+        Some(Session {
+            actor: Actor { email, role },
+            csrf,
+            id_hash,
+        })
+    }))
+}
+
+/// Pages need a session; without one the browser goes to the sign-in page.
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match current(state, parts).await {
+            Ok(Some(session)) => Ok(session),
+            Ok(None) => Err(Redirect::to("/login").into_response()),
+            Err(error) => {
+                tracing::warn!(%error, "session lookup failed");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unreachable; try again",
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+/// Too many failed sign-ins for this address in the last 15 minutes.
+pub async fn too_many_failures(pool: &PgPool, email: &str) -> Result<bool, sqlx::Error> {
+    let failures: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > now() - interval '15 minutes'",
+    )
+    .bind(email)
+    .fetch_one(pool)
+    .await?;
+    Ok(failures >= 5)
+}
+
+pub async fn record_failure(pool: &PgPool, email: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO login_failures (email) VALUES ($1)")
+        .bind(email)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}

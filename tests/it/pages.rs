@@ -1,0 +1,372 @@
+//! The pages over real HTTP, as a browser without JavaScript uses them: sign-in, the inbox,
+//! decisions by form with the CSRF token, role boundaries and security headers.
+
+use execops::auth::hash_password;
+use execops::domain::user::{Email, UserCommand};
+use execops::domain::Role;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+use crate::api::person;
+use crate::common::TestApp;
+use crate::policies::settle;
+use crate::webhooks::{configured, post};
+
+const PASSWORD: &str = "a long enough password";
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("a client")
+}
+
+/// Signs in and returns the session cookie.
+async fn sign_in(app: &TestApp, email: &str) -> String {
+    let response = browser()
+        .post(app.url("/login"))
+        .form(&[("email", email), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 303, "signed in");
+    assert_eq!(response.headers()["location"], "/inbox");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
+    cookie.split(';').next().expect("name=value").to_string()
+}
+
+async fn page(
+    app: &TestApp,
+    cookie: Option<&str>,
+    path: &str,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut request = browser().get(app.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, response.text().await.unwrap_or_default(), headers)
+}
+
+async fn form(
+    app: &TestApp,
+    cookie: Option<&str>,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = browser().post(app.url(path)).form(fields);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, location, response.text().await.unwrap_or_default())
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("a value")
+        .to_string()
+}
+
+async fn proposals(app: &TestApp) -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/stripe/invoice.payment_failed.json");
+    let delivery = execops::send::prepare(
+        &path,
+        &configured(),
+        &format!("http://{}", app.addr),
+        chrono::Utc::now(),
+    )
+    .expect("signs");
+    post(app, &delivery).await;
+    settle(app).await;
+    sqlx::query_as("SELECT id, payload_hash FROM proposal_summaries ORDER BY title")
+        .fetch_all(app.store.pool())
+        .await
+        .expect("proposals")
+}
+
+async fn status_of(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM proposal_summaries WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("a status")
+}
+
+#[tokio::test]
+async fn every_page_sends_an_anonymous_visitor_to_sign_in() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    let id = &ids[0].0;
+    for path in ["/inbox", "/queue", &format!("/proposals/{id}"), "/"] {
+        let (status, _, headers) = page(&app, None, path).await;
+        assert_eq!(status, 303, "{path}");
+        let to = headers["location"].to_str().unwrap_or_default();
+        assert!(to == "/login" || to == "/inbox", "{path} -> {to}");
+    }
+    for action in ["approve", "reject", "../../logout"] {
+        let (status, location, _) = form(
+            &app,
+            None,
+            &format!("/proposals/{id}/{action}"),
+            &[("reason", "x")],
+        )
+        .await;
+        assert_eq!((status, location.as_str()), (303, "/login"), "{action}");
+    }
+    assert_eq!(status_of(&app, id).await, "pending");
+    let (status, html, _) = page(&app, None, "/login").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Sign in"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_refuses_a_wrong_password_and_then_slows_down_guessing() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    for attempt in 0..5 {
+        let (status, _, html) = form(
+            &app,
+            None,
+            "/login",
+            &[("email", "approver@example.com"), ("password", "wrong")],
+        )
+        .await;
+        assert_eq!(status, 401, "attempt {attempt}");
+        assert!(html.contains("Wrong email or password."));
+    }
+    let (status, _, html) = form(
+        &app,
+        None,
+        "/login",
+        &[("email", "Approver@Example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(
+        status, 429,
+        "even the right password waits after five failures"
+    );
+    assert!(html.contains("wait 15 minutes"));
+    let (status, _, _) = form(
+        &app,
+        None,
+        "/login",
+        &[("email", "nobody@example.com"), ("password", "x")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_approver_approves_from_the_inbox_and_a_viewer_cannot() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    person(&app, "viewer@example.com", Role::Viewer).await;
+
+    let viewer = sign_in(&app, "viewer@example.com").await;
+    let (status, html, _) = page(&app, Some(&viewer), "/inbox").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Email customer cus_QXg1o8vcGmoR32 a card-update link"));
+    assert!(
+        !html.contains("class=\"approve\""),
+        "a viewer sees no approve button"
+    );
+    let viewer_csrf = csrf_of(&html);
+    let (id, hash) = &ids[1];
+    let (status, _, _) = form(
+        &app,
+        Some(&viewer),
+        &format!("/proposals/{id}/approve"),
+        &[("csrf", &viewer_csrf), ("payload_hash", hash)],
+    )
+    .await;
+    assert_eq!(status, 403, "a forged approve by a viewer");
+    assert_eq!(status_of(&app, id).await, "pending");
+
+    let approver = sign_in(&app, "approver@example.com").await;
+    let (_, html, headers) = page(&app, Some(&approver), "/inbox").await;
+    assert!(html.contains("class=\"approve\""));
+    let csp = headers["content-security-policy"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    let csrf = csrf_of(&html);
+
+    let (status, _, _) = form(
+        &app,
+        Some(&approver),
+        &format!("/proposals/{id}/approve"),
+        &[("payload_hash", hash)],
+    )
+    .await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _, _) = form(
+        &app,
+        Some(&approver),
+        &format!("/proposals/{id}/approve"),
+        &[("csrf", "forged"), ("payload_hash", hash)],
+    )
+    .await;
+    assert_eq!(status, 403, "a wrong CSRF token");
+    assert_eq!(status_of(&app, id).await, "pending");
+
+    let (status, location, _) = form(
+        &app,
+        Some(&approver),
+        &format!("/proposals/{id}/approve"),
+        &[
+            ("csrf", &csrf),
+            ("payload_hash", hash),
+            ("comment", "ship it"),
+        ],
+    )
+    .await;
+    assert_eq!((status, location.as_str()), (303, "/inbox?notice=approved"));
+    settle(&app).await;
+    assert_eq!(status_of(&app, id).await, "approved");
+    let (_, html, _) = page(&app, Some(&approver), "/inbox?notice=approved").await;
+    assert!(html.contains("Approved."));
+    assert!(
+        !html.contains(&format!("id=\"p-{id}\"")),
+        "it left the inbox"
+    );
+    let (status, html, _) = page(&app, Some(&approver), &format!("/proposals/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Approved</strong> by approver@example.com"),
+        "the timeline shows it"
+    );
+
+    let (status, location, _) = form(&app, Some(&approver), "/logout", &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_str()), (303, "/login"));
+    let (status, _, _) = page(&app, Some(&approver), "/inbox").await;
+    assert_eq!(status, 303, "the session is gone");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn approving_on_the_page_and_through_the_api_records_the_same_event() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let (_, html, _) = page(&app, Some(&cookie), "/inbox").await;
+    let csrf = csrf_of(&html);
+    let (page_id, page_hash) = &ids[0];
+    let (api_id, api_hash) = &ids[1];
+    form(
+        &app,
+        Some(&cookie),
+        &format!("/proposals/{page_id}/approve"),
+        &[
+            ("csrf", &csrf),
+            ("payload_hash", page_hash),
+            ("comment", "yes"),
+        ],
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/proposals/{api_id}/approve")))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"comment": "yes"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let approved: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb FROM events WHERE event_type = 'Approved' ORDER BY aggregate_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("two approvals");
+    assert_eq!(approved.len(), 2);
+    let by_id = |id: &str| {
+        approved
+            .iter()
+            .find(|(a, _)| a == id)
+            .map(|(_, p)| p["Approved"].clone())
+            .expect("approved")
+    };
+    let (from_page, from_api) = (by_id(page_id), by_id(api_id));
+    for field in ["actor", "role", "comment"] {
+        assert_eq!(from_page[field], from_api[field], "{field}");
+    }
+    assert_eq!(from_page["payload_hash"], page_hash.as_str());
+    assert_eq!(from_api["payload_hash"], api_hash.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_outlives_neither_its_idle_limit_nor_its_user() {
+    let mut pairs: Vec<(&str, &str)> = crate::webhooks::SECRETS.to_vec();
+    pairs.push(("EXECOPS_SESSION_IDLE_MINUTES", "0"));
+    let app = TestApp::spawn_with(crate::common::config(&pairs)).await;
+    let email = Email::parse("approver@example.com").expect("email");
+    app.store
+        .user(
+            &email,
+            UserCommand::Add {
+                email: email.clone(),
+                role: Role::Approver,
+                password_hash: hash_password(PASSWORD).expect("hash"),
+                by: "test".into(),
+            },
+            Default::default(),
+        )
+        .await
+        .expect("added");
+    crate::common::eventually(
+        std::time::Duration::from_secs(10),
+        "the person projected",
+        || async {
+            execops::projections::users::credentials(app.store.pool(), "approver@example.com")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    )
+    .await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, _, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert_eq!(
+        status, 303,
+        "an idle limit of zero ends the session at once"
+    );
+    app.stop().await;
+}
