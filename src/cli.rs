@@ -27,6 +27,12 @@ pub struct Cli {
 enum Command {
     /// Serve HTTP and run the subscriptions, on DATABASE_URL or the embedded Postgres.
     Serve,
+    /// Serve with a demo admin and every fixture sent through the webhooks: a populated inbox.
+    Demo {
+        /// Where the fixtures are.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: std::path::PathBuf,
+    },
     /// Bring the database schema up to date, then exit.
     Migrate,
     /// Sign a fixture as its sender would and post it to a running ExecOps.
@@ -116,7 +122,10 @@ enum EventsCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, None).await,
+        Command::Demo { fixtures } => {
+            serve(crate::demo::with_demo_secrets(config), Some(fixtures)).await
+        }
         Command::Migrate => {
             // Opening the database applies the migrations.
             let db = Database::open(&config).await?;
@@ -148,16 +157,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let db = Database::open(&config).await?;
     let app = App::start(db.pool.clone(), &config);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding {}", config.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    let served = axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let router = app.router();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    if let Some(fixtures) = demo_fixtures {
+        let base = format!("http://{addr}");
+        let password = crate::demo::demo_admin(&app.state.store).await?;
+        let sent = crate::demo::send_fixtures(&config, &fixtures, &base).await?;
+        println!("ExecOps demo: {sent} deliveries sent through the signed webhooks.");
+        println!(
+            "Open {base}/inbox and sign in as {} with password {password}",
+            crate::demo::DEMO_ADMIN
+        );
+        println!(
+            "Ctrl-C stops it; the data stays in {}.",
+            config.data_dir.display()
+        );
+    }
+    let served = server.await.context("the server task")?;
     tracing::info!("HTTP drained; stopping subscriptions");
     app.stop().await;
     db.close().await?;

@@ -316,3 +316,87 @@ async fn every_acknowledged_delivery_survives_a_sigkill_mid_stream() {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
+    use std::io::{BufRead, BufReader};
+    let dir = DataDir::new("demo");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_execops"))
+        .args(["demo", "--fixtures"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"))
+        .env_remove("DATABASE_URL")
+        .env("EXECOPS_DATA_DIR", &dir.0)
+        .env("EXECOPS_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("Open "))
+    })
+    .await
+    .expect("reader")
+    .expect("the demo prints where to sign in");
+    let password = line.rsplit(' ').next().expect("a password").to_string();
+    assert!(
+        line.contains(&format!("http://127.0.0.1:{port}/inbox")),
+        "{line}"
+    );
+    assert!(line.contains("demo@execops.local"), "{line}");
+
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cookie = String::new();
+    for _ in 0..100 {
+        let response = browser
+            .post(format!("{base}/login"))
+            .form(&[
+                ("email", "demo@execops.local"),
+                ("password", password.as_str()),
+            ])
+            .send()
+            .await;
+        if let Ok(r) = response {
+            if r.status() == 303 {
+                cookie = r.headers()["set-cookie"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!cookie.is_empty(), "the demo admin could not sign in");
+    eventually(Duration::from_secs(20), "a populated inbox", || async {
+        let html = browser
+            .get(format!("{base}/inbox"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("an answer")
+            .text()
+            .await
+            .unwrap_or_default();
+        html.matches("class=\"card ").count() >= 7 && html.contains("Prepare dispute evidence")
+    })
+    .await;
+    signal(&child, "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")
+        .expect("exit status");
+    assert!(status.success(), "exit: {status}");
+    wait_no_postgres(&dir.0).await;
+}
