@@ -74,10 +74,16 @@ impl App {
                 subscriptions,
                 metrics,
                 config: std::sync::Arc::new(config.clone()),
+                shutdown: shutdown_rx,
             },
             shutdown,
             tasks,
         }
+    }
+
+    /// A handle that starts the shutdown: streams end, subscriptions finish their batch.
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
     }
 
     pub fn router(&self) -> axum::Router {

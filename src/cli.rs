@@ -166,9 +166,14 @@ async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> any
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let router = app.router();
+    let stopping = app.shutdown_sender();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Live streams end now, so that HTTP can drain.
+                let _ = stopping.send(true);
+            })
             .await
     });
     if let Some(fixtures) = demo_fixtures {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub subscriptions: Registry,
     pub metrics: Metrics,
     pub config: Arc<Config>,
+    /// Turns true when the server is shutting down: long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/inbox", get(pages::inbox))
+        .route("/inbox/stream", get(pages::inbox_stream))
         .route("/queue", get(pages::queue))
+        .route("/audit", get(pages::audit))
+        .route("/static/app.js", get(pages::script))
         .route("/proposals/{id}", get(pages::proposal))
         .route("/proposals/{id}/approve", post(pages::approve))
         .route("/proposals/{id}/reject", post(pages::reject))

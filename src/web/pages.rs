@@ -303,9 +303,18 @@ fn known(value: Option<String>, allowed: &[&str]) -> Option<String> {
     value.filter(|v| allowed.contains(&v.as_str()))
 }
 
+#[derive(Template)]
+#[template(path = "_list.html")]
+struct ListFragment {
+    csrf: String,
+    proposals: Vec<Card>,
+    may_decide: bool,
+}
+
 pub async fn inbox(
     State(state): State<AppState>,
     session: Session,
+    headers: HeaderMap,
     Query(query): Query<InboxQuery>,
 ) -> Response {
     let vertical = known(query.vertical, &VERTICALS);
@@ -315,7 +324,16 @@ pub async fn inbox(
         urgency: urgency.clone(),
         limit: 200,
     };
+    let fragment = headers.contains_key("hx-request");
     match inbox_rows(state.store.pool(), &filter).await {
+        Ok(rows) if fragment => render(
+            StatusCode::OK,
+            ListFragment {
+                csrf: session.csrf.clone(),
+                proposals: rows.into_iter().map(Card::from).collect(),
+                may_decide: session.actor.may(Permission::Decide).is_ok(),
+            },
+        ),
         Ok(rows) => render(
             StatusCode::OK,
             InboxPage {
@@ -520,4 +538,216 @@ pub async fn stylesheet() -> Response {
         include_str!("../../static/app.css"),
     )
         .into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/app.js"),
+    )
+        .into_response()
+}
+
+/// `GET /inbox/stream`: a `proposals` event whenever the log moves, for the inbox to refresh.
+/// It ends when the server shuts down, so that HTTP can drain.
+pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::stream;
+    use std::time::Duration;
+
+    let listener = async {
+        let mut listener = sqlx::postgres::PgListener::connect_with(state.store.pool()).await?;
+        listener
+            .listen(crate::store::subscription::EVENTS_CHANNEL)
+            .await?;
+        Ok::<_, sqlx::Error>(listener)
+    }
+    .await;
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let shutdown = state.shutdown.clone();
+    let events = stream::unfold(
+        (listener, shutdown),
+        |(mut listener, mut shutdown)| async move {
+            if *shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => None,
+                notified = listener.recv() => {
+                    notified.ok()?;
+                    // Let the projections apply it, and fold a burst into one refresh.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    while listener.next_buffered().is_some() {}
+                    let event = Event::default().event("proposals").data("changed");
+                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown)))
+                }
+            }
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
+        .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    proposal: Option<String>,
+    action: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<i64>,
+    format: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditEntry {
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    filter: AuditQuery,
+    entries: Vec<AuditEntry>,
+    page: i64,
+    has_more: bool,
+    prev_link: String,
+    next_link: String,
+    csv_link: String,
+}
+
+const AUDIT_PAGE: i64 = 50;
+
+fn audit_link(filter: &AuditQuery, page: Option<i64>, csv: bool) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for (key, value) in [
+        ("actor", &filter.actor),
+        ("proposal", &filter.proposal),
+        ("action", &filter.action),
+        ("from", &filter.from),
+        ("to", &filter.to),
+    ] {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+            pairs.push((key, value.clone()));
+        }
+    }
+    if let Some(page) = page {
+        pairs.push(("page", page.to_string()));
+    }
+    if csv {
+        pairs.push(("format", "csv".into()));
+    }
+    format!(
+        "/audit?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    )
+}
+
+fn date(raw: &Option<String>) -> Option<chrono::NaiveDate> {
+    raw.as_deref()
+        .filter(|d| !d.is_empty())
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+}
+
+fn csv_field(value: &str) -> String {
+    // Quote everything; double inner quotes; defuse spreadsheet formulas.
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
+/// `GET /audit`: who did what, when, newest first; filterable, paginated, as CSV too.
+pub async fn audit(
+    State(state): State<AppState>,
+    session: Session,
+    Query(filter): Query<AuditQuery>,
+) -> Response {
+    let page = filter.page.unwrap_or(0).max(0);
+    let csv = filter.format.as_deref() == Some("csv");
+    let limit = if csv { 100_000 } else { AUDIT_PAGE + 1 };
+    let rows: Result<Vec<AuditEntry>, sqlx::Error> = sqlx::query_as(
+        "SELECT recorded_at, \
+           coalesce(payload -> event_type ->> 'actor', metadata::jsonb ->> 'actor', 'system') AS actor, \
+           event_type, aggregate_type, aggregate_id \
+         FROM events \
+         WHERE aggregate_type <> 'Inbound' \
+           AND ($1::text IS NULL OR coalesce(payload -> event_type ->> 'actor', metadata::jsonb ->> 'actor', 'system') = $1) \
+           AND ($2::text IS NULL OR aggregate_id = $2) \
+           AND ($3::text IS NULL OR event_type = $3) \
+           AND ($4::date IS NULL OR recorded_at >= $4) \
+           AND ($5::date IS NULL OR recorded_at < $5 + 1) \
+         ORDER BY recorded_at DESC, position DESC \
+         LIMIT $6 OFFSET $7",
+    )
+    .bind(filter.actor.clone().filter(|v| !v.is_empty()))
+    .bind(filter.proposal.clone().filter(|v| !v.is_empty()))
+    .bind(filter.action.clone().filter(|v| !v.is_empty()))
+    .bind(date(&filter.from))
+    .bind(date(&filter.to))
+    .bind(limit)
+    .bind(if csv { 0 } else { page * AUDIT_PAGE })
+    .fetch_all(state.store.pool())
+    .await;
+    let mut entries = match rows {
+        Ok(rows) => rows,
+        Err(error) => return page_error(&session, error.into()),
+    };
+    if csv {
+        let mut out = String::from("recorded_at,actor,action,record_type,record_id\n");
+        for e in &entries {
+            out.push_str(&format!(
+                "{},{},{},{},{}\n",
+                csv_field(&e.recorded_at.to_rfc3339()),
+                csv_field(&e.actor),
+                csv_field(&e.event_type),
+                csv_field(&e.aggregate_type),
+                csv_field(&e.aggregate_id)
+            ));
+        }
+        return (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"execops-audit.csv\"",
+                ),
+            ],
+            out,
+        )
+            .into_response();
+    }
+    let has_more = entries.len() as i64 > AUDIT_PAGE;
+    entries.truncate(AUDIT_PAGE as usize);
+    render(
+        StatusCode::OK,
+        AuditPage {
+            signed_in: Some(session.actor.email.clone()),
+            csrf: session.csrf.clone(),
+            notice: None,
+            prev_link: audit_link(&filter, Some(page - 1), false),
+            next_link: audit_link(&filter, Some(page + 1), false),
+            csv_link: audit_link(&filter, None, true),
+            filter,
+            entries,
+            page,
+            has_more,
+        },
+    )
 }

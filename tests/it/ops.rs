@@ -63,6 +63,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
         subscriptions,
         metrics: Metrics::new(),
         config: Arc::new(config(&[("EXECOPS_MAX_SUBSCRIBER_LAG_SECS", "1")])),
+        shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
     let response = reqwest::get(format!("{base}/readyz"))
@@ -91,6 +92,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
         subscriptions: Registry::default(),
         metrics,
         config: Arc::new(config(&[])),
+        shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
     let response = reqwest::get(format!("{base}/readyz"))

@@ -370,3 +370,85 @@ async fn a_session_outlives_neither_its_idle_limit_nor_its_user() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_shows_who_decided_filters_and_exports_csv() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let (id, _) = &ids[0];
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/proposals/{id}/reject")))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reason": "not now"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let (status, html, _) = page(&app, Some(&cookie), "/audit?actor=approver%40example.com").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<td>approver@example.com</td><td>Rejected</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("<td>Drafted</td>"), "filtered by actor");
+    let (status, html, _) = page(&app, Some(&cookie), "/audit?action=Drafted").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<td>Drafted</td>").count(), 2);
+    let (status, csv, headers) =
+        page(&app, Some(&cookie), "/audit?format=csv&action=Rejected").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "recorded_at,actor,action,record_type,record_id");
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[1].contains("\"approver@example.com\",\"Rejected\",\"Proposal\""),
+        "{csv}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_inbox_stream_announces_new_proposals_and_the_list_comes_as_a_fragment() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "viewer@example.com", Role::Viewer).await;
+    let cookie = sign_in(&app, "viewer@example.com").await;
+    let mut stream = browser()
+        .get(app.url("/inbox/stream"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("a stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    proposals(&app).await;
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("event: proposals") {
+        assert!(std::time::Instant::now() < deadline, "no event: {seen}");
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let fragment = browser()
+        .get(app.url("/inbox"))
+        .header("cookie", &cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(fragment.contains("class=\"card "));
+    assert!(!fragment.contains("<html"), "only the list");
+    app.stop().await;
+}

@@ -1,0 +1,64 @@
+// ExecOps pages: live updates and keyboard shortcuts. Every page works without this file;
+// it only makes them quicker.
+(function () {
+  "use strict";
+  var list = document.getElementById("list");
+  if (!list) return;
+  var current = 0;
+
+  function cards() {
+    return Array.prototype.slice.call(list.querySelectorAll("article.card"));
+  }
+
+  function focus(index) {
+    var all = cards();
+    if (!all.length) return;
+    current = Math.max(0, Math.min(index, all.length - 1));
+    all.forEach(function (card) { card.classList.remove("focused"); });
+    all[current].classList.add("focused");
+    all[current].scrollIntoView({ block: "nearest" });
+  }
+
+  function refresh() {
+    fetch(window.location.href, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (html === null) return;
+        list.innerHTML = html;
+        focus(current);
+      });
+  }
+
+  if (window.EventSource) {
+    var stream = new EventSource("/inbox/stream");
+    stream.addEventListener("proposals", refresh);
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.matches("input, textarea, select")) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    var card = cards()[current];
+    if (event.key === "j") {
+      focus(current + 1);
+    } else if (event.key === "k") {
+      focus(current - 1);
+    } else if (event.key === "a" && card) {
+      var approve = card.querySelector('form[action$="/approve"]');
+      if (approve) approve.requestSubmit();
+    } else if (event.key === "r" && card) {
+      var reason = card.querySelector('form[action$="/reject"] input[name="reason"]');
+      if (reason) {
+        event.preventDefault();
+        reason.focus();
+      }
+    } else if (event.key === "?") {
+      var help = document.getElementById("help");
+      if (help) help.hidden = !help.hidden;
+    }
+  });
+
+  focus(0);
+})();
