@@ -3,6 +3,7 @@
 //! Postgres per run.
 
 pub mod api;
+mod browser;
 mod cli;
 mod common;
 mod ops;

@@ -1,0 +1,331 @@
+//! The pages in a real browser: headless Chromium driven over WebDriver (Debian's
+//! `chromium` and `chromium-driver`, which `.ci/run` installs). Screenshots of every page
+//! are saved under `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use execops::domain::Role;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::api::person;
+use crate::common::TestApp;
+use crate::policies::settle;
+use crate::webhooks::{configured, post};
+
+const PASSWORD: &str = "a long enough password";
+
+/// A chromedriver of our own, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn driver() -> Driver {
+    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile =
+        std::env::temp_dir().join(format!("execops-chromium-{}-{port}", std::process::id()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver {
+        child,
+        port,
+        profile,
+    }
+}
+
+async fn browser(driver: &Driver, name: &str) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                format!("--user-data-dir={}-{name}", driver.profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a browser session")
+}
+
+async fn sign_in(client: &Client, app: &TestApp, email: &str) {
+    client
+        .goto(&app.url("/login"))
+        .await
+        .expect("the sign-in page");
+    client
+        .find(Locator::Css("input[name=email]"))
+        .await
+        .expect("email")
+        .send_keys(email)
+        .await
+        .expect("typed");
+    client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .expect("password")
+        .send_keys(PASSWORD)
+        .await
+        .expect("typed");
+    client
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("clicked");
+    client
+        .wait()
+        .for_url(&url::Url::parse(&app.url("/inbox")).expect("url"))
+        .await
+        .expect("the inbox");
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("a screenshot directory");
+    let png = client.screenshot().await.expect("a screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("saved");
+}
+
+async fn send_fixture(app: &TestApp, name: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let delivery = execops::send::prepare(
+        &path,
+        &configured(),
+        &format!("http://{}", app.addr),
+        chrono::Utc::now(),
+    )
+    .expect("signs");
+    let (status, _) = post(app, &delivery).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboard() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let driver = driver();
+    let client = browser(&driver, "approver").await;
+    sign_in(&client, &app, "approver@example.com").await;
+    let empty = client
+        .find(Locator::Css("#list"))
+        .await
+        .expect("the list")
+        .text()
+        .await
+        .expect("text");
+    assert!(empty.contains("Nothing is waiting"), "{empty}");
+
+    // A dispute arrives while the page is open: it appears without a reload.
+    send_fixture(&app, "stripe/charge.dispute.created.json").await;
+    let card = client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#list article.card"))
+        .await
+        .expect("the proposal arrived live");
+    let title = card
+        .find(Locator::Css("h2"))
+        .await
+        .expect("a title")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(title, "Prepare dispute evidence for $10.00");
+    screenshot(&client, "inbox").await;
+
+    // `a` approves the selected card.
+    client
+        .find(Locator::Css("body"))
+        .await
+        .expect("the page")
+        .send_keys("a")
+        .await
+        .expect("a pressed");
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .expect("a confirmation");
+    settle(&app).await;
+    client.refresh().await.expect("reloaded");
+    let list = client
+        .find(Locator::Css("#list"))
+        .await
+        .expect("the list")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        list.contains("Nothing is waiting"),
+        "it left the inbox: {list}"
+    );
+
+    client
+        .goto(&app.url("/audit"))
+        .await
+        .expect("the audit page");
+    let audit = client
+        .find(Locator::Css("table.audit"))
+        .await
+        .expect("a table")
+        .text()
+        .await
+        .expect("text");
+    assert!(audit.contains("approver@example.com Approved"), "{audit}");
+    screenshot(&client, "audit").await;
+
+    send_fixture(&app, "stripe/invoice.payment_failed.json").await;
+    send_fixture(&app, "github/workflow_run.completed.failure.json").await;
+    settle(&app).await;
+    client.goto(&app.url("/queue")).await.expect("the queue");
+    screenshot(&client, "queue").await;
+    let id: String =
+        sqlx::query_scalar("SELECT id FROM proposal_summaries WHERE status = 'approved'")
+            .fetch_one(app.store.pool())
+            .await
+            .expect("the approved proposal");
+    client
+        .goto(&app.url(&format!("/proposals/{id}")))
+        .await
+        .expect("the proposal");
+    let timeline = client
+        .find(Locator::Css(".timeline"))
+        .await
+        .expect("a timeline")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        timeline.contains("Approved by approver@example.com"),
+        "{timeline}"
+    );
+    screenshot(&client, "proposal").await;
+
+    // `?` shows the help; `j` moves the selection.
+    client.goto(&app.url("/inbox")).await.expect("the inbox");
+    client
+        .find(Locator::Css("body"))
+        .await
+        .expect("body")
+        .send_keys("j?")
+        .await
+        .expect("keys");
+    let help = client.find(Locator::Css("#help")).await.expect("help");
+    assert!(
+        help.is_displayed().await.expect("visible?"),
+        "help is shown"
+    );
+    let focused = client
+        .find_all(Locator::Css("article.card.focused"))
+        .await
+        .expect("cards");
+    assert_eq!(focused.len(), 1);
+    client.close().await.expect("closed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_approve_button_and_forged_or_tokenless_posts_are_refused() {
+    let app = TestApp::spawn_with(configured()).await;
+    send_fixture(&app, "stripe/invoice.payment_failed.json").await;
+    settle(&app).await;
+    person(&app, "viewer@example.com", Role::Viewer).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let driver = driver();
+
+    let viewer = browser(&driver, "viewer").await;
+    sign_in(&viewer, &app, "viewer@example.com").await;
+    assert_eq!(
+        viewer
+            .find_all(Locator::Css("article.card"))
+            .await
+            .expect("cards")
+            .len(),
+        2
+    );
+    assert!(viewer
+        .find_all(Locator::Css("button.approve"))
+        .await
+        .expect("buttons")
+        .is_empty());
+    let id: String = sqlx::query_scalar("SELECT id FROM proposal_summaries LIMIT 1")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("a proposal");
+    // The viewer forges the approve form the page never showed them, with their own token.
+    let status = viewer
+        .execute_async(
+            "const [id, done] = arguments; \
+             const csrf = document.querySelector('input[name=csrf]').value; \
+             fetch('/proposals/' + id + '/approve', {method: 'POST', credentials: 'same-origin', \
+               headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'csrf=' + encodeURIComponent(csrf)}) \
+             .then(r => done(r.status));",
+            vec![json!(id)],
+        )
+        .await
+        .expect("a forged post");
+    assert_eq!(status, json!(403));
+    viewer.close().await.expect("closed");
+
+    let approver = browser(&driver, "approver").await;
+    sign_in(&approver, &app, "approver@example.com").await;
+    let status = approver
+        .execute_async(
+            "const [id, done] = arguments; \
+             fetch('/proposals/' + id + '/approve', {method: 'POST', credentials: 'same-origin', \
+               headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'comment=no+token'}) \
+             .then(r => done(r.status));",
+            vec![json!(id)],
+        )
+        .await
+        .expect("a post without a token");
+    assert_eq!(status, json!(403));
+    approver.close().await.expect("closed");
+    settle(&app).await;
+    let still: String = sqlx::query_scalar("SELECT status FROM proposal_summaries WHERE id = $1")
+        .bind(&id)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("a status");
+    assert_eq!(still, "pending");
+    app.stop().await;
+}
