@@ -15,7 +15,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark.
-bench: bench-store bench-ingest
+bench: bench-store bench-ingest bench-web
 
 # Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
 bench-store:
@@ -25,6 +25,10 @@ bench-store:
 # (BENCH_DELIVERIES, BENCH_CONCURRENCY, BENCH_DUPLICATES).
 bench-ingest:
     cargo bench --bench ingest
+
+# Page and API latency with 10,000 pending proposals (BENCH_PROPOSALS).
+bench-web:
+    cargo bench --bench web
 
 # A Postgres 15 in Docker, for those who prefer it to the embedded one.
 db:

@@ -192,34 +192,69 @@ pub struct InboxFilter {
     pub vertical: Option<String>,
     pub urgency: Option<String>,
     pub limit: i64,
+    pub offset: i64,
 }
 
-/// Pending proposals, newest first.
+/// Pending proposals, newest first. Only the filters asked for go into the query, so the
+/// planner walks the (status, created_at, id) index whatever the parameters.
 pub async fn inbox(pool: &PgPool, filter: &InboxFilter) -> Result<Vec<Summary>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM inbox \
-         WHERE ($1::text IS NULL OR vertical = $1) AND ($2::text IS NULL OR urgency = $2) \
-         ORDER BY created_at DESC, id LIMIT $3"
-    ))
-    .bind(&filter.vertical)
-    .bind(&filter.urgency)
-    .bind(filter.limit.clamp(1, 500))
-    .fetch_all(pool)
-    .await
+    let mut sql = format!("SELECT {COLUMNS} FROM proposal_summaries WHERE status = 'pending'");
+    let mut n = 0;
+    if filter.vertical.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND vertical = ${n}"));
+    }
+    if filter.urgency.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND urgency = ${n}"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+        n + 1,
+        n + 2
+    ));
+    let mut query = sqlx::query_as::<_, Summary>(&sql);
+    if let Some(vertical) = &filter.vertical {
+        query = query.bind(vertical);
+    }
+    if let Some(urgency) = &filter.urgency {
+        query = query.bind(urgency);
+    }
+    query
+        .bind(filter.limit.clamp(1, 500))
+        .bind(filter.offset.max(0))
+        .fetch_all(pool)
+        .await
 }
 
 /// Today's Moves: the top `limit` pending proposals, due within 24 hours first, then by
-/// score; and how many are pending in all.
+/// score; and how many are pending in all. Two index walks in score order rather than one
+/// sort of everything pending.
 pub async fn todays_moves(pool: &PgPool, limit: i64) -> Result<(Vec<Summary>, i64), sqlx::Error> {
-    let moves = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM command_queue ORDER BY due_soon DESC, score DESC, created_at, id LIMIT $1"
+    let limit = limit.clamp(1, 500);
+    let mut moves: Vec<Summary> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries \
+         WHERE status = 'pending' AND due_by <= now() + interval '24 hours' \
+         ORDER BY score DESC, created_at, id LIMIT $1"
     ))
-    .bind(limit.clamp(1, 500))
+    .bind(limit)
     .fetch_all(pool)
     .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM command_queue")
-        .fetch_one(pool)
+    if (moves.len() as i64) < limit {
+        let rest: Vec<Summary> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM proposal_summaries \
+             WHERE status = 'pending' AND (due_by IS NULL OR due_by > now() + interval '24 hours') \
+             ORDER BY score DESC, created_at, id LIMIT $1"
+        ))
+        .bind(limit - moves.len() as i64)
+        .fetch_all(pool)
         .await?;
+        moves.extend(rest);
+    }
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM proposal_summaries WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?;
     Ok((moves, total))
 }
 

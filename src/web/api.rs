@@ -116,19 +116,38 @@ pub async fn list(
         Some((at, id)) => (Some(at), Some(id)),
         None => (None, None),
     };
-    let mut rows: Vec<Summary> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM proposal_summaries \
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR vertical = $2) \
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
-         ORDER BY created_at DESC, id DESC LIMIT $5"
-    ))
-    .bind(&query.status)
-    .bind(&query.vertical)
-    .bind(after_at)
-    .bind(after_id)
-    .bind(limit + 1)
-    .fetch_all(state.store.pool())
-    .await?;
+    // Only the conditions asked for, so the planner walks the (status, created_at, id) index.
+    let mut sql = format!("SELECT {COLUMNS} FROM proposal_summaries WHERE true");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if query.status.is_some() {
+        sql.push_str(&format!(" AND status = ${}", next()));
+    }
+    if query.vertical.is_some() {
+        sql.push_str(&format!(" AND vertical = ${}", next()));
+    }
+    if after_at.is_some() {
+        let (a, b) = (next(), next());
+        sql.push_str(&format!(" AND (created_at, id) < (${a}, ${b})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        next()
+    ));
+    let mut select = sqlx::query_as::<_, Summary>(&sql);
+    if let Some(status) = &query.status {
+        select = select.bind(status);
+    }
+    if let Some(vertical) = &query.vertical {
+        select = select.bind(vertical);
+    }
+    if let (Some(at), Some(id)) = (after_at, after_id) {
+        select = select.bind(at).bind(id);
+    }
+    let mut rows: Vec<Summary> = select.bind(limit + 1).fetch_all(state.store.pool()).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|p| encode_cursor(p.created_at, &p.id))

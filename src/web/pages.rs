@@ -273,6 +273,7 @@ fn header_token(headers: &HeaderMap) -> Option<&str> {
 #[derive(Template)]
 #[template(path = "inbox.html")]
 struct InboxPage {
+    older: Option<String>,
     signed_in: Option<String>,
     csrf: String,
     notice: Option<String>,
@@ -289,7 +290,10 @@ pub struct InboxQuery {
     vertical: Option<String>,
     urgency: Option<String>,
     notice: Option<String>,
+    page: Option<i64>,
 }
+
+const INBOX_PAGE: i64 = 50;
 
 fn notice_text(code: Option<&str>) -> Option<String> {
     match code? {
@@ -319,10 +323,12 @@ pub async fn inbox(
 ) -> Response {
     let vertical = known(query.vertical, &VERTICALS);
     let urgency = known(query.urgency, &URGENCIES);
+    let page = query.page.unwrap_or(0).max(0);
     let filter = InboxFilter {
         vertical: vertical.clone(),
         urgency: urgency.clone(),
-        limit: 200,
+        limit: INBOX_PAGE + 1,
+        offset: page * INBOX_PAGE,
     };
     let fragment = headers.contains_key("hx-request");
     match inbox_rows(state.store.pool(), &filter).await {
@@ -330,13 +336,27 @@ pub async fn inbox(
             StatusCode::OK,
             ListFragment {
                 csrf: session.csrf.clone(),
-                proposals: rows.into_iter().map(Card::from).collect(),
+                proposals: rows
+                    .into_iter()
+                    .take(INBOX_PAGE as usize)
+                    .map(Card::from)
+                    .collect(),
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
             },
         ),
-        Ok(rows) => render(
+        Ok(mut rows) => render(
             StatusCode::OK,
             InboxPage {
+                older: (rows.len() as i64 > INBOX_PAGE).then(|| {
+                    rows.truncate(INBOX_PAGE as usize);
+                    let mut pairs = vec![("page", (page + 1).to_string())];
+                    pairs.extend(vertical.clone().map(|v| ("vertical", v)));
+                    pairs.extend(urgency.clone().map(|u| ("urgency", u)));
+                    format!(
+                        "/inbox?{}",
+                        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+                    )
+                }),
                 signed_in: Some(session.actor.email.clone()),
                 csrf: session.csrf.clone(),
                 notice: notice_text(query.notice.as_deref()),
