@@ -94,9 +94,12 @@ pub fn generate_password() -> String {
     random(18)
 }
 
-/// A new API token: its id, the token to show once, and the hash to store.
+/// A new API token: its id (hex, so `eo_{id}_` can be split off), the token to show
+/// once, and the hash to store.
 pub fn new_token() -> (String, String, String) {
-    let id = random(9);
+    let mut id_bytes = [0u8; 6];
+    OsRng.fill_bytes(&mut id_bytes);
+    let id = hex::encode(id_bytes);
     let token = format!("eo_{id}_{}", random(32));
     let hash = token_hash(&token);
     (id, token, hash)

@@ -82,6 +82,8 @@ enum UserCli {
 enum TokenCli {
     /// Issue an API token for a person; it is printed once and stored only as a hash.
     Create { email: String },
+    /// Revoke a token by its id (the part between `eo_` and the next `_`).
+    Revoke { email: String, token_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +148,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCli::Create { email },
         } => create_token(config, &email).await,
+        Command::Token {
+            command: TokenCli::Revoke { email, token_id },
+        } => revoke_token(config, &email, &token_id).await,
         Command::Events {
             command:
                 EventsCommand::Tail {
@@ -320,6 +325,27 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
     db.close().await?;
     result?;
     println!("{token}");
+    Ok(())
+}
+
+async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let db = Database::open(&config).await?;
+    let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+    let result = store
+        .user(
+            &email,
+            UserCommand::RevokeToken {
+                token_id: token_id.to_string(),
+                by: "cli".into(),
+            },
+            std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
+        )
+        .await;
+    db.close().await?;
+    result?;
+    println!("token {token_id} revoked");
     Ok(())
 }
 

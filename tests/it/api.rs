@@ -309,7 +309,7 @@ async fn cursor_pagination_walks_every_proposal_once() {
 async fn the_user_and_token_commands_give_a_token_that_works() {
     let app = TestApp::spawn_with(configured()).await;
     let url = app.database_url.clone();
-    let run = move |args: Vec<&'static str>, stdin: Option<&'static str>| {
+    let run = move |args: Vec<String>, stdin: Option<&'static str>| {
         let url = url.clone();
         async move {
             tokio::task::spawn_blocking(move || {
@@ -337,7 +337,13 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
         }
     };
     let out = run(
-        vec!["user", "add", "Founder@Example.com", "--role", "admin"],
+        vec![
+            "user".to_string(),
+            "add".to_string(),
+            "Founder@Example.com".to_string(),
+            "--role".to_string(),
+            "admin".to_string(),
+        ],
         None,
     )
     .await;
@@ -358,12 +364,12 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
 
     let out = run(
         vec![
-            "user",
-            "add",
-            "viewer@example.com",
-            "--role",
-            "viewer",
-            "--password-stdin",
+            "user".to_string(),
+            "add".to_string(),
+            "viewer@example.com".to_string(),
+            "--role".to_string(),
+            "viewer".to_string(),
+            "--password-stdin".to_string(),
         ],
         Some("short\n"),
     )
@@ -371,12 +377,12 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
     assert!(!out.status.success(), "a short password is refused");
     let out = run(
         vec![
-            "user",
-            "add",
-            "viewer@example.com",
-            "--role",
-            "viewer",
-            "--password-stdin",
+            "user".to_string(),
+            "add".to_string(),
+            "viewer@example.com".to_string(),
+            "--role".to_string(),
+            "viewer".to_string(),
+            "--password-stdin".to_string(),
         ],
         Some("a sufficiently long password\n"),
     )
@@ -388,7 +394,15 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("password:"));
 
-    let out = run(vec!["token", "create", "founder@example.com"], None).await;
+    let out = run(
+        vec![
+            "token".to_string(),
+            "create".to_string(),
+            "founder@example.com".to_string(),
+        ],
+        None,
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -396,7 +410,15 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("eo_"));
-    let out = run(vec!["token", "create", "nobody@example.com"], None).await;
+    let out = run(
+        vec![
+            "token".to_string(),
+            "create".to_string(),
+            "nobody@example.com".to_string(),
+        ],
+        None,
+    )
+    .await;
     assert!(
         !out.status.success(),
         "no token for someone who does not exist"
@@ -408,6 +430,38 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
             .0
             == 200
     })
+    .await;
+    let token_id = token
+        .trim_start_matches("eo_")
+        .split('_')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let out = run(
+        vec![
+            "token".to_string(),
+            "revoke".to_string(),
+            "founder@example.com".to_string(),
+            token_id.clone(),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the revoked token refused",
+        || async {
+            call(&app, "GET", "/api/v1/proposals", Some(&token), None)
+                .await
+                .0
+                == 401
+        },
+    )
     .await;
     let stored: i64 = crate::common::count(
         app.store.pool(),
