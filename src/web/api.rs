@@ -330,3 +330,21 @@ pub async fn reject(
     decide(&state, &actor, &id, request).await?;
     Ok(Json(json!({"id": id, "status": "rejected"})))
 }
+
+/// `GET /api/v1/audit?actor=&proposal=&action=&from=&to=&page=`: the audit log, newest first.
+pub async fn audit(
+    State(state): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Query(filter): Query<super::pages::AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    actor.may(Permission::Read)?;
+    let page = filter.page.unwrap_or(0).max(0);
+    let size = super::pages::AUDIT_PAGE;
+    let mut items =
+        super::pages::audit_entries(state.store.pool(), &filter, size + 1, page * size).await?;
+    let more = items.len() as i64 > size;
+    items.truncate(size as usize);
+    Ok(Json(
+        json!({"items": items, "next_page": more.then_some(page + 1)}),
+    ))
+}

@@ -5,7 +5,7 @@
 pub mod api;
 pub mod error;
 mod ops;
-mod pages;
+pub mod pages;
 pub mod session;
 mod webhooks;
 
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/proposals/{id}/reject", post(pages::reject))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
+        .route("/api/v1/audit", get(api::audit))
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))
         .route("/api/v1/proposals/{id}/reject", post(api::reject))

@@ -617,16 +617,16 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditQuery {
-    actor: Option<String>,
-    proposal: Option<String>,
-    action: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    page: Option<i64>,
-    format: Option<String>,
+    pub actor: Option<String>,
+    pub proposal: Option<String>,
+    pub action: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub page: Option<i64>,
+    pub format: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Serialize)]
 pub struct AuditEntry {
     pub recorded_at: DateTime<Utc>,
     pub actor: String,
@@ -650,7 +650,7 @@ struct AuditPage {
     csv_link: String,
 }
 
-const AUDIT_PAGE: i64 = 50;
+pub const AUDIT_PAGE: i64 = 50;
 
 fn audit_link(filter: &AuditQuery, page: Option<i64>, csv: bool) -> String {
     let mut pairs: Vec<(&str, String)> = Vec::new();
@@ -693,16 +693,14 @@ fn csv_field(value: &str) -> String {
     format!("\"{}\"", value.replace('"', "\"\""))
 }
 
-/// `GET /audit`: who did what, when, newest first; filterable, paginated, as CSV too.
-pub async fn audit(
-    State(state): State<AppState>,
-    session: Session,
-    Query(filter): Query<AuditQuery>,
-) -> Response {
-    let page = filter.page.unwrap_or(0).max(0);
-    let csv = filter.format.as_deref() == Some("csv");
-    let limit = if csv { 100_000 } else { AUDIT_PAGE + 1 };
-    let rows: Result<Vec<AuditEntry>, sqlx::Error> = sqlx::query_as(
+/// Who did what, when, newest first: every event but the raw deliveries.
+pub async fn audit_entries(
+    pool: &sqlx::PgPool,
+    filter: &AuditQuery,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT recorded_at, \
            coalesce(payload -> event_type ->> 'actor', metadata::jsonb ->> 'actor', 'system') AS actor, \
            event_type, aggregate_type, aggregate_id \
@@ -722,8 +720,26 @@ pub async fn audit(
     .bind(date(&filter.from))
     .bind(date(&filter.to))
     .bind(limit)
-    .bind(if csv { 0 } else { page * AUDIT_PAGE })
-    .fetch_all(state.store.pool())
+    .bind(offset)
+    .fetch_all(pool)
+    .await
+}
+
+/// `GET /audit`: who did what, when, newest first; filterable, paginated, as CSV too.
+pub async fn audit(
+    State(state): State<AppState>,
+    session: Session,
+    Query(filter): Query<AuditQuery>,
+) -> Response {
+    let page = filter.page.unwrap_or(0).max(0);
+    let csv = filter.format.as_deref() == Some("csv");
+    let limit = if csv { 100_000 } else { AUDIT_PAGE + 1 };
+    let rows = audit_entries(
+        state.store.pool(),
+        &filter,
+        limit,
+        if csv { 0 } else { page * AUDIT_PAGE },
+    )
     .await;
     let mut entries = match rows {
         Ok(rows) => rows,

@@ -471,3 +471,36 @@ async fn the_user_and_token_commands_give_a_token_that_works() {
     assert_eq!(stored, 0, "the token itself is never stored");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_audit_api_lists_decisions_newest_first_and_refuses_the_anonymous() {
+    let app = TestApp::spawn_with(configured()).await;
+    let id = pending_proposal(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&app, "GET", "/api/v1/audit", None, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = call(
+        &app,
+        "GET",
+        "/api/v1/audit?action=Approved",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["actor"], "approver@example.com");
+    assert_eq!(items[0]["aggregate_id"], id.as_str());
+    assert_eq!(body["next_page"], Value::Null);
+    app.stop().await;
+}
