@@ -296,7 +296,18 @@ pub struct InboxQuery {
 const INBOX_PAGE: i64 = 50;
 
 fn notice_text(code: Option<&str>) -> Option<String> {
-    match code? {
+    let code = code?;
+    if let Some(counts) = code.strip_prefix("bulk-") {
+        let (done, refused) = counts.split_once('-')?;
+        let (done, refused): (u32, u32) = (done.parse().ok()?, refused.parse().ok()?);
+        return Some(match refused {
+            0 => format!("Approved {done}."),
+            _ => {
+                format!("Approved {done}; {refused} could not be (decided meanwhile, or changed).")
+            }
+        });
+    }
+    match code {
         "approved" => Some("Approved. It will run once the guardrails allow.".into()),
         "rejected" => Some("Rejected.".into()),
         _ => None,
@@ -543,6 +554,61 @@ pub async fn reject(
     Form(form): Form<DecisionForm>,
 ) -> Response {
     decide_from_page(state, session, headers, id, form, false).await
+}
+
+/// `POST /proposals/approve-selected`: approves every checked card, each through the same
+/// decision path as one by one.
+pub async fn approve_selected(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let csrf = fields
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.as_str());
+    if !session.check_csrf(csrf.or_else(|| header_token(&headers))) {
+        return csrf_refused(&session);
+    }
+    if let Err(error) = session.actor.may(Permission::Decide) {
+        return page_error(&session, error.into());
+    }
+    let selected: Vec<(String, String)> = fields
+        .iter()
+        .filter(|(k, _)| k == "selected")
+        .filter_map(|(_, v)| v.split_once(':'))
+        .map(|(id, hash)| (id.to_string(), hash.to_string()))
+        .collect();
+    if selected.is_empty() {
+        return page_error(
+            &session,
+            ApiError::BadRequest {
+                code: "nothing_selected",
+                message: "Select at least one proposal.".into(),
+            },
+        );
+    }
+    let (mut done, mut refused) = (0, 0);
+    for (id, hash) in selected {
+        let request = DecisionRequest {
+            approve: true,
+            comment: Some("approved with others".into()),
+            reason: None,
+            shown_hash: Some(hash),
+            metadata: std::collections::HashMap::from([(
+                "via".to_string(),
+                "page, bulk".to_string(),
+            )]),
+        };
+        match decide(&state, &session.actor, &id, request).await {
+            Ok(()) => done += 1,
+            Err(ApiError::Conflict { .. } | ApiError::NotFound(_)) => refused += 1,
+            Err(error) => return page_error(&session, error),
+        }
+    }
+    Redirect::to(&format!("/inbox?notice=bulk-{done}-{refused}")).into_response()
 }
 
 pub async fn home() -> Redirect {

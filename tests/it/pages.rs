@@ -452,3 +452,52 @@ async fn the_inbox_stream_announces_new_proposals_and_the_list_comes_as_a_fragme
     assert!(!fragment.contains("<html"), "only the list");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bulk_approval_approves_every_selected_card_and_counts_what_it_could_not() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    person(&app, "viewer@example.com", Role::Viewer).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let (_, html, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert!(html.contains("Approve selected"));
+    let csrf = csrf_of(&html);
+    let selected: Vec<String> = ids
+        .iter()
+        .map(|(id, hash)| format!("{id}:{hash}"))
+        .collect();
+    let mut fields: Vec<(&str, &str)> = selected.iter().map(|s| ("selected", s.as_str())).collect();
+    let (status, _, _) = form(&app, Some(&cookie), "/proposals/approve-selected", &fields).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let viewer = sign_in(&app, "viewer@example.com").await;
+    let (_, viewer_html, _) = page(&app, Some(&viewer), "/inbox").await;
+    assert!(!viewer_html.contains("Approve selected"));
+    let viewer_csrf = csrf_of(&viewer_html);
+    let mut forged = fields.clone();
+    forged.push(("csrf", &viewer_csrf));
+    let (status, _, _) = form(&app, Some(&viewer), "/proposals/approve-selected", &forged).await;
+    assert_eq!(status, 403, "a viewer");
+
+    // One of them is decided meanwhile.
+    let token = person(&app, "other@example.com", Role::Approver).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/proposals/{}/reject", ids[0].0)))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reason": "no"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    fields.push(("csrf", &csrf));
+    let (status, location, _) =
+        form(&app, Some(&cookie), "/proposals/approve-selected", &fields).await;
+    assert_eq!((status, location.as_str()), (303, "/inbox?notice=bulk-1-1"));
+    settle(&app).await;
+    assert_eq!(status_of(&app, &ids[0].0).await, "rejected");
+    assert_eq!(status_of(&app, &ids[1].0).await, "approved");
+    let (_, html, _) = page(&app, Some(&cookie), &location).await;
+    assert!(html.contains("Approved 1; 1 could not be"), "{html}");
+    app.stop().await;
+}
