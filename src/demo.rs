@@ -78,7 +78,19 @@ pub async fn demo_admin(store: &Store) -> anyhow::Result<String> {
         }
         Err(other) => return Err(other.into()),
     }
-    Ok(password)
+    // Print nothing before the password works: wait until sign-in can see it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let known = crate::projections::users::credentials(store.pool(), DEMO_ADMIN).await?;
+        if known.is_some_and(|(_, stored)| crate::auth::verify_password(&password, &stored)) {
+            return Ok(password);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the demo admin did not reach the users table within a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
