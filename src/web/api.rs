@@ -12,8 +12,9 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::error::ApiError;
 use super::AppState;
@@ -45,11 +46,16 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only proposals with this status.
     status: Option<String>,
+    /// Only this vertical: money, engineering, customer, growth, ops.
     vertical: Option<String>,
+    /// 1 to 200; 50 when left out.
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -76,33 +82,147 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
 const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
     due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at";
 
-fn item(p: &Summary) -> Value {
-    json!({
-        "id": p.id,
-        "status": p.status,
-        "vertical": p.vertical,
-        "action_type": p.action_type,
-        "title": p.title,
-        "reasoning": p.reasoning,
-        "drivers": p.drivers,
-        "score": p.score,
-        "urgency": p.urgency,
-        "due_by": p.due_by,
-        "owner": p.owner,
-        "action": p.action,
-        "payload_hash": p.payload_hash,
-        "inbound_ids": p.inbound_ids,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-    })
+/// A proposal as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProposalItem {
+    pub id: String,
+    /// `pending`, `approved`, `rejected`, `expired`, `superseded`, `suppressed`, `executing`, …
+    pub status: String,
+    pub vertical: String,
+    pub action_type: String,
+    pub title: String,
+    pub reasoning: String,
+    /// Why it ranks where it does, as "because …" sentences.
+    pub drivers: Vec<String>,
+    /// Priority, 0–100.
+    pub score: i32,
+    pub urgency: String,
+    pub due_by: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    /// The exact payload the adapter will send once approved.
+    #[schema(value_type = Object)]
+    pub action: Value,
+    /// SHA-256 of the action's canonical JSON: send it back with a decision.
+    pub payload_hash: String,
+    pub inbound_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
-/// `GET /api/v1/proposals?status=&vertical=&limit=&cursor=`, newest first.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn item(p: &Summary) -> ProposalItem {
+    ProposalItem {
+        id: p.id.clone(),
+        status: p.status.clone(),
+        vertical: p.vertical.clone(),
+        action_type: p.action_type.clone(),
+        title: p.title.clone(),
+        reasoning: p.reasoning.clone(),
+        drivers: strings(&p.drivers),
+        score: p.score,
+        urgency: p.urgency.clone(),
+        due_by: p.due_by,
+        owner: p.owner.clone(),
+        action: p.action.clone(),
+        payload_hash: p.payload_hash.clone(),
+        inbound_ids: strings(&p.inbound_ids),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProposalPage {
+    pub items: Vec<ProposalItem>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub sequence: i64,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProposalDetail {
+    #[serde(flatten)]
+    pub proposal: ProposalItem,
+    /// Every event of the proposal's stream, in order.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResult {
+    pub id: String,
+    pub status: String,
+}
+
+/// Every error: a code to match on and a sentence to show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<super::pages::AuditEntry>,
+    pub next_page: Option<i64>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ExecOps API", version = "1", description = "Proposals, decisions and the audit log. Every route needs `Authorization: Bearer <token>` (`execops token create EMAIL`)."),
+    paths(list, get, approve, reject, audit),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json`: this API described (OpenAPI 3.1), generated from the handlers
+/// and types above. It holds no data, so it needs no token.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Proposals, newest first.
+#[utoipa::path(get, path = "/api/v1/proposals", params(ListQuery),
+    responses((status = 200, body = ProposalPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProposalPage>, ApiError> {
     actor.may(Permission::Read)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -154,10 +274,10 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({
-        "items": rows.iter().map(item).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(ProposalPage {
+        items: rows.iter().map(item).collect(),
+        next_cursor,
+    }))
 }
 
 async fn summary(state: &AppState, id: &str) -> Result<Summary, ApiError> {
@@ -170,12 +290,14 @@ async fn summary(state: &AppState, id: &str) -> Result<Summary, ApiError> {
     .ok_or_else(|| ApiError::NotFound(format!("no proposal {id}")))
 }
 
-/// `GET /api/v1/proposals/{id}`, with every event of its stream.
+/// One proposal with every event of its stream.
+#[utoipa::path(get, path = "/api/v1/proposals/{id}", params(("id" = String, Path, description = "The proposal's id")),
+    responses((status = 200, body = ProposalDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProposalDetail>, ApiError> {
     actor.may(Permission::Read)?;
     let proposal = summary(&state, &id).await?;
     let history: Vec<(i64, String, DateTime<Utc>, Value, Value)> = sqlx::query_as(
@@ -185,20 +307,27 @@ pub async fn get(
     .bind(&id)
     .fetch_all(state.store.pool())
     .await?;
-    let mut body = item(&proposal);
-    body["history"] = history
-        .into_iter()
-        .map(|(sequence, event_type, recorded_at, payload, metadata)| {
-            let data = payload.get(&event_type).cloned().unwrap_or(payload);
-            json!({"sequence": sequence, "event_type": event_type, "recorded_at": recorded_at, "data": data, "metadata": metadata})
-        })
-        .collect();
-    Ok(Json(body))
+    Ok(Json(ProposalDetail {
+        proposal: item(&proposal),
+        history: history
+            .into_iter()
+            .map(
+                |(sequence, event_type, recorded_at, payload, metadata)| HistoryEntry {
+                    data: payload.get(&event_type).cloned().unwrap_or(payload),
+                    sequence,
+                    event_type,
+                    recorded_at,
+                    metadata,
+                },
+            )
+            .collect(),
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A decision's body; every field may be left out, but a rejection needs its `reason`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+pub struct DecisionBody {
     comment: Option<String>,
     reason: Option<String>,
     /// The hash of the payload the person was shown; defaults to the current one.
@@ -284,14 +413,18 @@ pub async fn decide(
         })
 }
 
-/// `POST /api/v1/proposals/{id}/approve` `{"comment"}`.
+/// Approve a pending proposal.
+#[utoipa::path(post, path = "/api/v1/proposals/{id}/approve", params(("id" = String, Path)),
+    request_body(content = DecisionBody, content_type = "application/json"),
+    responses((status = 200, body = DecisionResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecisionResult>, ApiError> {
     let body = parse_body(&body)?;
     let request = DecisionRequest {
         approve: true,
@@ -301,17 +434,24 @@ pub async fn approve(
         metadata: request_metadata(&headers),
     };
     decide(&state, &actor, &id, request).await?;
-    Ok(Json(json!({"id": id, "status": "approved"})))
+    Ok(Json(DecisionResult {
+        id,
+        status: "approved".into(),
+    }))
 }
 
-/// `POST /api/v1/proposals/{id}/reject` `{"reason"}`.
+/// Reject a pending proposal, with a reason.
+#[utoipa::path(post, path = "/api/v1/proposals/{id}/reject", params(("id" = String, Path)),
+    request_body(content = DecisionBody, content_type = "application/json"),
+    responses((status = 200, body = DecisionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecisionResult>, ApiError> {
     let body = parse_body(&body)?;
     let reason = body
         .reason
@@ -328,15 +468,20 @@ pub async fn reject(
         metadata: request_metadata(&headers),
     };
     decide(&state, &actor, &id, request).await?;
-    Ok(Json(json!({"id": id, "status": "rejected"})))
+    Ok(Json(DecisionResult {
+        id,
+        status: "rejected".into(),
+    }))
 }
 
-/// `GET /api/v1/audit?actor=&proposal=&action=&from=&to=&page=`: the audit log, newest first.
+/// The audit log, newest first, 50 a page.
+#[utoipa::path(get, path = "/api/v1/audit", params(super::pages::AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,
     Query(filter): Query<super::pages::AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     actor.may(Permission::Read)?;
     let page = filter.page.unwrap_or(0).max(0);
     let size = super::pages::AUDIT_PAGE;
@@ -344,7 +489,8 @@ pub async fn audit(
         super::pages::audit_entries(state.store.pool(), &filter, size + 1, page * size).await?;
     let more = items.len() as i64 > size;
     items.truncate(size as usize);
-    Ok(Json(
-        json!({"items": items, "next_page": more.then_some(page + 1)}),
-    ))
+    Ok(Json(AuditPage {
+        items,
+        next_page: more.then_some(page + 1),
+    }))
 }

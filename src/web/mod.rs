@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))
         .route("/api/v1/proposals/{id}/reject", post(api::reject))

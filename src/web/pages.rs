@@ -681,7 +681,8 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
         .into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub actor: Option<String>,
     pub proposal: Option<String>,
@@ -692,7 +693,7 @@ pub struct AuditQuery {
     pub format: Option<String>,
 }
 
-#[derive(sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub recorded_at: DateTime<Utc>,
     pub actor: String,

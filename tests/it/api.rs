@@ -504,3 +504,54 @@ async fn the_audit_api_lists_decisions_newest_first_and_refuses_the_anonymous() 
     assert_eq!(body["next_page"], Value::Null);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_routes_and_the_shapes_the_api_returns() {
+    let app = TestApp::spawn_with(configured()).await;
+    pending_proposal(&app).await;
+    let token = person(&app, "viewer@example.com", Role::Viewer).await;
+    let (status, doc) = call(&app, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/audit",
+            "/api/v1/proposals",
+            "/api/v1/proposals/{id}",
+            "/api/v1/proposals/{id}/approve",
+            "/api/v1/proposals/{id}/reject"
+        ]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // The schema's properties are exactly the fields a real answer has.
+    let (_, list) = call(&app, "GET", "/api/v1/proposals", Some(&token), None).await;
+    let mut returned: Vec<String> = list["items"][0]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut described: Vec<String> = doc["components"]["schemas"]["ProposalItem"]["properties"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    returned.sort();
+    described.sort();
+    assert!(!returned.is_empty());
+    assert_eq!(returned, described);
+    app.stop().await;
+}
