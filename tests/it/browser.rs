@@ -115,6 +115,25 @@ async fn sign_in(client: &Client, app: &TestApp, email: &str) {
         .expect("the inbox");
 }
 
+/// The text of the first element matching `css` once it contains `wanted`. The inbox's
+/// list is replaced whenever proposals change, so each try finds the element afresh.
+async fn text_of(client: &Client, css: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if text.contains(wanted) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never showed {wanted:?}; last: {last:?}");
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("a screenshot directory");
@@ -155,20 +174,11 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
 
     // A dispute arrives while the page is open: it appears without a reload.
     send_fixture(&app, "stripe/charge.dispute.created.json").await;
-    let card = client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("#list article.card"))
-        .await
-        .expect("the proposal arrived live");
-    let title = card
-        .find(Locator::Css("h2"))
-        .await
-        .expect("a title")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(title, "Prepare dispute evidence for $10.00");
+    let title = text_of(&client, "#list article.card h2", "Prepare dispute").await;
+    assert_eq!(
+        title, "Prepare dispute evidence for $10.00",
+        "the proposal arrived live"
+    );
     screenshot(&client, "inbox").await;
 
     // `a` approves the selected card.

@@ -355,7 +355,8 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         .expect("a client");
     let base = format!("http://127.0.0.1:{port}");
     let mut cookie = String::new();
-    for _ in 0..100 {
+    let mut last = String::new();
+    for _ in 0..300 {
         let response = browser
             .post(format!("{base}/login"))
             .form(&[
@@ -365,6 +366,7 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
             .send()
             .await;
         if let Ok(r) = response {
+            last = r.status().to_string();
             if r.status() == 303 {
                 cookie = r.headers()["set-cookie"]
                     .to_str()
@@ -378,7 +380,10 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!cookie.is_empty(), "the demo admin could not sign in");
+    assert!(
+        !cookie.is_empty(),
+        "the demo admin could not sign in: {last}"
+    );
     eventually(Duration::from_secs(20), "a populated inbox", || async {
         let html = browser
             .get(format!("{base}/inbox"))
