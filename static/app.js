@@ -25,6 +25,8 @@
       .then(function (html) {
         if (html === null) return;
         list.innerHTML = html;
+        // New forms need htmx's handlers too.
+        if (window.htmx) window.htmx.process(list);
         focus(current);
       });
   }

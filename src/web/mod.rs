@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(pages::queue))
         .route("/audit", get(pages::audit))
         .route("/static/app.js", get(pages::script))
+        .route("/static/htmx.min.js", get(pages::htmx))
         .route("/proposals/approve-selected", post(pages::approve_selected))
         .route("/proposals/{id}", get(pages::proposal))
         .route("/proposals/{id}/approve", post(pages::approve))

@@ -529,7 +529,17 @@ async fn decide_from_page(
         shown_hash: form.payload_hash,
         metadata,
     };
+    let htmx = headers.contains_key("hx-request");
     match decide(&state, &session.actor, &id, request).await {
+        // htmx swaps the card for this line; without it, back to the inbox.
+        Ok(()) if htmx => Html(format!(
+            "<p class=\"notice\" role=\"status\" id=\"p-{}\">{}</p>",
+            askama::filters::escape(&id, askama::filters::Html)
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            if approve { "Approved." } else { "Rejected." }
+        ))
+        .into_response(),
         Ok(()) => Redirect::to(if approve {
             "/inbox?notice=approved"
         } else {
@@ -626,6 +636,17 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+pub async fn htmx() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!(concat!(env!("OUT_DIR"), "/htmx.min.js")),
     )
         .into_response()
 }

@@ -189,12 +189,21 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
         .send_keys("a")
         .await
         .expect("a pressed");
-    client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("p.notice"))
+    // The card goes: swapped for a confirmation, then the live list catches up.
+    text_of(&client, "#list", "Nothing is waiting").await;
+    // htmx did it in place: no navigation to the no-JavaScript redirect.
+    let loaded = client
+        .execute("return typeof htmx", vec![])
         .await
-        .expect("a confirmation");
+        .expect("a script");
+    assert_eq!(loaded, json!("object"), "htmx is loaded");
+    let url = client.current_url().await.expect("a url");
+    assert_eq!(url.path(), "/inbox");
+    assert_eq!(
+        url.query(),
+        None,
+        "the card was swapped in place, not the page reloaded"
+    );
     settle(&app).await;
     client.refresh().await.expect("reloaded");
     let list = client

@@ -501,3 +501,42 @@ async fn bulk_approval_approves_every_selected_card_and_counts_what_it_could_not
     assert!(html.contains("Approved 1; 1 could not be"), "{html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_htmx_a_decision_answers_with_the_fragment_that_replaces_the_card() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let (_, html, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert!(
+        html.contains("hx-post=\"/proposals/"),
+        "the forms are htmx-enabled"
+    );
+    assert!(html.contains("src=\"/static/htmx.min.js\""));
+    let csrf = csrf_of(&html);
+    let (id, hash) = &ids[0];
+    let response = browser()
+        .post(app.url(&format!("/proposals/{id}/reject")))
+        .header("cookie", &cookie)
+        .header("hx-request", "true")
+        .header("x-csrf-token", &csrf)
+        .form(&[("payload_hash", hash.as_str()), ("reason", "not now")])
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let fragment = response.text().await.unwrap_or_default();
+    assert_eq!(
+        fragment,
+        format!("<p class=\"notice\" role=\"status\" id=\"p-{id}\">Rejected.</p>")
+    );
+    let (status, script, headers) = page(&app, None, "/static/htmx.min.js").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/javascript"));
+    assert!(script.contains("htmx"), "the embedded htmx");
+    app.stop().await;
+}
