@@ -227,35 +227,83 @@ pub async fn inbox(pool: &PgPool, filter: &InboxFilter) -> Result<Vec<Summary>, 
         .await
 }
 
+/// What Today's Moves may be narrowed to. The status is `pending` unless asked otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct QueueFilter {
+    pub status: Option<String>,
+    pub owner: Option<String>,
+    pub vertical: Option<String>,
+}
+
 /// Today's Moves: the top `limit` pending proposals, due within 24 hours first, then by
-/// score; and how many are pending in all. Two index walks in score order rather than one
-/// sort of everything pending.
+/// score; and how many are pending in all.
 pub async fn todays_moves(pool: &PgPool, limit: i64) -> Result<(Vec<Summary>, i64), sqlx::Error> {
+    queue(pool, &QueueFilter::default(), limit).await
+}
+
+/// Today's Moves narrowed by `filter`: due within 24 hours first, then by score, and the
+/// count of all that match. Two index walks in score order rather than one sort of
+/// everything; only the filters asked for go into the query.
+pub async fn queue(
+    pool: &PgPool,
+    filter: &QueueFilter,
+    limit: i64,
+) -> Result<(Vec<Summary>, i64), sqlx::Error> {
     let limit = limit.clamp(1, 500);
-    let mut moves: Vec<Summary> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM proposal_summaries \
-         WHERE status = 'pending' AND due_by <= now() + interval '24 hours' \
-         ORDER BY score DESC, created_at, id LIMIT $1"
-    ))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    if (moves.len() as i64) < limit {
-        let rest: Vec<Summary> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM proposal_summaries \
-             WHERE status = 'pending' AND (due_by IS NULL OR due_by > now() + interval '24 hours') \
-             ORDER BY score DESC, created_at, id LIMIT $1"
-        ))
-        .bind(limit - moves.len() as i64)
+    let mut conditions = String::from("status = $1");
+    let mut n = 1;
+    if filter.owner.is_some() {
+        n += 1;
+        conditions.push_str(&format!(" AND owner = ${n}"));
+    }
+    if filter.vertical.is_some() {
+        n += 1;
+        conditions.push_str(&format!(" AND vertical = ${n}"));
+    }
+    let status = filter.status.clone().unwrap_or_else(|| "pending".into());
+    let soon_sql = format!(
+        "SELECT {COLUMNS} FROM proposal_summaries WHERE {conditions} \
+         AND due_by <= now() + interval '24 hours' ORDER BY score DESC, created_at, id LIMIT ${}",
+        n + 1
+    );
+    let rest_sql = format!(
+        "SELECT {COLUMNS} FROM proposal_summaries WHERE {conditions} \
+         AND (due_by IS NULL OR due_by > now() + interval '24 hours') \
+         ORDER BY score DESC, created_at, id LIMIT ${}",
+        n + 1
+    );
+    let count_sql = format!("SELECT count(*) FROM proposal_summaries WHERE {conditions}");
+    let mut moves: Vec<Summary> = bound(sqlx::query_as(&soon_sql), &status, filter)
+        .bind(limit)
         .fetch_all(pool)
         .await?;
+    if (moves.len() as i64) < limit {
+        let rest: Vec<Summary> = bound(sqlx::query_as(&rest_sql), &status, filter)
+            .bind(limit - moves.len() as i64)
+            .fetch_all(pool)
+            .await?;
         moves.extend(rest);
     }
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM proposal_summaries WHERE status = 'pending'")
-            .fetch_one(pool)
-            .await?;
+    let (total,): (i64,) = bound(sqlx::query_as(&count_sql), &status, filter)
+        .fetch_one(pool)
+        .await?;
     Ok((moves, total))
+}
+
+/// Binds the queue's filter values, in the order `queue` numbered them.
+fn bound<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    status: &str,
+    filter: &QueueFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let mut query = query.bind(status.to_string());
+    if let Some(owner) = &filter.owner {
+        query = query.bind(owner.clone());
+    }
+    if let Some(vertical) = &filter.vertical {
+        query = query.bind(vertical.clone());
+    }
+    query
 }
 
 /// Every proposal drafted from the given signal, for tests and the audit.

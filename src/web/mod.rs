@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/inbox/stream", get(pages::inbox_stream))
         .route("/queue", get(pages::queue))
         .route("/audit", get(pages::audit))
+        .route("/signals/{id}", get(pages::signal))
         .route("/static/app.js", get(pages::script))
         .route("/static/htmx.min.js", get(pages::htmx))
         .route("/proposals/approve-selected", post(pages::approve_selected))

@@ -15,7 +15,9 @@ use super::error::ApiError;
 use super::session::{self, Session};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
-use crate::projections::proposals::{inbox as inbox_rows, todays_moves, InboxFilter, Summary};
+use crate::projections::proposals::{
+    inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter, Summary,
+};
 use crate::projections::users::credentials;
 
 /// A hash of nothing in particular, checked when the address is unknown.
@@ -152,8 +154,90 @@ impl Card {
         strings(&self.inbound_ids)
     }
 
+    /// Each source signal with the address of its page.
+    pub fn signal_links(&self) -> Vec<(String, String)> {
+        self.inbound_list()
+            .into_iter()
+            .map(|id| {
+                let href = format!("/signals/{}", path_segment(&id));
+                (id, href)
+            })
+            .collect()
+    }
+
     pub fn action_pretty(&self) -> String {
         serde_json::to_string_pretty(&self.action).unwrap_or_default()
+    }
+}
+
+/// Percent-encodes all but unreserved characters and `:`, for a path segment.
+fn path_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "signal.html")]
+struct SignalPage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    id: String,
+    source: String,
+    kind: String,
+    occurred_at: String,
+    received_at: DateTime<Utc>,
+    payload: String,
+}
+
+/// `GET /signals/{id}`: a delivery as it was received.
+pub async fn signal(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let row: Result<Option<(DateTime<Utc>, Value)>, sqlx::Error> = sqlx::query_as(
+        "SELECT recorded_at, payload::jsonb FROM events WHERE aggregate_type = 'Inbound' AND aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&id)
+    .fetch_optional(state.store.pool())
+    .await;
+    match row {
+        Ok(Some((received_at, payload))) => {
+            let received = payload.get("Received").cloned().unwrap_or(payload);
+            let text = |key: &str| {
+                received
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            render(
+                StatusCode::OK,
+                SignalPage {
+                    signed_in: Some(session.actor.email.clone()),
+                    csrf: session.csrf.clone(),
+                    notice: None,
+                    source: text("source"),
+                    kind: text("kind"),
+                    occurred_at: text("occurred_at"),
+                    received_at,
+                    payload: received
+                        .get("payload")
+                        .and_then(|p| serde_json::to_string_pretty(p).ok())
+                        .unwrap_or_default(),
+                    id,
+                },
+            )
+        }
+        Ok(None) => page_error(&session, ApiError::NotFound(format!("no signal {id}"))),
+        Err(error) => page_error(&session, error.into()),
     }
 }
 
@@ -396,10 +480,40 @@ struct QueuePage {
     proposals: Vec<Card>,
     total: i64,
     may_decide: bool,
+    statuses: [&'static str; 6],
+    verticals: [&'static str; 5],
+    status: String,
+    owner: String,
+    vertical: Option<String>,
 }
 
-pub async fn queue(State(state): State<AppState>, session: Session) -> Response {
-    match todays_moves(state.store.pool(), 50).await {
+const STATUSES: [&str; 6] = [
+    "pending",
+    "approved",
+    "rejected",
+    "superseded",
+    "expired",
+    "suppressed",
+];
+
+#[derive(Deserialize)]
+pub struct QueueQuery {
+    status: Option<String>,
+    owner: Option<String>,
+    vertical: Option<String>,
+}
+
+pub async fn queue(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<QueueQuery>,
+) -> Response {
+    let filter = QueueFilter {
+        status: known(query.status, &STATUSES),
+        owner: query.owner.filter(|o| !o.trim().is_empty()),
+        vertical: known(query.vertical, &VERTICALS),
+    };
+    match queue_rows(state.store.pool(), &filter, 50).await {
         Ok((rows, total)) => render(
             StatusCode::OK,
             QueuePage {
@@ -409,6 +523,11 @@ pub async fn queue(State(state): State<AppState>, session: Session) -> Response 
                 proposals: rows.into_iter().map(Card::from).collect(),
                 total,
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
+                statuses: STATUSES,
+                verticals: VERTICALS,
+                status: filter.status.clone().unwrap_or_else(|| "pending".into()),
+                owner: filter.owner.clone().unwrap_or_default(),
+                vertical: filter.vertical.clone(),
             },
         ),
         Err(error) => page_error(&session, error.into()),

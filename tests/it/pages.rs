@@ -540,3 +540,87 @@ async fn with_htmx_a_decision_answers_with_the_fragment_that_replaces_the_card()
     assert!(script.contains("htmx"), "the embedded htmx");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_queue_filters_by_status_owner_and_vertical_and_cards_link_their_signal() {
+    let app = TestApp::spawn_with(configured()).await;
+    let ids = proposals(&app).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/github/workflow_run.completed.failure.json");
+    let delivery = execops::send::prepare(
+        &path,
+        &configured(),
+        &format!("http://{}", app.addr),
+        chrono::Utc::now(),
+    )
+    .expect("signs");
+    post(&app, &delivery).await;
+    settle(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/proposals/{}/reject", ids[0].0)))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reason": "no"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    settle(&app).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let count = |html: &str| html.matches("class=\"card ").count();
+    let (_, all, _) = page(&app, Some(&cookie), "/queue").await;
+    assert_eq!(
+        count(&all),
+        3,
+        "pending: one payment email and two CI proposals"
+    );
+    let (_, engineering, _) = page(&app, Some(&cookie), "/queue?vertical=engineering").await;
+    assert_eq!(count(&engineering), 2);
+    let (_, owned, _) = page(&app, Some(&cookie), "/queue?owner=%23founders").await;
+    assert_eq!(
+        count(&owned),
+        0,
+        "the owner's DM was rejected; nothing else pending is theirs"
+    );
+    let (_, rejected, _) = page(&app, Some(&cookie), "/queue?status=rejected").await;
+    assert_eq!(count(&rejected), 1);
+    assert!(rejected.contains("DM the account owner"));
+    let (status, bogus, _) = page(
+        &app,
+        Some(&cookie),
+        "/queue?status=%27%3B%20DROP%20TABLE%20events&vertical=nope",
+    )
+    .await;
+    assert_eq!(status, 200, "unknown filter values are ignored");
+    assert_eq!(count(&bogus), 3);
+
+    // Each card links the signal it came from.
+    let link = all
+        .split("href=\"/signals/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a signal link");
+    let (status, signal, _) = page(&app, Some(&cookie), &format!("/signals/{link}")).await;
+    assert_eq!(status, 200);
+    assert!(signal.contains("As it was delivered"));
+    assert!(signal.contains("<pre>{"), "the payload is shown: {signal}");
+    let (status, _, _) = page(&app, Some(&cookie), "/signals/stripe:evt_none").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_limit_however_active() {
+    let mut pairs: Vec<(&str, &str)> = crate::webhooks::SECRETS.to_vec();
+    pairs.push(("EXECOPS_SESSION_MAX_HOURS", "0"));
+    let app = TestApp::spawn_with(crate::common::config(&pairs)).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let (status, _, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert_eq!(
+        status, 303,
+        "an absolute limit of zero ends the session at once"
+    );
+    app.stop().await;
+}

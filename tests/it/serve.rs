@@ -385,15 +385,15 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         "the demo admin could not sign in: {last}"
     );
     eventually(Duration::from_secs(20), "a populated inbox", || async {
-        let html = browser
+        let Ok(response) = browser
             .get(format!("{base}/inbox"))
             .header("cookie", &cookie)
             .send()
             .await
-            .expect("an answer")
-            .text()
-            .await
-            .unwrap_or_default();
+        else {
+            return false;
+        };
+        let html = response.text().await.unwrap_or_default();
         html.matches("class=\"card ").count() >= 7 && html.contains("Prepare dispute evidence")
     })
     .await;
