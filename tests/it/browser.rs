@@ -37,10 +37,7 @@ fn driver() -> Driver {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = crate::common::free_port();
     let child = Command::new(chromedriver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -128,3 +128,19 @@ pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// A free port below Linux's ephemeral range (32768 and up), so that nothing binding port 0
+/// meanwhile (the embedded Postgres, another test's server) can be handed the same one
+/// before `execops` binds it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 4_000) as u16 * 3;
+    for _ in 0..2_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}

@@ -10,7 +10,7 @@ use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use execops::store::{connect, Store};
 use execops::telemetry::Metrics;
 
-use crate::common::{count, eventually, receive};
+use crate::common::{count, eventually, free_port, receive};
 
 struct DataDir(PathBuf);
 
@@ -26,13 +26,6 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn spawn_serve(data_dir: &Path, port: u16) -> Child {

@@ -560,10 +560,7 @@ async fn webhooks_get_503_while_postgres_is_down_and_200_once_it_is_back() {
 
     let dir = std::env::temp_dir().join(format!("execops-outage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = crate::common::free_port();
     let options = EmbeddedOptions {
         port: Some(port),
         ..EmbeddedOptions::new(&dir).throwaway()
