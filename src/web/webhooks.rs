@@ -98,15 +98,37 @@ async fn record(
     })
 }
 
+/// A sender's verification: secret, headers, raw body, now.
+type Verify = fn(&str, &HeaderMap, &[u8], chrono::DateTime<Utc>) -> Result<Ingested, IngestError>;
+
+/// What every built-in sender's endpoint does first: find its secret, read the body within
+/// the limit, and verify and parse it.
+async fn take(
+    state: &AppState,
+    (source, setting): (&str, &str),
+    headers: &HeaderMap,
+    body: Body,
+    verify: Verify,
+) -> Result<Ingested, ApiError> {
+    let secret = secret(state, source, setting)?;
+    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
+    Ok(verify(secret, headers, &body, Utc::now())?)
+}
+
 #[tracing::instrument(skip_all, fields(source = "stripe"))]
 pub async fn stripe(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "stripe", "STRIPE_WEBHOOK_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = stripe::verify(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("stripe", "STRIPE_WEBHOOK_SECRET"),
+        &headers,
+        body,
+        stripe::verify,
+    )
+    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
@@ -116,9 +138,14 @@ pub async fn github(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "github", "GITHUB_WEBHOOK_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = github::verify(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("github", "GITHUB_WEBHOOK_SECRET"),
+        &headers,
+        body,
+        github::verify,
+    )
+    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
@@ -128,9 +155,14 @@ pub async fn slack_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "slack", "SLACK_SIGNING_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = slack::verify_event(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("slack", "SLACK_SIGNING_SECRET"),
+        &headers,
+        body,
+        slack::verify_event,
+    )
+    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
@@ -140,9 +172,14 @@ pub async fn slack_commands(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "slack", "SLACK_SIGNING_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = slack::verify_command(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("slack", "SLACK_SIGNING_SECRET"),
+        &headers,
+        body,
+        slack::verify_command,
+    )
+    .await?;
     let command = match &ingested {
         Ingested::Signals(signals) => signals
             .first()
@@ -163,13 +200,7 @@ pub async fn slack_commands(
 
 /// `/execops`: the top of Today's Moves, read only.
 async fn todays_moves_text(state: &AppState) -> Result<String, ApiError> {
-    let (moves, total) = todays_moves(state.store.pool(), 5).await.map_err(|e| {
-        if crate::store::is_unavailable(&e) {
-            ApiError::Unavailable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
-        }
-    })?;
+    let (moves, total) = todays_moves(state.store.pool(), 5).await?;
     if moves.is_empty() {
         return Ok("Nothing is waiting for a decision.".to_string());
     }
@@ -193,9 +224,14 @@ pub async fn slack_interactions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "slack", "SLACK_SIGNING_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = slack::verify_interaction(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("slack", "SLACK_SIGNING_SECRET"),
+        &headers,
+        body,
+        slack::verify_interaction,
+    )
+    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
@@ -237,9 +273,14 @@ pub async fn intercom(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = secret(&state, "intercom", "INTERCOM_CLIENT_SECRET")?;
-    let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = intercom::verify(secret, &headers, &body, Utc::now())?;
+    let ingested = take(
+        &state,
+        ("intercom", "INTERCOM_CLIENT_SECRET"),
+        &headers,
+        body,
+        intercom::verify,
+    )
+    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
