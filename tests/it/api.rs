@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{eventually, TestApp};
 use crate::policies::settle;
-use crate::webhooks::{configured, post};
+use crate::webhooks::{configured, post, send_fixture};
 
 /// Adds a person with `role` and returns a live API token for them.
 pub async fn person(app: &TestApp, email: &str, role: Role) -> String {
@@ -82,16 +82,7 @@ async fn call(
 
 /// A pending proposal to decide on: the card-update email of the failed-payment fixture.
 async fn pending_proposal(app: &TestApp) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/stripe/invoice.payment_failed.json");
-    let delivery = execops::send::prepare(
-        &path,
-        &configured(),
-        &format!("http://{}", app.addr),
-        chrono::Utc::now(),
-    )
-    .expect("signs");
-    post(app, &delivery).await;
+    send_fixture(app, "stripe/invoice.payment_failed.json").await;
     settle(app).await;
     sqlx::query_scalar("SELECT id FROM proposal_summaries WHERE action_type = 'email.send'")
         .fetch_one(app.store.pool())

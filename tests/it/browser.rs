@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::api::person;
 use crate::common::TestApp;
 use crate::policies::settle;
-use crate::webhooks::{configured, post};
+use crate::webhooks::{configured, send_fixture};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -136,21 +136,6 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::create_dir_all(&dir).expect("a screenshot directory");
     let png = client.screenshot().await.expect("a screenshot");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("saved");
-}
-
-async fn send_fixture(app: &TestApp, name: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    let delivery = execops::send::prepare(
-        &path,
-        &configured(),
-        &format!("http://{}", app.addr),
-        chrono::Utc::now(),
-    )
-    .expect("signs");
-    let (status, _) = post(app, &delivery).await;
-    assert_eq!(status, 200);
 }
 
 #[tokio::test]

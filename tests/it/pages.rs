@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::api::person;
 use crate::common::TestApp;
 use crate::policies::settle;
-use crate::webhooks::{configured, post};
+use crate::webhooks::{configured, post, send_fixture};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -93,16 +93,7 @@ fn csrf_of(html: &str) -> String {
 }
 
 async fn proposals(app: &TestApp) -> Vec<(String, String)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/stripe/invoice.payment_failed.json");
-    let delivery = execops::send::prepare(
-        &path,
-        &configured(),
-        &format!("http://{}", app.addr),
-        chrono::Utc::now(),
-    )
-    .expect("signs");
-    post(app, &delivery).await;
+    send_fixture(app, "stripe/invoice.payment_failed.json").await;
     settle(app).await;
     sqlx::query_as("SELECT id, payload_hash FROM proposal_summaries ORDER BY title")
         .fetch_all(app.store.pool())

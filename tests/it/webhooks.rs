@@ -84,6 +84,15 @@ pub async fn post(app: &TestApp, delivery: &Delivery) -> (u16, Value) {
     (status, body)
 }
 
+/// Signs the fixture `name` (a path under `fixtures/`) as its sender would and posts it;
+/// it must be taken.
+pub async fn send_fixture(app: &TestApp, name: &str) -> Value {
+    let delivery = prepare(&fixture(name), &configured(), &base(app), Utc::now()).expect("signs");
+    let (status, body) = post(app, &delivery).await;
+    assert_eq!(status, 200, "{name}: {body}");
+    body
+}
+
 /// Deliveries recorded (the router adds proposals of its own meanwhile).
 async fn events(app: &TestApp) -> i64 {
     count(
