@@ -185,15 +185,17 @@ async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> any
         let base = format!("http://{addr}");
         let password = crate::demo::demo_admin(&app.state.store).await?;
         let sent = crate::demo::send_fixtures(&config, &fixtures, &base).await?;
-        println!("ExecOps demo: {sent} deliveries sent through the signed webhooks.");
-        println!(
-            "Open {base}/inbox and sign in as {} with password {password}",
-            crate::demo::DEMO_ADMIN
-        );
-        println!(
-            "Ctrl-C stops it; the data stays in {}.",
+        // One write, and a closed standard output is no reason to stop serving.
+        let text = format!(
+            "ExecOps demo: {sent} deliveries sent through the signed webhooks.\n\
+             Open {base}/inbox and sign in as {} with password {password}\n\
+             Ctrl-C stops it; the data stays in {}.\n",
+            crate::demo::DEMO_ADMIN,
             config.data_dir.display()
         );
+        let mut out = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+        let _ = std::io::Write::flush(&mut out);
     }
     let served = server.await.context("the server task")?;
     tracing::info!("HTTP drained; stopping subscriptions");

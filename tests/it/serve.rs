@@ -326,15 +326,19 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         .spawn()
         .expect("the demo starts");
     let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("Open "))
-    })
-    .await
-    .expect("reader")
-    .expect("the demo prints where to sign in");
+    // Read on to the end, so the demo never writes into a closed pipe.
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Open ") {
+                let _ = line_tx.send(line);
+            }
+        }
+    });
+    let line = tokio::task::spawn_blocking(move || line_rx.recv_timeout(Duration::from_secs(120)))
+        .await
+        .expect("reader")
+        .expect("the demo prints where to sign in");
     let password = line.rsplit(' ').next().expect("a password").to_string();
     assert!(
         line.contains(&format!("http://127.0.0.1:{port}/inbox")),
