@@ -381,7 +381,9 @@ async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> a
     listener.listen(EVENTS_CHANNEL).await?;
     let mut last = crate::store::log::LogPosition::START;
     for event in read_last(pool, lines.max(0)).await? {
-        println!("{}", render(&event, json));
+        if !print_line(&render(&event, json)) {
+            return Ok(());
+        }
         last = event.log;
     }
     if lines <= 0 {
@@ -396,7 +398,9 @@ async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> a
     loop {
         let batch = read_after(pool, last, 500).await?;
         for event in &batch {
-            println!("{}", render(event, json));
+            if !print_line(&render(event, json)) {
+                return Ok(());
+            }
             last = event.log;
         }
         if batch.is_empty() {
@@ -408,6 +412,13 @@ async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> a
         }
     }
     Ok(())
+}
+
+/// Writes one line to standard output; false once nobody reads it any more (`| head`).
+fn print_line(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 fn render(event: &StoredEvent, json: bool) -> String {

@@ -97,3 +97,35 @@ async fn events_tail_follows_new_events_as_they_commit() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn events_tail_ends_quietly_when_its_reader_goes_away() {
+    let db = TestDatabase::new().await.expect("a database");
+    let store = Store::new(db.pool.clone(), Metrics::new());
+    let mut child = execops(&db)
+        .args(["events", "tail", "-n", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(child.stdout.take()); // like `| head` closing its end
+    receive(&store, "evt_nobody_reads").await;
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("waiter")
+    .expect("it ends by itself");
+    assert!(status.success(), "{status}");
+}
