@@ -63,16 +63,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))
         .route("/api/v1/proposals/{id}/reject", post(api::reject))
-        .route("/webhooks/stripe", post(webhooks::stripe))
-        .route("/webhooks/github", post(webhooks::github))
-        .route("/webhooks/slack/events", post(webhooks::slack_events))
+        .route("/webhooks/stripe", webhooks::endpoint(&webhooks::STRIPE))
+        .route("/webhooks/github", webhooks::endpoint(&webhooks::GITHUB))
+        .route(
+            "/webhooks/slack/events",
+            webhooks::endpoint(&webhooks::SLACK_EVENTS),
+        )
         .route("/webhooks/slack/commands", post(webhooks::slack_commands))
         .route(
             "/webhooks/slack/interactions",
-            post(webhooks::slack_interactions),
+            webhooks::endpoint(&webhooks::SLACK_INTERACTIONS),
         )
         .route("/webhooks/hubspot", post(webhooks::hubspot))
-        .route("/webhooks/intercom", post(webhooks::intercom))
+        .route(
+            "/webhooks/intercom",
+            webhooks::endpoint(&webhooks::INTERCOM),
+        )
         .route("/webhooks/std/{source}", post(webhooks::standard))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(

@@ -8,10 +8,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
 use axum::Json;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::error::ApiError;
 use super::AppState;
@@ -101,69 +103,68 @@ async fn record(
 /// A sender's verification: secret, headers, raw body, now.
 type Verify = fn(&str, &HeaderMap, &[u8], chrono::DateTime<Utc>) -> Result<Ingested, IngestError>;
 
-/// What every built-in sender's endpoint does first: find its secret, read the body within
-/// the limit, and verify and parse it.
+/// A built-in sender whose endpoint is: find its secret, read the body within the limit,
+/// verify and parse it, record it.
+pub struct Sender {
+    source: &'static str,
+    /// The setting that holds its secret, named when it is missing.
+    setting: &'static str,
+    verify: Verify,
+}
+
+pub const STRIPE: Sender = Sender {
+    source: "stripe",
+    setting: "STRIPE_WEBHOOK_SECRET",
+    verify: stripe::verify,
+};
+pub const GITHUB: Sender = Sender {
+    source: "github",
+    setting: "GITHUB_WEBHOOK_SECRET",
+    verify: github::verify,
+};
+pub const SLACK_EVENTS: Sender = Sender {
+    source: "slack",
+    setting: "SLACK_SIGNING_SECRET",
+    verify: slack::verify_event,
+};
+pub const SLACK_COMMANDS: Sender = Sender {
+    source: "slack",
+    setting: "SLACK_SIGNING_SECRET",
+    verify: slack::verify_command,
+};
+pub const SLACK_INTERACTIONS: Sender = Sender {
+    source: "slack",
+    setting: "SLACK_SIGNING_SECRET",
+    verify: slack::verify_interaction,
+};
+pub const INTERCOM: Sender = Sender {
+    source: "intercom",
+    setting: "INTERCOM_CLIENT_SECRET",
+    verify: intercom::verify,
+};
+
 async fn take(
     state: &AppState,
-    (source, setting): (&str, &str),
+    sender: &Sender,
     headers: &HeaderMap,
     body: Body,
-    verify: Verify,
 ) -> Result<Ingested, ApiError> {
-    let secret = secret(state, source, setting)?;
+    let secret = secret(state, sender.source, sender.setting)?;
     let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    Ok(verify(secret, headers, &body, Utc::now())?)
+    Ok((sender.verify)(secret, headers, &body, Utc::now())?)
 }
 
-#[tracing::instrument(skip_all, fields(source = "stripe"))]
-pub async fn stripe(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("stripe", "STRIPE_WEBHOOK_SECRET"),
-        &headers,
-        body,
-        stripe::verify,
+/// The endpoint of a sender that needs nothing beyond [`take`] and [`record`].
+pub fn endpoint(sender: &'static Sender) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>, headers: HeaderMap, body: Body| {
+            async move {
+                let ingested = take(&state, sender, &headers, body).await?;
+                Ok::<_, ApiError>(Json(record(&state, &headers, ingested).await?))
+            }
+            .instrument(tracing::info_span!("webhook", source = sender.source))
+        },
     )
-    .await?;
-    Ok(Json(record(&state, &headers, ingested).await?))
-}
-
-#[tracing::instrument(skip_all, fields(source = "github"))]
-pub async fn github(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("github", "GITHUB_WEBHOOK_SECRET"),
-        &headers,
-        body,
-        github::verify,
-    )
-    .await?;
-    Ok(Json(record(&state, &headers, ingested).await?))
-}
-
-#[tracing::instrument(skip_all, fields(source = "slack"))]
-pub async fn slack_events(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("slack", "SLACK_SIGNING_SECRET"),
-        &headers,
-        body,
-        slack::verify_event,
-    )
-    .await?;
-    Ok(Json(record(&state, &headers, ingested).await?))
 }
 
 #[tracing::instrument(skip_all, fields(source = "slack"))]
@@ -172,14 +173,7 @@ pub async fn slack_commands(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("slack", "SLACK_SIGNING_SECRET"),
-        &headers,
-        body,
-        slack::verify_command,
-    )
-    .await?;
+    let ingested = take(&state, &SLACK_COMMANDS, &headers, body).await?;
     let command = match &ingested {
         Ingested::Signals(signals) => signals
             .first()
@@ -218,23 +212,6 @@ async fn todays_moves_text(state: &AppState) -> Result<String, ApiError> {
     Ok(text)
 }
 
-#[tracing::instrument(skip_all, fields(source = "slack"))]
-pub async fn slack_interactions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("slack", "SLACK_SIGNING_SECRET"),
-        &headers,
-        body,
-        slack::verify_interaction,
-    )
-    .await?;
-    Ok(Json(record(&state, &headers, ingested).await?))
-}
-
 #[tracing::instrument(skip_all, fields(source = "hubspot"))]
 pub async fn hubspot(
     State(state): State<AppState>,
@@ -264,23 +241,6 @@ pub async fn hubspot(
         &body,
         Utc::now(),
     )?;
-    Ok(Json(record(&state, &headers, ingested).await?))
-}
-
-#[tracing::instrument(skip_all, fields(source = "intercom"))]
-pub async fn intercom(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let ingested = take(
-        &state,
-        ("intercom", "INTERCOM_CLIENT_SECRET"),
-        &headers,
-        body,
-        intercom::verify,
-    )
-    .await?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
 
