@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
-    any_matches, check_timestamp, hmac_sha256, id_field, json, parse_timestamp, signature_header,
-    IngestError, Ingested,
+    any_matches, check_timestamp, hmac_sha256, id_field, json, parse_timestamp, required,
+    signature_header, IngestError, Ingested,
 };
 use crate::domain::Signal;
 
@@ -49,11 +49,7 @@ pub fn verify(
         .into_iter()
         .map(|event| {
             let external_id = id_field(&event, "eventId")?;
-            let kind = event
-                .get("subscriptionType")
-                .and_then(|t| t.as_str())
-                .ok_or(IngestError::MissingField("subscriptionType"))?
-                .to_string();
+            let kind = required(&event, "subscriptionType")?.to_string();
             let occurred_at = event
                 .get("occurredAt")
                 .and_then(|t| t.as_i64())

@@ -7,7 +7,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 use super::{
-    any_matches, id_field, json, signature_header, unhex, unix_seconds, IngestError, Ingested,
+    any_matches, id_field, json, required, signature_header, unhex, unix_seconds, IngestError,
+    Ingested,
 };
 use crate::domain::Signal;
 
@@ -38,11 +39,7 @@ pub fn verify(
     }
     let payload = json(body)?;
     let external_id = id_field(&payload, "id")?;
-    let kind = payload
-        .get("topic")
-        .and_then(|t| t.as_str())
-        .ok_or(IngestError::MissingField("topic"))?
-        .to_string();
+    let kind = required(&payload, "topic")?.to_string();
     let occurred_at = unix_seconds(payload.get("created_at")).unwrap_or(now);
     Ok(Ingested::Signals(vec![Signal {
         source: "intercom".into(),

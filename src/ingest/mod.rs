@@ -163,6 +163,26 @@ pub(crate) fn json(body: &[u8]) -> Result<Value, IngestError> {
     serde_json::from_str(text).map_err(|e| IngestError::MalformedJson(e.to_string()))
 }
 
+/// A string field a delivery must have; empty counts as missing.
+pub(crate) fn required_str<'a>(
+    value: &'a serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, IngestError> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(IngestError::MissingField(field))
+}
+
+/// [`required_str`] on any JSON value (non-objects have no fields).
+pub(crate) fn required<'a>(value: &'a Value, field: &'static str) -> Result<&'a str, IngestError> {
+    match value {
+        Value::Object(map) => required_str(map, field),
+        _ => Err(IngestError::MissingField(field)),
+    }
+}
+
 /// A string or number field, as a string: senders disagree on which ids are numbers.
 pub(crate) fn id_field(value: &Value, field: &'static str) -> Result<String, IngestError> {
     match value.get(field) {

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    any_matches, body_id, check_timestamp, hmac_sha256, json, parse_timestamp, signature_header,
-    unhex, unix_seconds, utf8, IngestError, Ingested,
+    any_matches, body_id, check_timestamp, hmac_sha256, json, parse_timestamp, required,
+    required_str, signature_header, unhex, unix_seconds, utf8, IngestError, Ingested,
 };
 use crate::domain::Signal;
 
@@ -49,15 +49,9 @@ pub fn verify_event(
 ) -> Result<Ingested, IngestError> {
     verify_signature(secret, headers, body, now)?;
     let payload = json(body)?;
-    let kind = payload
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or(IngestError::MissingField("type"))?;
+    let kind = required(&payload, "type")?;
     if kind == "url_verification" {
-        let challenge = payload
-            .get("challenge")
-            .and_then(|c| c.as_str())
-            .ok_or(IngestError::MissingField("challenge"))?;
+        let challenge = required(&payload, "challenge")?;
         return Ok(Ingested::Reply(
             serde_json::json!({ "challenge": challenge }),
         ));
@@ -100,12 +94,7 @@ pub fn verify_command(
 ) -> Result<Ingested, IngestError> {
     verify_signature(secret, headers, body, now)?;
     let fields = form(body)?;
-    let external_id = fields
-        .get("trigger_id")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .ok_or(IngestError::MissingField("trigger_id"))?
-        .to_string();
+    let external_id = required_str(&fields, "trigger_id")?.to_string();
     if !fields.contains_key("command") {
         return Err(IngestError::MissingField("command"));
     }
@@ -127,16 +116,10 @@ pub fn verify_interaction(
 ) -> Result<Ingested, IngestError> {
     verify_signature(secret, headers, body, now)?;
     let fields = form(body)?;
-    let raw = fields
-        .get("payload")
-        .and_then(|p| p.as_str())
-        .ok_or(IngestError::MissingField("payload"))?;
+    let raw = required_str(&fields, "payload")?;
     let payload: Value =
         serde_json::from_str(raw).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
-    let kind = payload
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or(IngestError::MissingField("type"))?;
+    let kind = required(&payload, "type")?;
     let external_id = payload
         .get("trigger_id")
         .and_then(|t| t.as_str())

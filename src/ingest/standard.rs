@@ -10,8 +10,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use super::{
-    any_matches, check_timestamp, header, hmac_sha256, json, parse_timestamp, signature_header,
-    IngestError, Ingested,
+    any_matches, check_timestamp, header, hmac_sha256, json, parse_timestamp, required,
+    signature_header, IngestError, Ingested,
 };
 use crate::domain::Signal;
 
@@ -62,11 +62,7 @@ pub fn verify(
     check_timestamp(signed_at, now, TOLERANCE_SECS)?;
 
     let payload = json(body)?;
-    let kind = payload
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or(IngestError::MissingField("type"))?
-        .to_string();
+    let kind = required(&payload, "type")?.to_string();
     let occurred_at = payload
         .get("timestamp")
         .and_then(|t| t.as_str())

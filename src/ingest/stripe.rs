@@ -10,8 +10,8 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    any_matches, check_timestamp, hmac_sha256, id_field, json, parse_timestamp, signature_header,
-    unhex, unix_seconds, IngestError, Ingested,
+    any_matches, check_timestamp, hmac_sha256, id_field, json, parse_timestamp, required,
+    signature_header, unhex, unix_seconds, IngestError, Ingested,
 };
 use crate::domain::Signal;
 
@@ -44,11 +44,7 @@ pub fn verify(
 
     let event = json(body)?;
     let external_id = id_field(&event, "id")?;
-    let kind = event
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or(IngestError::MissingField("type"))?
-        .to_string();
+    let kind = required(&event, "type")?.to_string();
     let occurred_at = unix_seconds(event.get("created")).unwrap_or(now);
     Ok(Ingested::Signals(vec![Signal {
         source: "stripe".into(),
