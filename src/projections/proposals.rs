@@ -306,6 +306,91 @@ fn bound<'q, O>(
     query
 }
 
+/// One proposal as it stands.
+pub async fn by_id(pool: &PgPool, id: &str) -> Result<Option<Summary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Proposals of any status, newest first, after `after` (created at, id) when given. Only
+/// the filters asked for go into the query, so the planner walks the matching index.
+pub async fn newest(
+    pool: &PgPool,
+    status: Option<&str>,
+    vertical: Option<&str>,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<Summary>, sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM proposal_summaries WHERE true");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if status.is_some() {
+        sql.push_str(&format!(" AND status = ${}", next()));
+    }
+    if vertical.is_some() {
+        sql.push_str(&format!(" AND vertical = ${}", next()));
+    }
+    if after.is_some() {
+        let (a, b) = (next(), next());
+        sql.push_str(&format!(" AND (created_at, id) < (${a}, ${b})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        next()
+    ));
+    let mut select = sqlx::query_as::<_, Summary>(&sql);
+    if let Some(status) = status {
+        select = select.bind(status.to_string());
+    }
+    if let Some(vertical) = vertical {
+        select = select.bind(vertical.to_string());
+    }
+    if let Some((at, id)) = after {
+        select = select.bind(at).bind(id);
+    }
+    select.bind(limit).fetch_all(pool).await
+}
+
+/// One event of a proposal's stream, its fields unwrapped from the event's type.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub sequence: i64,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub data: Value,
+    pub metadata: Value,
+}
+
+/// Every event of a proposal's stream, in order: its timeline.
+pub async fn history(pool: &PgPool, id: &str) -> Result<Vec<Step>, sqlx::Error> {
+    let rows: Vec<(i64, String, DateTime<Utc>, Value, Value)> = sqlx::query_as(
+        "SELECT sequence, event_type, recorded_at, payload::jsonb, metadata::jsonb FROM events \
+         WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(sequence, event_type, recorded_at, payload, metadata)| Step {
+                data: payload.get(&event_type).cloned().unwrap_or(payload),
+                sequence,
+                event_type,
+                recorded_at,
+                metadata,
+            },
+        )
+        .collect())
+}
+
 /// Every proposal drafted from the given signal, for tests and the audit.
 pub async fn from_signal(pool: &PgPool, inbound_id: &str) -> Result<Vec<Summary>, sqlx::Error> {
     sqlx::query_as(&format!(

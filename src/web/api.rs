@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Actor, Permission};
 use crate::domain::{Decision, ProposalCommand, ProposalError};
-use crate::projections::proposals::Summary;
+use crate::projections::proposals::{by_id, history, newest, Summary};
 use crate::projections::users::actor_for_token;
 use crate::store::CommandError;
 
@@ -78,9 +78,6 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
         .ok_or_else(bad)?;
     Ok((at, id.to_string()))
 }
-
-const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
-    due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at";
 
 /// A proposal as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -232,42 +229,14 @@ pub async fn list(
         });
     }
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let (after_at, after_id) = match after {
-        Some((at, id)) => (Some(at), Some(id)),
-        None => (None, None),
-    };
-    // Only the conditions asked for, so the planner walks the (status, created_at, id) index.
-    let mut sql = format!("SELECT {COLUMNS} FROM proposal_summaries WHERE true");
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
-    };
-    if query.status.is_some() {
-        sql.push_str(&format!(" AND status = ${}", next()));
-    }
-    if query.vertical.is_some() {
-        sql.push_str(&format!(" AND vertical = ${}", next()));
-    }
-    if after_at.is_some() {
-        let (a, b) = (next(), next());
-        sql.push_str(&format!(" AND (created_at, id) < (${a}, ${b})"));
-    }
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT ${}",
-        next()
-    ));
-    let mut select = sqlx::query_as::<_, Summary>(&sql);
-    if let Some(status) = &query.status {
-        select = select.bind(status);
-    }
-    if let Some(vertical) = &query.vertical {
-        select = select.bind(vertical);
-    }
-    if let (Some(at), Some(id)) = (after_at, after_id) {
-        select = select.bind(at).bind(id);
-    }
-    let mut rows: Vec<Summary> = select.bind(limit + 1).fetch_all(state.store.pool()).await?;
+    let mut rows = newest(
+        state.store.pool(),
+        query.status.as_deref(),
+        query.vertical.as_deref(),
+        after,
+        limit + 1,
+    )
+    .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|p| encode_cursor(p.created_at, &p.id))
@@ -281,13 +250,9 @@ pub async fn list(
 }
 
 async fn summary(state: &AppState, id: &str) -> Result<Summary, ApiError> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM proposal_summaries WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(state.store.pool())
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no proposal {id}")))
+    by_id(state.store.pool(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no proposal {id}")))
 }
 
 /// One proposal with every event of its stream.
@@ -300,26 +265,18 @@ pub async fn get(
 ) -> Result<Json<ProposalDetail>, ApiError> {
     actor.may(Permission::Read)?;
     let proposal = summary(&state, &id).await?;
-    let history: Vec<(i64, String, DateTime<Utc>, Value, Value)> = sqlx::query_as(
-        "SELECT sequence, event_type, recorded_at, payload::jsonb, metadata::jsonb FROM events \
-         WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(&id)
-    .fetch_all(state.store.pool())
-    .await?;
+    let history = history(state.store.pool(), &id).await?;
     Ok(Json(ProposalDetail {
         proposal: item(&proposal),
         history: history
             .into_iter()
-            .map(
-                |(sequence, event_type, recorded_at, payload, metadata)| HistoryEntry {
-                    data: payload.get(&event_type).cloned().unwrap_or(payload),
-                    sequence,
-                    event_type,
-                    recorded_at,
-                    metadata,
-                },
-            )
+            .map(|step| HistoryEntry {
+                sequence: step.sequence,
+                event_type: step.event_type,
+                recorded_at: step.recorded_at,
+                data: step.data,
+                metadata: step.metadata,
+            })
             .collect(),
     }))
 }

@@ -16,7 +16,7 @@ use super::session::{self, Session};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
 use crate::projections::proposals::{
-    inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter, Summary,
+    by_id, history, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter, Summary,
 };
 use crate::projections::users::credentials;
 
@@ -534,7 +534,7 @@ pub async fn queue(
     }
 }
 
-pub struct Step {
+pub struct TimelineEntry {
     pub recorded_at: DateTime<Utc>,
     pub event_type: String,
     pub actor: Option<String>,
@@ -548,7 +548,7 @@ struct ProposalPage {
     csrf: String,
     notice: Option<String>,
     p: Card,
-    history: Vec<Step>,
+    history: Vec<TimelineEntry>,
     may_decide: bool,
 }
 
@@ -558,27 +558,10 @@ pub async fn proposal(
     Path(id): Path<String>,
 ) -> Response {
     let pool = state.store.pool();
-    let found = async {
-        let row: Option<Summary> = sqlx::query_as(
-            "SELECT id, status, vertical, action_type, title, reasoning, drivers, score, urgency, due_by, owner, \
-             subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at \
-             FROM proposal_summaries WHERE id = $1",
-        )
-        .bind(&id)
-        .fetch_optional(pool)
-        .await?;
-        let history: Vec<(String, DateTime<Utc>, Value)> = sqlx::query_as(
-            "SELECT event_type, recorded_at, payload::jsonb FROM events \
-             WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 ORDER BY sequence",
-        )
-        .bind(&id)
-        .fetch_all(pool)
-        .await?;
-        Ok::<_, sqlx::Error>((row, history))
-    }
-    .await;
+    let found =
+        async { Ok::<_, sqlx::Error>((by_id(pool, &id).await?, history(pool, &id).await?)) }.await;
     match found {
-        Ok((Some(row), history)) => render(
+        Ok((Some(row), steps)) => render(
             StatusCode::OK,
             ProposalPage {
                 signed_in: Some(session.actor.email.clone()),
@@ -586,19 +569,17 @@ pub async fn proposal(
                 notice: None,
                 p: row.into(),
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
-                history: history
+                history: steps
                     .into_iter()
-                    .map(|(event_type, recorded_at, payload)| {
-                        let data = payload.get(&event_type).cloned().unwrap_or(payload);
-                        Step {
-                            actor: data
-                                .get("actor")
-                                .and_then(Value::as_str)
-                                .map(str::to_string),
-                            data: serde_json::to_string_pretty(&data).unwrap_or_default(),
-                            recorded_at,
-                            event_type,
-                        }
+                    .map(|step| TimelineEntry {
+                        actor: step
+                            .data
+                            .get("actor")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        data: serde_json::to_string_pretty(&step.data).unwrap_or_default(),
+                        recorded_at: step.recorded_at,
+                        event_type: step.event_type,
                     })
                     .collect(),
             },
