@@ -134,11 +134,18 @@ impl Metrics {
     }
 
     pub fn event_appended(&self, aggregate_type: &str) {
+        self.events_appended_by(aggregate_type, 1);
+    }
+
+    pub fn events_appended_by(&self, aggregate_type: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
         self.events_appended
             .get_or_create(&AggregateLabels {
                 aggregate_type: aggregate_type.to_string(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// The Prometheus text exposition of everything registered.

@@ -128,9 +128,7 @@ async fn write_group(pool: &PgPool, metrics: &Metrics, group: Vec<Pending>) {
     }
     let inserted = insert(pool, &rows).await;
     let written = inserted.as_ref().map(|ids| ids.len()).unwrap_or(0);
-    for _ in 0..written {
-        metrics.event_appended(Inbound::TYPE);
-    }
+    metrics.events_appended_by(Inbound::TYPE, written as u64);
     for (id, first_copy, reply) in waiters {
         let answer = match &inserted {
             Ok(ids) if first_copy && ids.contains(&id) => Ok(Receipt::Accepted),
