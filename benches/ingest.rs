@@ -16,8 +16,9 @@ use chrono::Utc;
 use execops::app::App;
 use execops::config::Config;
 use execops::send::{sign, Delivery, Sender};
-use execops::store::embedded::{find_binaries, EmbeddedOptions, EmbeddedPostgres};
-use execops::store::{connect, create_database_if_missing, MIGRATOR};
+use execops::store::embedded::find_binaries;
+use execops::store::testing::BenchDatabase;
+use execops::store::{connect, MIGRATOR};
 
 const SECRET: &str = "whsec_bench_secret";
 
@@ -81,23 +82,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = env_usize("BENCH_CONCURRENCY", 16).max(1);
     let duplicates = env_usize("BENCH_DUPLICATES", 20).min(100);
 
-    let (url, cluster, where_) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url, None, "DATABASE_URL".to_string()),
-        Err(_) => {
-            let dir = std::env::temp_dir().join(format!("execops-bench-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            let options = EmbeddedOptions::new(&dir);
-            let cluster =
-                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
-            create_database_if_missing(&cluster.url("postgres"), "execops").await?;
-            let url = cluster.url("execops");
-            (
-                url,
-                Some((cluster, dir)),
-                "embedded postgres, durable defaults".to_string(),
-            )
-        }
-    };
+    let database = BenchDatabase::start("bench-ingest").await?;
+    let (url, where_) = (database.url.clone(), database.description);
     let config = Config::from_lookup(|key| match key {
         "STRIPE_WEBHOOK_SECRET" => Some(SECRET.to_string()),
         "EXECOPS_DB_MAX_CONNECTIONS" => Some((concurrency + 4).to_string()),
@@ -205,9 +191,6 @@ async fn main() -> anyhow::Result<()> {
     );
 
     pool.close().await;
-    if let Some((cluster, dir)) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    database.close().await?;
     Ok(())
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use execops::domain::{ProposalCommand, ProposalDraft, ProposalId, Urgency, Vertical};
-use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use execops::store::log::StoredEvent;
 use execops::store::subscription::{HandlerError, Registry, Runner, RunnerOptions, Subscriber};
-use execops::store::{connect, create_database_if_missing, Store, MIGRATOR};
+use execops::store::testing::BenchDatabase;
+use execops::store::{connect, Store, MIGRATOR};
 use execops::telemetry::Metrics;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -52,23 +52,8 @@ async fn main() -> anyhow::Result<()> {
     let events = env_usize("BENCH_EVENTS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 8).max(1);
 
-    let (url, cluster, where_) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url, None, "DATABASE_URL".to_string()),
-        Err(_) => {
-            let dir = std::env::temp_dir().join(format!("execops-bench-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            let options = EmbeddedOptions::new(&dir);
-            let cluster =
-                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
-            create_database_if_missing(&cluster.url("postgres"), "execops").await?;
-            let url = cluster.url("execops");
-            (
-                url,
-                Some((cluster, dir)),
-                "embedded postgres, durable defaults".to_string(),
-            )
-        }
-    };
+    let database = BenchDatabase::start("bench-store").await?;
+    let (url, where_) = (database.url.clone(), database.description);
     let pool = connect(&url, (concurrency as u32 + 4).max(10)).await?;
     MIGRATOR.run(&pool).await?;
     let store = Store::new(pool.clone(), Metrics::new());
@@ -163,9 +148,6 @@ async fn main() -> anyhow::Result<()> {
     );
 
     pool.close().await;
-    if let Some((cluster, dir)) = cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    database.close().await?;
     Ok(())
 }

@@ -12,8 +12,8 @@ use execops::auth::{hash_password, new_token};
 use execops::config::Config;
 use execops::domain::user::{Email, UserCommand};
 use execops::domain::{ProposalCommand, ProposalDraft, ProposalId, Role, Urgency, Vertical};
-use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
-use execops::store::{connect, create_database_if_missing, MIGRATOR};
+use execops::store::testing::BenchDatabase;
+use execops::store::{connect, MIGRATOR};
 use serde_json::json;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -103,12 +103,8 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let dir = std::env::temp_dir().join(format!("execops-bench-web-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let options = EmbeddedOptions::new(&dir);
-    let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
-    create_database_if_missing(&cluster.url("postgres"), "execops").await?;
-    let pool = connect(&cluster.url("execops"), 20).await?;
+    let database = BenchDatabase::start("bench-web").await?;
+    let pool = connect(&database.url, 20).await?;
     MIGRATOR.run(&pool).await?;
     let config = Config::from_lookup(|_| None)?;
     let app = App::start(pool.clone(), &config);
@@ -192,7 +188,6 @@ async fn main() -> anyhow::Result<()> {
     }
     app.stop().await;
     pool.close().await;
-    tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    let _ = std::fs::remove_dir_all(dir);
+    database.close().await?;
     Ok(())
 }

@@ -118,3 +118,43 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     parsed.set_path(&format!("/{database}"));
     Ok(parsed.to_string())
 }
+
+/// The database a benchmark runs on: `DATABASE_URL` if set, otherwise a fresh embedded
+/// cluster with the product's durable defaults, removed again by [`BenchDatabase::close`].
+pub struct BenchDatabase {
+    pub url: String,
+    /// Where it runs, for the benchmark's report.
+    pub description: &'static str,
+    embedded: Option<(EmbeddedPostgres, std::path::PathBuf)>,
+}
+
+impl BenchDatabase {
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok(Self {
+                url,
+                description: "DATABASE_URL",
+                embedded: None,
+            });
+        }
+        let dir = std::env::temp_dir().join(format!("execops-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = EmbeddedOptions::new(&dir);
+        let cluster =
+            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options)).await??;
+        super::create_database_if_missing(&cluster.url("postgres"), "execops").await?;
+        Ok(Self {
+            url: cluster.url("execops"),
+            description: "embedded postgres, durable defaults",
+            embedded: Some((cluster, dir)),
+        })
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Some((cluster, dir)) = self.embedded {
+            tokio::task::spawn_blocking(move || cluster.stop()).await??;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+}
