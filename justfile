@@ -15,7 +15,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark.
-bench: bench-store bench-ingest bench-web
+bench: bench-store bench-ingest bench-web bench-execute
 
 # Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
 bench-store:
@@ -29,6 +29,11 @@ bench-ingest:
 # Page and API latency with 10,000 pending proposals (BENCH_PROPOSALS).
 bench-web:
     cargo bench --bench web
+
+# Approval to ExecutionSucceeded through a local Slack, one at a time and in a burst
+# (BENCH_SEQUENTIAL, BENCH_APPROVALS).
+bench-execute:
+    cargo bench --bench execute
 
 # A Postgres 15 in Docker, for those who prefer it to the embedded one.
 db:

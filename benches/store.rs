@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                     inbound_ids: vec![format!("stripe:evt_{i}")],
                     subject_key: format!("invoice:{i}"),
                     requested_by: None,
+                    outcome_key: None,
                 };
                 let t = Instant::now();
                 store

@@ -44,6 +44,7 @@ async fn draft(app: &App, from: usize, to: usize) -> anyhow::Result<()> {
                     inbound_ids: vec![format!("stripe:evt_{i}")],
                     subject_key: format!("bench:{i}"),
                     requested_by: None,
+                    outcome_key: None,
                 };
                 store
                     .proposal(&id.to_string(), ProposalCommand::Draft(draft), HashMap::new())

@@ -6,7 +6,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::adapters::llm::Wording;
+use crate::adapters::Adapters;
 use crate::config::Config;
+use crate::executor::outcomes::Outcomes;
+use crate::executor::{ExecutionQueue, Executor};
 use crate::projections::{EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
@@ -23,6 +26,9 @@ pub struct App {
 impl App {
     /// Starts the subscriptions on `pool`; call [`App::stop`] to end them.
     pub fn start(pool: PgPool, config: &Config) -> Self {
+        // The adapters' TLS (reqwest, async-stripe, lettre) uses rustls with ring; say so
+        // once for the process, in case another crate linked a second provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Metrics::new();
         let subscriptions = Registry::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -68,9 +74,38 @@ impl App {
             Runner::new(pool.clone(), router, router_options, &subscriptions)
                 .run(shutdown_rx.clone()),
         );
+        tasks.spawn(
+            Runner::new(
+                pool.clone(),
+                ExecutionQueue,
+                options.clone(),
+                &subscriptions,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(
+                pool.clone(),
+                Outcomes::new(store.clone()),
+                options.clone(),
+                &subscriptions,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        let adapters = Adapters::new(&config.adapters);
+        tasks.spawn(
+            Executor::new(
+                store.clone(),
+                adapters.clone(),
+                config.execution.clone(),
+                metrics.clone(),
+            )
+            .run(shutdown_rx.clone()),
+        );
         Self {
             state: AppState {
                 store,
+                adapters,
                 subscriptions,
                 metrics,
                 config: std::sync::Arc::new(config.clone()),

@@ -103,6 +103,31 @@ enum GuardrailsCli {
         #[arg(long)]
         by: String,
     },
+    /// Engage a kill switch: approved proposals it covers wait until it is released.
+    Engage {
+        /// `global`, `action_type:NAME` (e.g. action_type:email.send) or `adapter:NAME`
+        /// (slack, email, stripe, github, webhook).
+        scope: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a kill switch: what waited runs.
+    Release {
+        scope: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Set the executions an hour allowed for an action type (`default` to go back).
+    RateLimit {
+        action_type: String,
+        per_hour: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Print the guardrails as their stream tells them.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +253,41 @@ async fn send(
     Ok(())
 }
 
+fn parse_scope(raw: &str) -> anyhow::Result<crate::domain::guardrails::Scope> {
+    crate::web::execution::parse_scope(raw).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{raw:?} is not a scope: use global, action_type:NAME or adapter:NAME with a known name"
+        )
+    })
+}
+
+async fn show_guardrails(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config).await?;
+    let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+    let guardrails = store.load_guardrails().await;
+    db.close().await?;
+    let guardrails = guardrails?;
+    for (scope, engaged) in guardrails.engaged() {
+        println!(
+            "kill switch for {scope}: engaged by {} ({})",
+            engaged.actor, engaged.reason
+        );
+    }
+    for (action_type, reason) in guardrails.disabled() {
+        println!("{action_type}: disabled ({reason})");
+    }
+    for (action_type, limit) in guardrails.rate_limits() {
+        println!("{action_type}: at most {limit} an hour");
+    }
+    for (adapter, until) in guardrails.circuits() {
+        println!("{adapter}: circuit open, probe from {until}");
+    }
+    if guardrails.engaged().is_empty() && guardrails.disabled().is_empty() {
+        println!("no kill switch engaged, every action type enabled");
+    }
+    Ok(())
+}
+
 async fn guardrails(config: Config, command: GuardrailsCli) -> anyhow::Result<()> {
     use crate::domain::guardrails::GuardrailsCommand;
     let (command, done) = match command {
@@ -250,6 +310,51 @@ async fn guardrails(config: Config, command: GuardrailsCli) -> anyhow::Result<()
             },
             format!("{action_type} enabled"),
         ),
+        GuardrailsCli::Engage { scope, by, reason } => {
+            let scope = parse_scope(&scope)?;
+            let done = format!("kill switch for {scope} engaged");
+            (
+                GuardrailsCommand::Engage {
+                    scope,
+                    actor: by,
+                    reason,
+                },
+                done,
+            )
+        }
+        GuardrailsCli::Release { scope, by } => {
+            let scope = parse_scope(&scope)?;
+            let done = format!("kill switch for {scope} released");
+            (GuardrailsCommand::Release { scope, actor: by }, done)
+        }
+        GuardrailsCli::RateLimit {
+            action_type,
+            per_hour,
+            by,
+        } => {
+            if crate::adapters::adapter_of(&action_type).is_none() {
+                anyhow::bail!("{action_type:?} is not an action type ExecOps executes");
+            }
+            let per_hour = match per_hour.as_str() {
+                "default" => None,
+                raw => Some(raw.parse::<u32>().map_err(|_| {
+                    anyhow::anyhow!("{raw:?} is not a whole number of executions an hour")
+                })?),
+            };
+            let done = match per_hour {
+                Some(n) => format!("{action_type}: at most {n} an hour"),
+                None => format!("{action_type}: back to the default rate limit"),
+            };
+            (
+                GuardrailsCommand::SetRateLimit {
+                    action_type,
+                    per_hour,
+                    actor: by,
+                },
+                done,
+            )
+        }
+        GuardrailsCli::Show => return show_guardrails(config).await,
     };
     let db = Database::open(&config).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());

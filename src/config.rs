@@ -40,6 +40,10 @@ pub struct Config {
     /// `EXECOPS_SESSION_IDLE_MINUTES` (720), `EXECOPS_SESSION_MAX_HOURS` (168),
     /// `EXECOPS_SECURE_COOKIES` (default: on unless serving on loopback).
     pub session: crate::web::session::SessionPolicy,
+    /// Where the execution adapters send, and with which credentials.
+    pub adapters: AdapterConfig,
+    /// Retries, rate limits, circuit breakers and the undo window.
+    pub execution: ExecutionConfig,
 }
 
 /// An OpenAI-compatible chat completions endpoint that may improve a draft's wording.
@@ -152,6 +156,8 @@ impl Config {
             webhook_max_body_bytes: parse(&get, "EXECOPS_WEBHOOK_MAX_BODY_BYTES", "1048576")?,
             public_url: get("EXECOPS_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
             policies: policies(&get)?,
+            adapters: adapters(&get)?,
+            execution: execution(&get)?,
             precision: PrecisionConfig {
                 floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,
                 min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,
@@ -201,6 +207,118 @@ fn policies(get: &impl Fn(&str) -> Option<String>) -> Result<PolicyConfig, Confi
         deal_stages: get("EXECOPS_POLICY_DEAL_STAGES")
             .map(|raw| list(&raw))
             .unwrap_or(defaults.deal_stages),
+    })
+}
+
+/// Credentials and base URLs of the execution adapters. An adapter without its credential
+/// refuses to execute and says which setting is missing.
+#[derive(Clone, Debug)]
+pub struct AdapterConfig {
+    pub slack_bot_token: Option<SecretString>,
+    /// Slack Web API base, ending without a slash (`https://slack.com/api`).
+    pub slack_api_base: String,
+    /// `smtp://host:port` (plain, for a local relay), `smtp://…?tls=required` or `smtps://…`,
+    /// with optional `user:password@`.
+    pub smtp_url: Option<SecretString>,
+    /// The `From` of every email.
+    pub email_from: String,
+    pub stripe_api_key: Option<SecretString>,
+    /// Stripe API base, ending with a slash (`https://api.stripe.com/`).
+    pub stripe_api_base: String,
+    pub github_token: Option<SecretString>,
+    /// GitHub REST base, ending without a slash (`https://api.github.com`).
+    pub github_api_base: String,
+    /// Named outbound webhook targets: `name=https://…` pairs.
+    pub outbound_webhooks: BTreeMap<String, String>,
+    /// The `whsec_…` secret outbound webhooks are signed with.
+    pub outbound_secret: Option<SecretString>,
+    /// How long one call may take before it counts as a timeout.
+    pub timeout: Duration,
+}
+
+/// How the executor paces itself.
+#[derive(Clone, Debug)]
+pub struct ExecutionConfig {
+    /// Attempts before a transient failure becomes final.
+    pub max_attempts: u32,
+    /// The first back-off; it doubles with each attempt, with jitter, up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Executions per hour per action type, unless a person set another on `/settings`.
+    pub default_rate_per_hour: u32,
+    /// Consecutive failures of an adapter that open its circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit waits before one probe may pass.
+    pub breaker_cooldown: Duration,
+    /// How long after execution "Undo" is offered.
+    pub undo_window: Duration,
+    /// Executions running at once.
+    pub concurrency: usize,
+}
+
+fn adapters(get: &impl Fn(&str) -> Option<String>) -> Result<AdapterConfig, ConfigError> {
+    let mut outbound_webhooks = BTreeMap::new();
+    for pair in list(&get("EXECOPS_OUTBOUND_WEBHOOKS").unwrap_or_default()) {
+        let (name, target) = pair.split_once('=').ok_or_else(|| ConfigError {
+            key: "EXECOPS_OUTBOUND_WEBHOOKS",
+            problem: format!("{pair:?} is not name=https://…"),
+        })?;
+        url::Url::parse(target.trim()).map_err(|e| ConfigError {
+            key: "EXECOPS_OUTBOUND_WEBHOOKS",
+            problem: format!("{target:?} is not a URL: {e}"),
+        })?;
+        outbound_webhooks.insert(name.trim().to_string(), target.trim().to_string());
+    }
+    let outbound_secret = get("EXECOPS_OUTBOUND_SECRET");
+    if let Some(secret) = &outbound_secret {
+        standard::decode_secret(secret).map_err(|problem| ConfigError {
+            key: "EXECOPS_OUTBOUND_SECRET",
+            problem,
+        })?;
+    }
+    let mut stripe_api_base =
+        get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com/".into());
+    if !stripe_api_base.ends_with('/') {
+        stripe_api_base.push('/');
+    }
+    Ok(AdapterConfig {
+        slack_bot_token: get("SLACK_BOT_TOKEN").map(SecretString::from),
+        slack_api_base: get("SLACK_API_BASE")
+            .unwrap_or_else(|| "https://slack.com/api".into())
+            .trim_end_matches('/')
+            .to_string(),
+        smtp_url: get("SMTP_URL").map(SecretString::from),
+        email_from: get("EXECOPS_EMAIL_FROM")
+            .unwrap_or_else(|| "ExecOps <execops@localhost>".into()),
+        stripe_api_key: get("STRIPE_API_KEY").map(SecretString::from),
+        stripe_api_base,
+        github_token: get("GITHUB_TOKEN").map(SecretString::from),
+        github_api_base: get("GITHUB_API_BASE")
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_string(),
+        outbound_webhooks,
+        outbound_secret: outbound_secret.map(SecretString::from),
+        timeout: Duration::from_millis(parse(get, "EXECOPS_ADAPTER_TIMEOUT_MS", "10000")?),
+    })
+}
+
+fn execution(get: &impl Fn(&str) -> Option<String>) -> Result<ExecutionConfig, ConfigError> {
+    Ok(ExecutionConfig {
+        max_attempts: parse(get, "EXECOPS_EXECUTION_MAX_ATTEMPTS", "5")?,
+        base_backoff: Duration::from_millis(parse(get, "EXECOPS_EXECUTION_BACKOFF_MS", "2000")?),
+        max_backoff: Duration::from_millis(parse(
+            get,
+            "EXECOPS_EXECUTION_MAX_BACKOFF_MS",
+            "300000",
+        )?),
+        default_rate_per_hour: parse(get, "EXECOPS_RATE_LIMIT_PER_HOUR", "60")?,
+        breaker_failures: parse(get, "EXECOPS_BREAKER_FAILURES", "5")?,
+        breaker_cooldown: Duration::from_secs(parse(get, "EXECOPS_BREAKER_COOLDOWN_SECS", "60")?),
+        undo_window: Duration::from_secs(
+            60 * parse::<u64>(get, "EXECOPS_UNDO_WINDOW_MINUTES", "60")?,
+        ),
+        concurrency: parse(get, "EXECOPS_EXECUTION_CONCURRENCY", "4")?,
     })
 }
 

@@ -8,6 +8,8 @@
 //! - [`store`] keeps the events in Postgres (through cqrs-es and postgres-es), reads the log
 //!   back in commit-safe order, runs checkpointed subscribers, and can start an embedded
 //!   Postgres when no `DATABASE_URL` is given.
+//! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
+//!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
 //!   logs and metrics, and the `execops` command line.
 
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod executor;
 pub mod ingest;
 pub mod projections;
 pub mod router;

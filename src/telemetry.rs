@@ -64,6 +64,16 @@ pub struct Metrics {
     pub subscription_active: Family<SubscriptionLabels, Gauge>,
     pub subscription_failures: Family<SubscriptionLabels, Gauge>,
     pub log_events: Family<EventTypeLabels, Gauge>,
+    pub executions: Family<ExecutionLabels, Counter>,
+    /// From the approval to the recorded success.
+    pub execution_latency: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExecutionLabels {
+    pub adapter: String,
+    /// `succeeded`, `failed`, `retrying`, `uncertain` or `deferred`.
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -121,7 +131,22 @@ impl Metrics {
             "Events in the log by type, as projected by the event_counts subscription",
             log_events.clone(),
         );
+        let executions = Family::<ExecutionLabels, Counter>::default();
+        registry.register(
+            "executions",
+            "Execution attempts by adapter and result",
+            executions.clone(),
+        );
+        // 10 ms to about 80 min: approvals may wait on guardrails.
+        let execution_latency = Histogram::new(exponential_buckets(0.01, 2.0, 20));
+        registry.register(
+            "execution_latency_seconds",
+            "Time from a proposal's approval to its recorded successful execution",
+            execution_latency.clone(),
+        );
         Self {
+            executions,
+            execution_latency,
             registry: Arc::new(registry),
             http_duration,
             events_appended,
@@ -146,6 +171,15 @@ impl Metrics {
                 aggregate_type: aggregate_type.to_string(),
             })
             .inc_by(count);
+    }
+
+    pub fn execution(&self, adapter: &str, result: &str) {
+        self.executions
+            .get_or_create(&ExecutionLabels {
+                adapter: adapter.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of everything registered.

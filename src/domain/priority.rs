@@ -71,6 +71,42 @@ impl Priority {
     }
 }
 
+/// Executions of an action type before its track record counts.
+pub const TRACK_RECORD_MIN: i64 = 5;
+
+impl Priority {
+    /// Blends what the action type achieved into the strategic factor: with at least
+    /// [`TRACK_RECORD_MIN`] executions that could show an outcome, strategic becomes
+    /// `round(strategic / 2 + 50 × outcomes / executions)`, so an action that always worked
+    /// gains up to 50 points of strategic value (10 of the score) and one that never did
+    /// loses half of it.
+    pub fn with_track_record(
+        mut self,
+        action_type: &str,
+        executed: i64,
+        with_outcome: i64,
+    ) -> Self {
+        if executed < TRACK_RECORD_MIN {
+            return self;
+        }
+        let with_outcome = with_outcome.clamp(0, executed);
+        let value = (f64::from(self.strategic.value) / 2.0
+            + 50.0 * with_outcome as f64 / executed as f64)
+            .round()
+            .clamp(0.0, 100.0) as u8;
+        let percent = (100 * with_outcome + executed / 2) / executed;
+        self.strategic = Factor::new(
+            value,
+            format!(
+                "{percent}% of the last {executed} executed {action_type} proposals like it had \
+                 a recorded outcome ({})",
+                self.strategic.reason
+            ),
+        );
+        self
+    }
+}
+
 /// Revenue impact of an amount in minor units: 0 at nothing, about 40 at $100, 60 at
 /// $1,000, 80 at $10,000, 100 from $100,000.
 pub fn revenue_factor(cents: i64, currency: &str, what: &str) -> Factor {
@@ -166,5 +202,25 @@ mod tests {
         assert_eq!(money(1000, "eur"), "€10.00");
         assert_eq!(money(5, "sek"), "0.05 SEK");
         assert_eq!(money(-250, "usd"), "-$2.50");
+    }
+
+    #[test]
+    fn a_track_record_moves_the_strategic_factor_only_past_the_minimum() {
+        let base = || Priority {
+            revenue: Factor::new(50, "money"),
+            urgency: Factor::new(50, "soon"),
+            effort: Factor::new(50, "easy"),
+            strategic: Factor::new(60, "it matters"),
+        };
+        assert_eq!(base().with_track_record("email.send", 4, 4), base());
+        let good = base().with_track_record("email.send", 10, 10);
+        assert_eq!(good.strategic.value, 80);
+        assert!(good
+            .strategic
+            .reason
+            .starts_with("100% of the last 10 executed email.send"));
+        let bad = base().with_track_record("email.send", 10, 0);
+        assert_eq!(bad.strategic.value, 30);
+        assert!(good.score() > base().score() && bad.score() < base().score());
     }
 }

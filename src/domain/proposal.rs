@@ -32,6 +32,10 @@ pub struct ProposalDraft {
     pub subject_key: String,
     /// The person who asked for it, when a person did; they may not approve it.
     pub requested_by: Option<String>,
+    /// The later signal that shows the action worked (an invoice paid, a build green), as
+    /// the outcome attributor keys it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_key: Option<String>,
 }
 
 /// A newer signal's version of a pending proposal on the same subject.
@@ -78,10 +82,21 @@ pub enum ProposalCommand {
         by: Option<ProposalId>,
         reason: String,
     },
+    /// Record the exact requests an execution would send, sent nowhere.
+    Preview {
+        actor: String,
+        requests: Value,
+    },
+    /// Record that a guardrail holds the approved execution back.
+    Defer {
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    },
     StartExecution,
     RecordSuccess {
         attempt: u32,
         result: Value,
+        at: DateTime<Utc>,
     },
     RecordFailure {
         attempt: u32,
@@ -96,6 +111,20 @@ pub enum ProposalCommand {
         actor: String,
         role: Role,
         result: Value,
+        /// Now, and how long after execution an undo is allowed.
+        at: DateTime<Utc>,
+        window: chrono::Duration,
+    },
+    /// A person checked that an uncertain execution did take effect.
+    MarkDone {
+        actor: String,
+        role: Role,
+        note: Option<String>,
+    },
+    /// A person asks for another attempt of an uncertain or failed execution.
+    RequestRetry {
+        actor: String,
+        role: Role,
     },
     RecordOutcome {
         kind: String,
@@ -135,6 +164,17 @@ pub enum ProposalEvent {
         by: Option<ProposalId>,
         reason: String,
     },
+    Previewed {
+        actor: String,
+        /// What the adapter would send: method, URL, headers (secrets redacted), body.
+        requests: Value,
+        /// The payload the preview was made from.
+        payload_hash: String,
+    },
+    ExecutionDeferred {
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    },
     ExecutionStarted {
         attempt: u32,
         idempotency_key: String,
@@ -142,6 +182,8 @@ pub enum ProposalEvent {
     ExecutionSucceeded {
         attempt: u32,
         result: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     ExecutionFailed {
         attempt: u32,
@@ -156,6 +198,15 @@ pub enum ProposalEvent {
         actor: String,
         role: Role,
         result: Value,
+    },
+    MarkedDone {
+        actor: String,
+        role: Role,
+        note: Option<String>,
+    },
+    RetryRequested {
+        actor: String,
+        role: Role,
     },
     OutcomeRecorded {
         kind: String,
@@ -174,11 +225,15 @@ impl DomainEvent for ProposalEvent {
             ProposalEvent::Rejected { .. } => "Rejected",
             ProposalEvent::Expired { .. } => "Expired",
             ProposalEvent::Superseded { .. } => "Superseded",
+            ProposalEvent::Previewed { .. } => "Previewed",
+            ProposalEvent::ExecutionDeferred { .. } => "ExecutionDeferred",
             ProposalEvent::ExecutionStarted { .. } => "ExecutionStarted",
             ProposalEvent::ExecutionSucceeded { .. } => "ExecutionSucceeded",
             ProposalEvent::ExecutionFailed { .. } => "ExecutionFailed",
             ProposalEvent::ExecutionUncertain { .. } => "ExecutionUncertain",
             ProposalEvent::RolledBack { .. } => "RolledBack",
+            ProposalEvent::MarkedDone { .. } => "MarkedDone",
+            ProposalEvent::RetryRequested { .. } => "RetryRequested",
             ProposalEvent::OutcomeRecorded { .. } => "OutcomeRecorded",
         }
         .to_string()
@@ -246,6 +301,14 @@ pub enum ProposalError {
     CannotRollBack(Status),
     #[error("the proposal is {0}; outcomes are recorded only after execution")]
     NotExecuted(Status),
+    #[error("the undo window closed at {0}")]
+    UndoWindowClosed(DateTime<Utc>),
+    #[error("the proposal is {0}; only an uncertain execution can be marked as done")]
+    NotUncertain(Status),
+    #[error("the proposal is {0}; only an uncertain or failed execution can be retried")]
+    CannotRetry(Status),
+    #[error("the outcome {0} is already recorded")]
+    OutcomeAlreadyRecorded(String),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -257,11 +320,64 @@ pub struct Proposal {
     inbound_ids: Vec<String>,
     attempts: u32,
     last_failure_retryable: bool,
+    action_type: String,
+    action: Value,
+    succeeded_at: Option<DateTime<Utc>>,
+    result: Value,
+    outcomes: Vec<String>,
 }
 
 impl Proposal {
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    pub fn action_type(&self) -> &str {
+        &self.action_type
+    }
+
+    /// The action as drafted or last revised: what an approval covers.
+    pub fn action(&self) -> &Value {
+        &self.action
+    }
+
+    /// The hash of [`Proposal::action`] that a decision must carry.
+    pub fn payload_hash(&self) -> &str {
+        &self.payload_hash
+    }
+
+    /// The key every attempt sends to providers that dedupe.
+    pub fn idempotency_key(&self) -> Option<String> {
+        self.id.map(|id| id.idempotency_key())
+    }
+
+    /// The attempt in progress or last made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// What the last successful execution returned, for an undo.
+    pub fn result(&self) -> &Value {
+        &self.result
+    }
+
+    pub fn succeeded_at(&self) -> Option<DateTime<Utc>> {
+        self.succeeded_at
+    }
+
+    /// Whether an attempt may start now: approved, or failed in a way worth retrying.
+    pub fn may_start(&self) -> Result<(), ProposalError> {
+        match self.status {
+            Status::Approved => Ok(()),
+            Status::Failed if self.last_failure_retryable => Ok(()),
+            Status::NotDrafted
+            | Status::Suppressed
+            | Status::Pending
+            | Status::Rejected
+            | Status::Expired
+            | Status::Superseded => Err(ProposalError::NotApproved(self.status)),
+            other => Err(ProposalError::CannotExecute(other)),
+        }
     }
 
     fn check_decider(&self, decision: &Decision) -> Result<(), ProposalError> {
@@ -360,32 +476,39 @@ impl Proposal {
                 self.check_pending()?;
                 Ok(E::Superseded { by, reason })
             }
-            C::StartExecution => {
-                let may_start = match self.status {
-                    Status::Approved => true,
-                    Status::Failed => self.last_failure_retryable,
-                    _ => false,
-                };
-                if !may_start {
-                    return Err(match self.status {
-                        Status::NotDrafted
-                        | Status::Suppressed
-                        | Status::Pending
-                        | Status::Rejected
-                        | Status::Expired
-                        | Status::Superseded => ProposalError::NotApproved(self.status),
-                        other => ProposalError::CannotExecute(other),
-                    });
+            C::Preview { actor, requests } => {
+                if self.status == Status::NotDrafted {
+                    return Err(ProposalError::NotDrafted);
                 }
+                Ok(E::Previewed {
+                    actor,
+                    requests,
+                    payload_hash: self.payload_hash.clone(),
+                })
+            }
+            C::Defer { reason, until } => {
+                self.may_start()?;
+                Ok(E::ExecutionDeferred { reason, until })
+            }
+            C::StartExecution => {
+                self.may_start()?;
                 let id = self.id.ok_or(ProposalError::NotDrafted)?;
                 Ok(E::ExecutionStarted {
                     attempt: self.attempts + 1,
                     idempotency_key: id.idempotency_key(),
                 })
             }
-            C::RecordSuccess { attempt, result } => {
+            C::RecordSuccess {
+                attempt,
+                result,
+                at,
+            } => {
                 self.check_attempt(attempt)?;
-                Ok(E::ExecutionSucceeded { attempt, result })
+                Ok(E::ExecutionSucceeded {
+                    attempt,
+                    result,
+                    at: Some(at),
+                })
             }
             C::RecordFailure {
                 attempt,
@@ -407,6 +530,8 @@ impl Proposal {
                 actor,
                 role,
                 result,
+                at,
+                window,
             } => {
                 if !role.may_decide() {
                     return Err(ProposalError::RoleMayNotDecide(role));
@@ -414,11 +539,34 @@ impl Proposal {
                 if self.status != Status::Succeeded {
                     return Err(ProposalError::CannotRollBack(self.status));
                 }
+                if let Some(closes) = self.succeeded_at.map(|t| t + window) {
+                    if at > closes {
+                        return Err(ProposalError::UndoWindowClosed(closes));
+                    }
+                }
                 Ok(E::RolledBack {
                     actor,
                     role,
                     result,
                 })
+            }
+            C::MarkDone { actor, role, note } => {
+                if !role.may_decide() {
+                    return Err(ProposalError::RoleMayNotDecide(role));
+                }
+                if self.status != Status::Uncertain {
+                    return Err(ProposalError::NotUncertain(self.status));
+                }
+                Ok(E::MarkedDone { actor, role, note })
+            }
+            C::RequestRetry { actor, role } => {
+                if !role.may_decide() {
+                    return Err(ProposalError::RoleMayNotDecide(role));
+                }
+                if !matches!(self.status, Status::Uncertain | Status::Failed) {
+                    return Err(ProposalError::CannotRetry(self.status));
+                }
+                Ok(E::RetryRequested { actor, role })
             }
             C::RecordOutcome {
                 kind,
@@ -426,6 +574,9 @@ impl Proposal {
                 value_cents,
             } => match self.status {
                 Status::Succeeded | Status::Failed | Status::Uncertain | Status::RolledBack => {
+                    if self.outcomes.contains(&kind) {
+                        return Err(ProposalError::OutcomeAlreadyRecorded(kind));
+                    }
                     Ok(E::OutcomeRecorded {
                         kind,
                         summary,
@@ -486,6 +637,8 @@ impl Aggregate for Proposal {
                 self.payload_hash = payload_hash;
                 self.requested_by = draft.requested_by;
                 self.inbound_ids = draft.inbound_ids;
+                self.action_type = draft.action_type;
+                self.action = draft.action;
             }
             E::DraftSuppressed { draft, .. } => {
                 self.id = Some(draft.id);
@@ -497,23 +650,31 @@ impl Aggregate for Proposal {
             } => {
                 self.payload_hash = payload_hash;
                 self.inbound_ids.push(revision.inbound_id);
+                self.action = revision.action;
             }
             E::Approved(_) => self.status = Status::Approved,
             E::Rejected { .. } => self.status = Status::Rejected,
             E::Expired { .. } => self.status = Status::Expired,
             E::Superseded { .. } => self.status = Status::Superseded,
+            E::Previewed { .. } | E::ExecutionDeferred { .. } => {}
             E::ExecutionStarted { attempt, .. } => {
                 self.status = Status::Executing;
                 self.attempts = attempt;
             }
-            E::ExecutionSucceeded { .. } => self.status = Status::Succeeded,
+            E::ExecutionSucceeded { result, at, .. } => {
+                self.status = Status::Succeeded;
+                self.result = result;
+                self.succeeded_at = at;
+            }
             E::ExecutionFailed { retryable, .. } => {
                 self.status = Status::Failed;
                 self.last_failure_retryable = retryable;
             }
             E::ExecutionUncertain { .. } => self.status = Status::Uncertain,
             E::RolledBack { .. } => self.status = Status::RolledBack,
-            E::OutcomeRecorded { .. } => {}
+            E::MarkedDone { .. } => self.status = Status::Succeeded,
+            E::RetryRequested { .. } => self.status = Status::Approved,
+            E::OutcomeRecorded { kind, .. } => self.outcomes.push(kind),
         }
     }
 }

@@ -46,6 +46,32 @@ async fn set_status(
         .map(|_| ())
 }
 
+/// Execution progress: a new status (or none), why it waits and until when, the last error.
+async fn set_execution(
+    conn: &mut PgConnection,
+    id: &str,
+    status: Option<Status>,
+    waiting: Option<&str>,
+    until: Option<DateTime<Utc>>,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE proposal_summaries SET status = coalesce($2, status), waiting_reason = $3, \
+           waiting_until = $4, last_error = coalesce($5, last_error), updated_at = $6 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status.map(status_text))
+    .bind(waiting)
+    .bind(until)
+    .bind(error)
+    .bind(at)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 impl Subscriber for Proposals {
     fn name(&self) -> &str {
         "proposals"
@@ -142,12 +168,46 @@ impl Subscriber for Proposals {
             E::Rejected { .. } => set_status(conn, id, Status::Rejected, at).await?,
             E::Expired { .. } => set_status(conn, id, Status::Expired, at).await?,
             E::Superseded { .. } => set_status(conn, id, Status::Superseded, at).await?,
-            E::ExecutionStarted { .. } => set_status(conn, id, Status::Executing, at).await?,
-            E::ExecutionSucceeded { .. } => set_status(conn, id, Status::Succeeded, at).await?,
-            E::ExecutionFailed { .. } => set_status(conn, id, Status::Failed, at).await?,
-            E::ExecutionUncertain { .. } => set_status(conn, id, Status::Uncertain, at).await?,
+            E::Previewed { .. } => {}
+            E::ExecutionDeferred { reason, until } => {
+                set_execution(conn, id, None, Some(&reason), until, None, at).await?
+            }
+            E::ExecutionStarted { .. } => {
+                set_execution(conn, id, Some(Status::Executing), None, None, None, at).await?
+            }
+            E::ExecutionSucceeded { .. } | E::MarkedDone { .. } => {
+                set_execution(conn, id, Some(Status::Succeeded), None, None, None, at).await?;
+                sqlx::query("UPDATE proposal_summaries SET executed_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            E::ExecutionFailed {
+                error, retryable, ..
+            } => {
+                let waiting = retryable.then_some("retrying after a failure");
+                let error = Some(error.as_str());
+                set_execution(conn, id, Some(Status::Failed), waiting, None, error, at).await?
+            }
+            E::ExecutionUncertain { reason, .. } => {
+                let error = Some(reason.as_str());
+                set_execution(conn, id, Some(Status::Uncertain), None, None, error, at).await?
+            }
+            E::RetryRequested { .. } => {
+                set_execution(conn, id, Some(Status::Approved), None, None, None, at).await?
+            }
             E::RolledBack { .. } => set_status(conn, id, Status::RolledBack, at).await?,
-            E::OutcomeRecorded { .. } => {}
+            E::OutcomeRecorded { summary, .. } => {
+                sqlx::query(
+                    "UPDATE proposal_summaries SET outcome = coalesce(outcome || '; ', '') || $2 \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(summary)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Ok(())
     }
@@ -181,10 +241,18 @@ pub struct Summary {
     pub suppressed_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Why an approved execution waits (a guardrail, a back-off), and until when.
+    pub waiting_reason: Option<String>,
+    pub waiting_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub executed_at: Option<DateTime<Utc>>,
+    /// Outcomes recorded so far, `; `-separated.
+    pub outcome: Option<String>,
 }
 
 const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
-    due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at";
+    due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at, \
+    waiting_reason, waiting_until, last_error, executed_at, outcome";
 
 /// What the inbox may be narrowed to.
 #[derive(Clone, Debug, Default)]
@@ -307,6 +375,20 @@ fn bound<'q, O>(
 }
 
 /// One proposal as it stands.
+/// Approved proposals not finished yet (waiting, running, retrying) and executions a person
+/// must resolve, most recently changed first.
+pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM proposal_summaries \
+         WHERE status IN ('approved', 'executing', 'uncertain') \
+            OR (status = 'failed' AND waiting_reason IS NOT NULL) \
+         ORDER BY updated_at DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn by_id(pool: &PgPool, id: &str) -> Result<Option<Summary>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM proposal_summaries WHERE id = $1"

@@ -129,8 +129,19 @@ impl Router {
         plan: Plan,
     ) -> Result<(), HandlerError> {
         let action = plan.action.clone();
-        let score = plan.priority.score();
-        let drivers = plan.priority.drivers();
+        let record: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT executed, with_outcome FROM outcome_rates WHERE action_type = $1",
+        )
+        .bind(plan.action_type)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (executed, with_outcome) = record.unwrap_or((0, 0));
+        let priority =
+            plan.priority
+                .clone()
+                .with_track_record(plan.action_type, executed, with_outcome);
+        let score = priority.score();
+        let drivers = priority.drivers();
         let pending: Option<String> = sqlx::query_scalar(
             "SELECT proposal_id FROM router_subjects WHERE subject_key = $1 AND pending",
         )
@@ -181,6 +192,7 @@ impl Router {
             inbound_ids: vec![inbound_id.to_string()],
             subject_key: plan.subject_key.clone(),
             requested_by: None,
+            outcome_key: plan.outcome_key.clone(),
         };
         let disabled: bool = sqlx::query_scalar(
             "SELECT coalesce((SELECT disabled FROM router_action_types WHERE action_type = $1), false)",

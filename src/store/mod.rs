@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::Config;
 use crate::domain::guardrails::{Guardrails, GuardrailsCommand, GuardrailsError, GUARDRAILS_ID};
 use crate::domain::user::{Email, User, UserCommand, UserError};
-use crate::domain::{InboundError, Proposal, ProposalCommand, Signal};
+use crate::domain::{InboundError, Proposal, ProposalCommand, ProposalError, Signal};
 use crate::telemetry::Metrics;
 use embedded::{EmbeddedOptions, EmbeddedPostgres};
 
@@ -229,6 +229,17 @@ impl Store {
         }
     }
 
+    /// A proposal as its own stream tells it, read from the event store (never from a
+    /// read model): what the executor trusts before every attempt.
+    pub async fn load_proposal(&self, id: &str) -> Result<Proposal, CommandError<ProposalError>> {
+        load(&self.pool, id).await
+    }
+
+    /// The guardrails as their stream tells them.
+    pub async fn load_guardrails(&self) -> Result<Guardrails, CommandError<GuardrailsError>> {
+        load(&self.pool, GUARDRAILS_ID).await
+    }
+
     /// Runs one command on a person's stream.
     pub async fn user(
         &self,
@@ -242,4 +253,17 @@ impl Store {
         self.metrics.event_appended(User::TYPE);
         Ok(())
     }
+}
+
+async fn load<A: cqrs_es::Aggregate>(pool: &PgPool, id: &str) -> Result<A, CommandError<A::Error>>
+where
+    A::Error: std::error::Error,
+{
+    use cqrs_es::persist::PersistedEventStore;
+    use cqrs_es::EventStore;
+    let store = PersistedEventStore::<_, A>::new_event_store(
+        postgres_es::PostgresEventRepository::new(pool.clone()),
+    );
+    let context = store.load_aggregate(id).await?;
+    Ok(context.aggregate)
 }

@@ -315,17 +315,20 @@ impl<S: Subscriber> Runner<S> {
     }
 }
 
-fn lock_name(subscription: &str) -> String {
+pub(crate) fn lock_name(subscription: &str) -> String {
     format!("execops.subscription.{subscription}")
 }
 
 /// True once shutdown was asked for, or once nobody is left to ask.
-fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+pub(crate) fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow() || shutdown.has_changed().is_err()
 }
 
 /// Sleeps for `duration`; true if shutdown was asked for meanwhile.
-async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+pub(crate) async fn wait_or_shutdown(
+    shutdown: &mut watch::Receiver<bool>,
+    duration: Duration,
+) -> bool {
     tokio::select! {
         _ = shutdown.changed() => {}
         _ = tokio::time::sleep(duration) => {}

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod execution;
 mod ops;
 pub mod pages;
 pub mod session;
@@ -30,6 +31,8 @@ use crate::telemetry::{HttpLabels, Metrics};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// For previews and undo; executions themselves run in the executor.
+    pub adapters: crate::adapters::Adapters,
     pub subscriptions: Registry,
     pub metrics: Metrics,
     pub config: Arc<Config>,
@@ -56,6 +59,13 @@ pub fn router(state: AppState) -> Router {
         .route("/proposals/{id}", get(pages::proposal))
         .route("/proposals/{id}/approve", post(pages::approve))
         .route("/proposals/{id}/reject", post(pages::reject))
+        .route("/proposals/{id}/preview", post(execution::preview))
+        .route("/proposals/{id}/undo", post(execution::undo))
+        .route("/proposals/{id}/resolve", post(execution::resolve))
+        .route(
+            "/settings",
+            get(execution::settings).post(execution::change_settings),
+        )
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/audit", get(api::audit))

@@ -16,7 +16,8 @@ use super::session::{self, Session};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
 use crate::projections::proposals::{
-    by_id, history, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter, Summary,
+    by_id, history, in_flight, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter,
+    Summary,
 };
 use crate::projections::users::credentials;
 
@@ -28,7 +29,7 @@ const VERTICALS: [&str; 5] = ["money", "engineering", "customer", "growth", "ops
 const URGENCIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
 /// A page or a plain message, as HTML with its status.
-fn render(status: StatusCode, page: impl Template) -> Response {
+pub(super) fn render(status: StatusCode, page: impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
@@ -69,7 +70,7 @@ fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: S
 }
 
 /// Errors of a page request, shown as a page rather than JSON.
-fn page_error(session: &Session, error: ApiError) -> Response {
+pub(super) fn page_error(session: &Session, error: ApiError) -> Response {
     match error {
         ApiError::Forbidden(text) => {
             message(StatusCode::FORBIDDEN, Some(session), "Not allowed", text)
@@ -77,9 +78,16 @@ fn page_error(session: &Session, error: ApiError) -> Response {
         ApiError::NotFound(text) => {
             message(StatusCode::NOT_FOUND, Some(session), "Not found", text)
         }
-        ApiError::Conflict { message: text, .. } => {
-            message(StatusCode::CONFLICT, Some(session), "Already decided", text)
-        }
+        ApiError::Conflict {
+            code: "already_decided",
+            message: text,
+        } => message(StatusCode::CONFLICT, Some(session), "Already decided", text),
+        ApiError::Conflict { message: text, .. } => message(
+            StatusCode::CONFLICT,
+            Some(session),
+            "Not possible now",
+            text,
+        ),
         ApiError::BadRequest { message: text, .. } => message(
             StatusCode::BAD_REQUEST,
             Some(session),
@@ -108,6 +116,11 @@ pub struct Card {
     pub urgency: String,
     pub due_by: Option<DateTime<Utc>>,
     pub payload_hash: String,
+    pub waiting_reason: Option<String>,
+    pub waiting_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
     drivers: Value,
     action: Value,
     inbound_ids: Value,
@@ -126,6 +139,11 @@ impl From<Summary> for Card {
             urgency: s.urgency,
             due_by: s.due_by,
             payload_hash: s.payload_hash,
+            waiting_reason: s.waiting_reason,
+            waiting_until: s.waiting_until,
+            last_error: s.last_error,
+            executed_at: s.executed_at,
+            outcome: s.outcome,
             drivers: s.drivers,
             action: s.action,
             inbound_ids: s.inbound_ids,
@@ -330,7 +348,7 @@ pub struct CsrfForm {
     csrf: Option<String>,
 }
 
-fn csrf_refused(session: &Session) -> Response {
+pub(super) fn csrf_refused(session: &Session) -> Response {
     message(
         StatusCode::FORBIDDEN,
         Some(session),
@@ -354,7 +372,7 @@ pub async fn logout(
     }
 }
 
-fn header_token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn header_token(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
 }
 
@@ -371,6 +389,8 @@ struct InboxPage {
     urgencies: [&'static str; 4],
     vertical: Option<String>,
     urgency: Option<String>,
+    /// Approved and not finished: waiting, running, retrying, or uncertain.
+    running: Vec<Card>,
 }
 
 #[derive(Deserialize)]
@@ -398,6 +418,10 @@ fn notice_text(code: Option<&str>) -> Option<String> {
     match code {
         "approved" => Some("Approved. It will run once the guardrails allow.".into()),
         "rejected" => Some("Rejected.".into()),
+        "previewed" => Some("Preview recorded in the timeline; nothing was sent.".into()),
+        "undone" => Some("Undone.".into()),
+        "marked-done" => Some("Marked as done.".into()),
+        "retrying" => Some("Another attempt will run once the guardrails allow.".into()),
         _ => None,
     }
 }
@@ -446,6 +470,10 @@ pub async fn inbox(
         Ok(mut rows) => render(
             StatusCode::OK,
             InboxPage {
+                running: match in_flight(state.store.pool(), 50).await {
+                    Ok(rows) => rows.into_iter().map(Card::from).collect(),
+                    Err(error) => return page_error(&session, error.into()),
+                },
                 older: (rows.len() as i64 > INBOX_PAGE).then(|| {
                     rows.truncate(INBOX_PAGE as usize);
                     let mut pairs = vec![("page", (page + 1).to_string())];
@@ -550,12 +578,22 @@ struct ProposalPage {
     p: Card,
     history: Vec<TimelineEntry>,
     may_decide: bool,
+    /// Why an executed proposal cannot be undone, when it cannot.
+    undo_limit: Option<&'static str>,
+    /// Until when "Undo" is offered.
+    undo_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    notice: Option<String>,
 }
 
 pub async fn proposal(
     State(state): State<AppState>,
     session: Session,
     Path(id): Path<String>,
+    Query(query): Query<NoticeQuery>,
 ) -> Response {
     let pool = state.store.pool();
     let found =
@@ -566,7 +604,13 @@ pub async fn proposal(
             ProposalPage {
                 signed_in: Some(session.actor.email.clone()),
                 csrf: session.csrf.clone(),
-                notice: None,
+                notice: notice_text(query.notice.as_deref()),
+                undo_limit: state.adapters.rollback_limit(&row.action_type),
+                undo_until: row.executed_at.and_then(|t| {
+                    let until = t + chrono::Duration::from_std(state.config.execution.undo_window)
+                        .unwrap_or_default();
+                    (until > Utc::now()).then_some(until)
+                }),
                 p: row.into(),
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
                 history: steps

@@ -220,7 +220,7 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
     client.goto(&app.url("/queue")).await.expect("the queue");
     screenshot(&client, "queue").await;
     let id: String =
-        sqlx::query_scalar("SELECT id FROM proposal_summaries WHERE status = 'approved'")
+        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE event_type = 'Approved'")
             .fetch_one(app.store.pool())
             .await
             .expect("the approved proposal");
@@ -329,4 +329,119 @@ async fn a_viewer_sees_no_approve_button_and_forged_or_tokenless_posts_are_refus
         .expect("a status");
     assert_eq!(still, "pending");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_recovery() {
+    use crate::execution::{events_of, payload_of, wait_for, Fakes};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+
+    let fakes = Fakes::start().await;
+    fakes.slack_accepts().await;
+    // The failed invoice names no address: the email adapter asks Stripe for the customer's.
+    Mock::given(method("GET"))
+        .and(path("/v1/customers/cus_QXg1o8vcGmoR32"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cus_QXg1o8vcGmoR32",
+            "object": "customer",
+            "email": "jenny.rosen@example.com",
+            "name": "Jenny Rosen",
+            "created": 1722200000,
+            "livemode": false,
+        })))
+        .mount(&fakes.stripe)
+        .await;
+    let smtp = crate::adapters::Smtp::start();
+    let smtp_url = format!("smtp://{}", smtp.addr);
+    let mut settings = fakes.settings(Some(&smtp_url));
+    settings.push((
+        "EXECOPS_EMAIL_FROM".into(),
+        "Acme <billing@acme.test>".into(),
+    ));
+    let borrowed: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = TestApp::spawn_with(crate::common::config(&borrowed)).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+
+    send_fixture(&app, "stripe/invoice.payment_failed.json").await;
+    settle(&app).await;
+    let driver = driver();
+    let client = browser(&driver, "execution").await;
+    sign_in(&client, &app, "approver@example.com").await;
+    for _ in 0..2 {
+        text_of(&client, "#list article.card h2", "").await;
+        client
+            .find(Locator::Css("#list article.card button.approve"))
+            .await
+            .expect("an approve button")
+            .click()
+            .await
+            .expect("clicked");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.refresh().await.expect("reloaded");
+    }
+    text_of(&client, "#list", "Nothing is waiting").await;
+    let ids: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, action_type FROM proposal_summaries ORDER BY action_type")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("proposals");
+    assert_eq!(
+        ids.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["email.send", "slack.post_message"]
+    );
+    for (id, _) in &ids {
+        wait_for(&app, id, "ExecutionSucceeded").await;
+    }
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "one email");
+    assert_eq!(mails[0].to, ["jenny.rosen@example.com"]);
+    assert!(mails[0]
+        .data
+        .contains("Subject: Your payment didn't go through"));
+    assert!(mails[0].data.contains("in_1Pgc6tB7WZ01zgkWu9fdqL6I"));
+    let posts = fakes.slack_posts().await;
+    assert_eq!(posts.len(), 1, "one DM");
+    assert_eq!(posts[0]["channel"], "#founders");
+
+    // The invoice is paid: both executed proposals get their outcome.
+    send_fixture(&app, "stripe/invoice.paid.json").await;
+    for (id, _) in &ids {
+        wait_for(&app, id, "OutcomeRecorded").await;
+        let outcome = payload_of(&app, id, "OutcomeRecorded").await;
+        assert_eq!(outcome["kind"], "recovered");
+        assert_eq!(outcome["summary"], "recovered $10.00");
+        assert_eq!(outcome["value_cents"], 1000);
+    }
+    assert_eq!(
+        events_of(&app, &ids[0].0).await,
+        [
+            "Drafted",
+            "Approved",
+            "ExecutionStarted",
+            "ExecutionSucceeded",
+            "OutcomeRecorded"
+        ]
+    );
+    settle(&app).await;
+    client
+        .goto(&app.url(&format!("/proposals/{}", ids[0].0)))
+        .await
+        .expect("the proposal");
+    let execution = text_of(&client, "#execution", "recovered").await;
+    assert!(
+        execution.contains("Outcome: recovered $10.00"),
+        "{execution}"
+    );
+    assert!(
+        execution.contains("This cannot be undone: an email cannot be unsent"),
+        "{execution}"
+    );
+    screenshot(&client, "executed").await;
+    client.goto(&app.url("/settings")).await.expect("settings");
+    text_of(&client, "#kill-switches", "everything").await;
+    screenshot(&client, "settings").await;
 }

@@ -129,3 +129,99 @@ async fn events_tail_ends_quietly_when_its_reader_goes_away() {
     .expect("it ends by itself");
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn guardrails_commands_engage_and_release_kill_switches_and_refuse_bad_scopes() {
+    let db = TestDatabase::new().await.expect("a database");
+    let run = |args: &[&str]| {
+        let out = execops(&db).args(args).output().expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "guardrails",
+        "engage",
+        "adapter:slack",
+        "--by",
+        "admin@example.com",
+        "--reason",
+        "incident",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("kill switch for adapter slack engaged"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["guardrails", "show"]);
+    assert!(ok);
+    assert!(
+        out.contains("kill switch for adapter slack: engaged by admin@example.com (incident)"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        "guardrails",
+        "rate-limit",
+        "email.send",
+        "10",
+        "--by",
+        "admin@example.com",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("email.send: at most 10 an hour"), "{out}");
+    for bad in [
+        vec![
+            "guardrails",
+            "engage",
+            "adapter:fax",
+            "--by",
+            "a@b.c",
+            "--reason",
+            "x",
+        ],
+        vec![
+            "guardrails",
+            "engage",
+            "everything",
+            "--by",
+            "a@b.c",
+            "--reason",
+            "x",
+        ],
+        vec!["guardrails", "release", "global", "--by", "a@b.c"],
+        vec![
+            "guardrails",
+            "rate-limit",
+            "email.send",
+            "0",
+            "--by",
+            "a@b.c",
+        ],
+        vec!["guardrails", "rate-limit", "fax.send", "3", "--by", "a@b.c"],
+    ] {
+        let (ok, _, err) = run(&bad);
+        assert!(!ok, "{bad:?} was accepted");
+        assert!(!err.trim().is_empty(), "{bad:?} said nothing");
+    }
+    let (ok, out, err) = run(&[
+        "guardrails",
+        "release",
+        "adapter:slack",
+        "--by",
+        "admin@example.com",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("released"), "{out}");
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Guardrails' ORDER BY sequence",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        types,
+        ["KillSwitchEngaged", "RateLimitSet", "KillSwitchReleased"]
+    );
+}

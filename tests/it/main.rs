@@ -2,12 +2,14 @@
 //! unless DATABASE_URL names another), each test in a fresh database. One binary, so one
 //! Postgres per run.
 
+mod adapters;
 pub mod api;
 mod browser;
 mod cli;
 mod common;
+pub mod execution;
 mod ops;
-mod pages;
+pub mod pages;
 pub mod policies;
 mod projections;
 mod serve;

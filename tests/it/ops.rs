@@ -60,6 +60,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let base = serve(AppState {
         store,
+        adapters: execops::adapters::Adapters::new(&config(&[]).adapters),
         subscriptions,
         metrics: Metrics::new(),
         config: Arc::new(config(&[("EXECOPS_MAX_SUBSCRIBER_LAG_SECS", "1")])),
@@ -89,6 +90,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
     let metrics = Metrics::new();
     let base = serve(AppState {
         store: Store::new(pool, metrics.clone()),
+        adapters: execops::adapters::Adapters::new(&config(&[]).adapters),
         subscriptions: Registry::default(),
         metrics,
         config: Arc::new(config(&[])),

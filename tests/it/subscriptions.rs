@@ -175,6 +175,7 @@ fn draft(id: ProposalId, n: usize) -> ProposalDraft {
         inbound_ids: vec![],
         subject_key: format!("test:{n}"),
         requested_by: None,
+        outcome_key: None,
     }
 }
 
@@ -196,6 +197,7 @@ async fn run_lifecycle(store: &Store, writer: usize, n: usize) {
         ProposalCommand::RecordSuccess {
             attempt: 1,
             result: json!({}),
+            at: chrono::Utc::now(),
         },
     ];
     for command in commands {

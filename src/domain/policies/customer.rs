@@ -85,6 +85,7 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
             due_by: None,
             owner: Some(config.owner_slack.clone()),
             subject_key: format!("intercom:conversation:{conversation}:alert"),
+            outcome_key: None,
         })),
         Outcome::Propose(Box::new(Plan {
             rule: "customer.template_reply",
@@ -108,6 +109,7 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
             due_by: None,
             owner: None,
             subject_key: format!("intercom:conversation:{conversation}:reply"),
+            outcome_key: None,
         })),
     ]
 }

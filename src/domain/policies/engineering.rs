@@ -10,6 +10,11 @@ use crate::domain::values::{Urgency, Vertical};
 
 const FAILED: [&str; 3] = ["failure", "timed_out", "startup_failure"];
 
+/// The outcome key of what is proposed for a red workflow: its next green run.
+pub(super) fn green_key(repo: &str, workflow_id: i64, branch: &str) -> String {
+    format!("github:{repo}:workflow:{workflow_id}:{branch}:green")
+}
+
 pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> Vec<Outcome> {
     if signal.kind != "workflow_run.completed" {
         return Vec::new();
@@ -33,6 +38,7 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
         .map(str::to_string)
         .unwrap_or_else(|| format!("workflow {workflow_id}"));
     let subject = |what: &str| format!("github:{repo}:workflow:{workflow_id}:{branch}:{what}");
+    debug_assert_eq!(subject("green"), green_key(repo, workflow_id, branch));
     let run_number = i64_at(&run, "/run_number").unwrap_or(0);
     let conclusion = str_at(&run, "/conclusion").unwrap_or_default();
     if conclusion == "success" {
@@ -86,6 +92,7 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
             due_by: None,
             owner: None,
             subject_key: subject("issue"),
+            outcome_key: Some(subject("green")),
         })),
         Outcome::Propose(Box::new(Plan {
             rule: "engineering.slack_post",
@@ -102,6 +109,7 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
             due_by: None,
             owner: None,
             subject_key: subject("slack"),
+            outcome_key: Some(subject("green")),
         })),
     ]
 }

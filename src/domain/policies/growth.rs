@@ -47,6 +47,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
                 due_by: Some(facts.now + Duration::days(1)),
                 owner: None,
                 subject_key: format!("hubspot:contact:{object}:follow_up"),
+                outcome_key: None,
             }))]
         }
         "deal.propertyChange" => {
@@ -90,6 +91,7 @@ pub(super) fn hubspot(signal: &Signal, facts: &Facts, config: &PolicyConfig) -> 
                 due_by: Some(facts.now + Duration::days(2)),
                 owner: None,
                 subject_key: format!("hubspot:deal:{object}:follow_up"),
+                outcome_key: None,
             }))]
         }
         _ => Vec::new(),

@@ -113,6 +113,8 @@ pub struct Plan {
     pub owner: Option<String>,
     /// At most one pending proposal per subject: a newer signal revises it.
     pub subject_key: String,
+    /// The later signal that shows the action worked; see [`outcome_of`].
+    pub outcome_key: Option<String>,
 }
 
 /// What a signal asks of the proposals.
@@ -124,6 +126,53 @@ pub enum Outcome {
         subject_key: String,
         reason: String,
     },
+}
+
+/// A later signal that shows executed proposals worked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutcomeSignal {
+    /// Matches [`Plan::outcome_key`] of the proposals it vindicates.
+    pub key: String,
+    /// `recovered`, `fixed`…: one outcome of each kind per proposal.
+    pub kind: &'static str,
+    pub value_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What outcome, if any, a signal is evidence of.
+pub fn outcome_of(signal: &Signal) -> Option<OutcomeSignal> {
+    let payload = &signal.payload;
+    match (signal.source.as_str(), signal.kind.as_str()) {
+        ("stripe", "invoice.paid") => {
+            let invoice = payload.pointer("/data/object")?;
+            Some(OutcomeSignal {
+                key: money::paid_key(str_at(invoice, "/id")?),
+                kind: "recovered",
+                value_cents: i64_at(invoice, "/amount_paid"),
+                currency: str_at(invoice, "/currency").map(str::to_string),
+                occurred_at: signal.occurred_at,
+            })
+        }
+        ("github", "workflow_run.completed") => {
+            let run = payload.get("workflow_run")?;
+            if str_at(run, "/conclusion") != Some("success") {
+                return None;
+            }
+            Some(OutcomeSignal {
+                key: engineering::green_key(
+                    str_at(payload, "/repository/full_name")?,
+                    i64_at(run, "/workflow_id").unwrap_or(0),
+                    str_at(run, "/head_branch")?,
+                ),
+                kind: "fixed",
+                value_cents: None,
+                currency: None,
+                occurred_at: signal.occurred_at,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Runs the rules of the signal's vertical.

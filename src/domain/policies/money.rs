@@ -63,6 +63,15 @@ fn owner_dm_subject(invoice: &str) -> String {
     format!("stripe:invoice:{invoice}:owner_dm")
 }
 
+fn retry_subject(invoice: &str) -> String {
+    format!("stripe:invoice:{invoice}:retry")
+}
+
+/// The outcome key of everything proposed for an unpaid invoice: its payment.
+pub(super) fn paid_key(invoice: &str) -> String {
+    format!("stripe:invoice:{invoice}:paid")
+}
+
 fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<Outcome> {
     let Some(id) = str_at(invoice, "/id") else {
         return Vec::new();
@@ -121,6 +130,7 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
         due_by: retry_at,
         owner: None,
         subject_key: card_update_subject(id),
+        outcome_key: Some(paid_key(id)),
     }))];
     if amount >= config.owner_dm_threshold_cents || attempts >= 2 {
         outcomes.push(Outcome::Propose(Box::new(Plan {
@@ -152,6 +162,33 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
             due_by: retry_at,
             owner: Some(config.owner_slack.clone()),
             subject_key: owner_dm_subject(id),
+            outcome_key: Some(paid_key(id)),
+        })));
+    }
+    let automatic = str_at(invoice, "/collection_method") != Some("send_invoice");
+    if retry_at.is_none() && automatic && str_at(invoice, "/status") == Some("open") {
+        outcomes.push(Outcome::Propose(Box::new(Plan {
+            rule: "money.retry_invoice",
+            title: format!("Retry collecting {amount_text} on {id} now"),
+            vertical: Vertical::Money,
+            action_type: "stripe.retry_invoice",
+            action: json!({ "invoice": id }),
+            reasoning: format!(
+                "Stripe has no retry scheduled for invoice {id} ({amount_text}, {who}) after \
+                 {attempts} failed attempts. Charging the card again now, once the customer \
+                 had a chance to fix it, is the last automatic step before the invoice is lost."
+            ),
+            priority: Priority {
+                revenue: revenue_factor(amount, currency, "is unpaid on this invoice"),
+                urgency: urgency_factor(Urgency::High, "Stripe has stopped retrying".to_string()),
+                effort: Factor::new(95, "it is one call to Stripe"),
+                strategic: Factor::new(60, "an uncollected invoice is revenue already earned"),
+            },
+            urgency: Urgency::High,
+            due_by: None,
+            owner: None,
+            subject_key: retry_subject(id),
+            outcome_key: Some(paid_key(id)),
         })));
     }
     outcomes
@@ -161,13 +198,17 @@ fn invoice_paid(invoice: &Value) -> Vec<Outcome> {
     let Some(id) = str_at(invoice, "/id") else {
         return Vec::new();
     };
-    [card_update_subject(id), owner_dm_subject(id)]
-        .into_iter()
-        .map(|subject_key| Outcome::Supersede {
-            subject_key,
-            reason: format!("invoice {id} was paid"),
-        })
-        .collect()
+    [
+        card_update_subject(id),
+        owner_dm_subject(id),
+        retry_subject(id),
+    ]
+    .into_iter()
+    .map(|subject_key| Outcome::Supersede {
+        subject_key,
+        reason: format!("invoice {id} was paid"),
+    })
+    .collect()
 }
 
 fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
@@ -214,6 +255,7 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
         due_by,
         owner: Some(config.owner_slack.clone()),
         subject_key: format!("stripe:dispute:{id}"),
+        outcome_key: None,
     }))]
 }
 
@@ -262,6 +304,7 @@ fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
         due_by: Some(facts.now + Duration::days(3)),
         owner: None,
         subject_key: format!("stripe:subscription:{id}:win_back"),
+        outcome_key: None,
     }))]
 }
 
@@ -307,6 +350,7 @@ fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<O
         due_by: None,
         owner: Some(config.owner_slack.clone()),
         subject_key: format!("spend:{}:{month}", vendor.to_lowercase()),
+        outcome_key: None,
     })))
 }
 
@@ -352,5 +396,6 @@ fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
         due_by: None,
         owner: Some(config.owner_slack.clone()),
         subject_key: "company:runway".into(),
+        outcome_key: None,
     })))
 }

@@ -24,6 +24,7 @@ fn draft() -> ProposalDraft {
         inbound_ids: vec!["stripe:evt_1".into()],
         subject_key: "stripe:invoice:in_1".into(),
         requested_by: Some("requester@example.com".into()),
+        outcome_key: Some("stripe:invoice:in_1:paid".into()),
     }
 }
 
@@ -62,10 +63,15 @@ fn started(attempt: u32) -> ProposalEvent {
     }
 }
 
+fn at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
+}
+
 fn succeeded() -> ProposalEvent {
     ProposalEvent::ExecutionSucceeded {
         attempt: 1,
         result: json!({"ok": true}),
+        at: Some(at()),
     }
 }
 
@@ -100,6 +106,7 @@ fn commands() -> Vec<ProposalCommand> {
         C::RecordSuccess {
             attempt: 1,
             result: json!({}),
+            at: at(),
         },
         C::RecordFailure {
             attempt: 1,
@@ -114,6 +121,8 @@ fn commands() -> Vec<ProposalCommand> {
             actor: "approver@example.com".into(),
             role: Role::Approver,
             result: json!({}),
+            at: at(),
+            window: chrono::Duration::hours(1),
         },
         C::RecordOutcome {
             kind: "recovered".into(),
@@ -125,7 +134,53 @@ fn commands() -> Vec<ProposalCommand> {
             reason: "email.send is disabled".into(),
         },
         C::Revise(revision("stripe:evt_2")),
+        C::Preview {
+            actor: "approver@example.com".into(),
+            requests: json!([]),
+        },
+        C::Defer {
+            reason: "rate limited".into(),
+            until: None,
+        },
+        C::MarkDone {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+            note: None,
+        },
+        C::RequestRetry {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+        },
     ]
+}
+
+/// The four execution-time commands (preview, defer, mark done, retry) in a state.
+fn late(s: Status) -> Vec<Expect> {
+    use ProposalError as X;
+    use Status as S;
+    let preview = if s == S::NotDrafted {
+        Err(X::NotDrafted)
+    } else {
+        Ok("Previewed")
+    };
+    let defer = match s {
+        S::Approved => Ok("ExecutionDeferred"),
+        S::NotDrafted | S::Suppressed | S::Pending | S::Rejected | S::Expired | S::Superseded => {
+            Err(X::NotApproved(s))
+        }
+        other => Err(X::CannotExecute(other)),
+    };
+    let mark_done = if s == S::Uncertain {
+        Ok("MarkedDone")
+    } else {
+        Err(X::NotUncertain(s))
+    };
+    let retry = if matches!(s, S::Uncertain | S::Failed) {
+        Ok("RetryRequested")
+    } else {
+        Err(X::CannotRetry(s))
+    };
+    vec![preview, defer, mark_done, retry]
 }
 
 fn revision(inbound_id: &str) -> Revision {
@@ -243,7 +298,7 @@ fn table() -> Vec<Vec<Expect>> {
         row[10] = Ok("OutcomeRecorded");
         row
     };
-    vec![
+    let rows = vec![
         vec![
             Ok("Drafted"),
             Err(X::NotDrafted),
@@ -295,7 +350,33 @@ fn table() -> Vec<Vec<Expect>> {
         after_execution(S::Failed, Err(X::CannotExecute(S::Failed))),
         after_execution(S::Uncertain, Err(X::CannotExecute(S::Uncertain))),
         after_execution(S::RolledBack, Err(X::CannotExecute(S::RolledBack))),
-    ]
+    ];
+    let statuses = [
+        S::NotDrafted,
+        S::Suppressed,
+        S::Pending,
+        S::Approved,
+        S::Rejected,
+        S::Expired,
+        S::Superseded,
+        S::Executing,
+        S::Succeeded,
+        S::Failed,
+        S::Failed,
+        S::Uncertain,
+        S::RolledBack,
+    ];
+    let mut rows: Vec<Vec<Expect>> = rows
+        .into_iter()
+        .zip(statuses)
+        .map(|(mut row, s)| {
+            row.extend(late(s));
+            row
+        })
+        .collect();
+    // A retryable failure may be deferred like an approval.
+    rows[9][14] = Ok("ExecutionDeferred");
+    rows
 }
 
 #[test]
@@ -324,7 +405,7 @@ fn every_command_in_every_state_is_allowed_or_refused_as_the_table_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13 * 13);
+    assert_eq!(checked, 13 * 17);
 }
 
 // ---- The rules the product promises, one by one. ----
@@ -420,6 +501,8 @@ fn a_viewer_may_not_roll_back() {
             actor: "viewer@example.com".into(),
             role: Role::Viewer,
             result: json!({}),
+            at: at(),
+            window: chrono::Duration::hours(1),
         })
         .then_expect_error(ProposalError::RoleMayNotDecide(Role::Viewer));
 }
@@ -512,6 +595,7 @@ fn a_result_for_another_attempt_is_refused() {
         .when(ProposalCommand::RecordSuccess {
             attempt: 1,
             result: json!({}),
+            at: at(),
         })
         .then_expect_error(ProposalError::NoSuchAttempt(1));
 }
@@ -543,6 +627,8 @@ fn a_succeeded_execution_can_be_rolled_back_once() {
             actor: "approver@example.com".into(),
             role: Role::Approver,
             result: json!({"deleted": true}),
+            at: at(),
+            window: chrono::Duration::hours(1),
         })
         .then_expect_events(vec![rolled_back.clone()]);
     Framework::with(())
@@ -557,6 +643,8 @@ fn a_succeeded_execution_can_be_rolled_back_once() {
             actor: "approver@example.com".into(),
             role: Role::Approver,
             result: json!({}),
+            at: at(),
+            window: chrono::Duration::hours(1),
         })
         .then_expect_error(ProposalError::CannotRollBack(Status::RolledBack));
 }
@@ -623,4 +711,74 @@ fn a_proposal_takes_each_signal_once() {
         .given(vec![drafted()])
         .when(ProposalCommand::Revise(revision("stripe:evt_1")))
         .then_expect_error(ProposalError::AlreadyRevised("stripe:evt_1".into()));
+}
+
+#[test]
+fn undo_is_refused_once_the_window_has_closed() {
+    Framework::with(())
+        .given(vec![drafted(), approved(), started(1), succeeded()])
+        .when(ProposalCommand::RollBack {
+            actor: "approver@example.com".into(),
+            role: Role::Approver,
+            result: json!({}),
+            at: at() + chrono::Duration::minutes(61),
+            window: chrono::Duration::hours(1),
+        })
+        .then_expect_error(ProposalError::UndoWindowClosed(
+            at() + chrono::Duration::hours(1),
+        ));
+}
+
+#[test]
+fn a_person_resolves_an_uncertain_execution_by_marking_it_done_or_retrying() {
+    let uncertain = vec![
+        drafted(),
+        approved(),
+        started(1),
+        ProposalEvent::ExecutionUncertain {
+            attempt: 1,
+            reason: "died".into(),
+        },
+    ];
+    Framework::with(())
+        .given(uncertain.clone())
+        .when(ProposalCommand::MarkDone {
+            actor: "viewer@example.com".into(),
+            role: Role::Viewer,
+            note: None,
+        })
+        .then_expect_error(ProposalError::RoleMayNotDecide(Role::Viewer));
+    let mut retried = uncertain;
+    retried.push(ProposalEvent::RetryRequested {
+        actor: "approver@example.com".into(),
+        role: Role::Approver,
+    });
+    // After a retry is asked for, the next attempt keeps the same key.
+    Framework::with(())
+        .given(retried)
+        .when(ProposalCommand::StartExecution)
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn an_outcome_of_one_kind_is_recorded_once() {
+    let outcome = ProposalEvent::OutcomeRecorded {
+        kind: "recovered".into(),
+        summary: "recovered $10.00".into(),
+        value_cents: Some(1000),
+    };
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            approved(),
+            started(1),
+            succeeded(),
+            outcome,
+        ])
+        .when(ProposalCommand::RecordOutcome {
+            kind: "recovered".into(),
+            summary: "recovered $10.00".into(),
+            value_cents: Some(1000),
+        })
+        .then_expect_error(ProposalError::OutcomeAlreadyRecorded("recovered".into()));
 }

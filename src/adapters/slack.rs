@@ -1,0 +1,133 @@
+//! Posts to Slack with the Web API's `chat.postMessage` and undoes it with `chat.delete`.
+//! Slack answers most failures with HTTP 200 and `"ok": false`, so the error string, not
+//! the status, decides whether a failure is worth retrying.
+
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use super::{
+    field, retry_after, status_error, truncate, Adapter, AdapterError, HttpAnswer, HttpRequest,
+    RequestPreview,
+};
+use crate::config::AdapterConfig;
+
+/// Slack errors that mean the request was not processed and may be sent again.
+const TRANSIENT_ERRORS: &[&str] = &["ratelimited", "service_unavailable"];
+
+#[derive(Clone)]
+pub struct Slack {
+    http: reqwest::Client,
+    token: Option<SecretString>,
+    base: String,
+}
+
+impl Slack {
+    pub fn new(config: &AdapterConfig, http: reqwest::Client) -> Self {
+        Self {
+            http,
+            token: config.slack_bot_token.clone(),
+            base: config.slack_api_base.clone(),
+        }
+    }
+
+    fn call(&self, method: &str, body: &Value) -> Result<HttpRequest, AdapterError> {
+        let token = self.token.as_ref().ok_or_else(|| {
+            super::not_set(
+                "SLACK_BOT_TOKEN",
+                "ExecOps has no bot token to post to Slack with",
+            )
+        })?;
+        Ok(HttpRequest::json(
+            Method::POST,
+            format!("{}/{method}", self.base),
+            Some(token),
+            "application/json; charset=utf-8",
+            body,
+        ))
+    }
+
+    fn post_message(&self, action: &Value) -> Result<HttpRequest, AdapterError> {
+        let channel = field(action, "channel")?;
+        let text = field(action, "text")?;
+        self.call(
+            "chat.postMessage",
+            &json!({ "channel": channel, "text": text }),
+        )
+    }
+}
+
+/// Slack's answer as JSON when it says `"ok": true`, else the error sorted.
+fn judge(answer: &HttpAnswer) -> Result<Value, AdapterError> {
+    if !answer.status.is_success() {
+        return Err(status_error(
+            "Slack",
+            answer.status,
+            &answer.headers,
+            &answer.text,
+        ));
+    }
+    let body = answer.json();
+    if body.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(body);
+    }
+    let error = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| truncate(&answer.text, 200));
+    let message = format!("Slack refused the call: {error}");
+    if TRANSIENT_ERRORS.contains(&error) {
+        Err(AdapterError::Transient {
+            message,
+            retry_after: retry_after(&answer.headers),
+        })
+    } else {
+        Err(AdapterError::Permanent(message))
+    }
+}
+
+impl Adapter for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn dedupes(&self) -> bool {
+        false
+    }
+
+    fn rollback_limit(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn preview(&self, action: &Value, _key: &str) -> Result<Vec<RequestPreview>, AdapterError> {
+        Ok(vec![self.post_message(action)?.preview()])
+    }
+
+    async fn execute(&self, action: &Value, _key: &str) -> Result<Value, AdapterError> {
+        let answer = self.post_message(action)?.send(&self.http, "Slack").await?;
+        let body = judge(&answer)?;
+        // The answer's channel is the id (C…/D…) that `chat.delete` needs; the action may
+        // name it as `#founders` or by a user's id.
+        Ok(json!({ "channel": body["channel"], "ts": body["ts"] }))
+    }
+
+    async fn rollback(
+        &self,
+        _action: &Value,
+        result: &Value,
+        _key: &str,
+    ) -> Result<Value, AdapterError> {
+        let channel = field(result, "channel")?;
+        let ts = field(result, "ts")?;
+        let answer = self
+            .call("chat.delete", &json!({ "channel": channel, "ts": ts }))?
+            .send(&self.http, "Slack")
+            .await?;
+        // An earlier attempt deleted it and its answer was lost: the undo is done.
+        let already = answer.json()["error"] == "message_not_found";
+        if !already {
+            judge(&answer)?;
+        }
+        Ok(json!({ "deleted": true, "channel": channel, "ts": ts }))
+    }
+}
