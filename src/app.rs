@@ -26,9 +26,6 @@ pub struct App {
 impl App {
     /// Starts the subscriptions on `pool`; call [`App::stop`] to end them.
     pub fn start(pool: PgPool, config: &Config) -> Self {
-        // The adapters' TLS (reqwest, async-stripe, lettre) uses rustls with ring; say so
-        // once for the process, in case another crate linked a second provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Metrics::new();
         let subscriptions = Registry::default();
         let (shutdown, shutdown_rx) = watch::channel(false);

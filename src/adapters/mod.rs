@@ -156,6 +156,9 @@ macro_rules! dispatch {
 
 impl Adapters {
     pub fn new(config: &AdapterConfig) -> Self {
+        // The adapters' TLS (reqwest, async-stripe, lettre) is rustls with ring; say so once
+        // for the process, in case another crate linked a second provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("execops/", env!("CARGO_PKG_VERSION")))

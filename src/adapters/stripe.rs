@@ -25,8 +25,8 @@ pub struct Stripe {
 impl Stripe {
     pub fn new(config: &AdapterConfig) -> Self {
         // async-stripe's TLS connector asks rustls for the process's crypto provider, which
-        // rustls cannot choose once another crate links a second one (the app says so at
-        // start-up too; adapters built on their own, as in tests and the CLI, need it here).
+        // rustls cannot choose once another crate links a second one. `Adapters::new` says so
+        // too; this keeps a `Stripe` built on its own from panicking.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = match &config.stripe_api_key {
             None => Err(super::not_set(

@@ -84,11 +84,15 @@ impl Webhook {
     ) -> Result<HttpRequest, AdapterError> {
         let target = field(action, "target")?;
         let kind = field(action, "type")?;
-        let data = action.get("data").cloned().unwrap_or_else(|| json!({}));
-        self.delivery(target, key, kind, &data, now)
+        self.delivery(target, key, kind, &data_of(action), now)
     }
 
-    async fn deliver(&self, target: &str, request: HttpRequest) -> Result<Value, AdapterError> {
+    async fn deliver(
+        &self,
+        target: &str,
+        id: &str,
+        request: HttpRequest,
+    ) -> Result<Value, AdapterError> {
         let provider = format!("webhook target {target}");
         let answer = request.send(&self.http, &provider).await?;
         if !answer.status.is_success() {
@@ -99,14 +103,13 @@ impl Webhook {
                 &answer.text,
             ));
         }
-        let id = request
-            .headers
-            .iter()
-            .find(|(name, _)| *name == "webhook-id")
-            .map(|(_, id)| id.clone())
-            .unwrap_or_default();
         Ok(json!({ "target": target, "webhook_id": id, "status": answer.status.as_u16() }))
     }
+}
+
+/// The action's `data`, an empty object when it has none.
+fn data_of(action: &Value) -> Value {
+    action.get("data").cloned().unwrap_or_else(|| json!({}))
 }
 
 impl Adapter for Webhook {
@@ -128,7 +131,7 @@ impl Adapter for Webhook {
 
     async fn execute(&self, action: &Value, key: &str) -> Result<Value, AdapterError> {
         let request = self.event(action, key, Utc::now())?;
-        self.deliver(field(action, "target")?, request).await
+        self.deliver(field(action, "target")?, key, request).await
     }
 
     async fn rollback(
@@ -139,9 +142,10 @@ impl Adapter for Webhook {
     ) -> Result<Value, AdapterError> {
         let target = field(action, "target")?;
         let kind = format!("{}.reverted", field(action, "type")?);
-        let data = json!({ "reverts": key, "data": action.get("data").cloned().unwrap_or_else(|| json!({})) });
-        let request =
-            self.delivery(target, &format!("{key}-rollback"), &kind, &data, Utc::now())?;
-        self.deliver(target, request).await
+        let data = json!({ "reverts": key, "data": data_of(action) });
+        // Its own id: under the original one a deduping receiver would drop the reversal.
+        let id = format!("{key}-rollback");
+        let request = self.delivery(target, &id, &kind, &data, Utc::now())?;
+        self.deliver(target, &id, request).await
     }
 }

@@ -331,6 +331,7 @@ async fn nothing_runs_without_an_approval_even_when_a_read_model_row_says_approv
         slack_post("#a", "4"),
     )
     .await;
+    crate::policies::settle(&app).await;
     let reject = app
         .client
         .post(app.url(&format!("/api/v1/proposals/{rejected}/reject")))
@@ -628,13 +629,21 @@ async fn repeated_failures_open_the_adapters_circuit_and_a_good_probe_closes_it(
     let id = draft(&app, "breaker", "slack.post_message", slack_post("#a", "b")).await;
     approve(&app, &token, &id).await;
     wait_for(&app, &id, "ExecutionSucceeded").await;
-    let guardrail_events: Vec<String> = sqlx::query_scalar(
-        "SELECT event_type FROM events WHERE aggregate_type = 'Guardrails' ORDER BY sequence",
-    )
-    .fetch_all(app.store.pool())
-    .await
-    .expect("events");
-    assert_eq!(guardrail_events, ["CircuitOpened", "CircuitClosed"]);
+    let guardrail_events = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT event_type FROM events WHERE aggregate_type = 'Guardrails' \
+             ORDER BY sequence",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .expect("events")
+    };
+    // The circuit closes right after the probe's success is recorded.
+    eventually(Duration::from_secs(10), "the circuit to close", || async {
+        guardrail_events().await.len() >= 2
+    })
+    .await;
+    assert_eq!(guardrail_events().await, ["CircuitOpened", "CircuitClosed"]);
     let events = events_of(&app, &id).await;
     assert!(
         events.contains(&"ExecutionDeferred".to_string()),
@@ -1121,4 +1130,60 @@ async fn settings_show_the_guardrails_and_only_admins_change_them() {
         "the rate limit shows"
     );
     assert!(html.contains("<strong>disabled</strong>: disabled on the settings page"));
+}
+
+#[tokio::test]
+async fn an_issue_opened_for_a_red_build_records_the_fix_when_the_build_goes_green() {
+    let fakes = Fakes::start().await;
+    fakes.slack_accepts().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/octo-org/octo-repo/issues"))
+        .and(header("authorization", "Bearer ghp_test"))
+        .and(header("x-github-api-version", "2022-11-28"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "number": 7,
+            "html_url": "https://github.com/octo-org/octo-repo/issues/7",
+        })))
+        .mount(&fakes.github)
+        .await;
+    let app = TestApp::spawn_with(fakes.config(&[])).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    crate::webhooks::send_fixture(&app, "github/workflow_run.completed.failure.json").await;
+    crate::policies::settle(&app).await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM proposal_summaries ORDER BY action_type")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("proposals");
+    assert_eq!(ids.len(), 2, "an issue and a post");
+    for id in &ids {
+        approve(&app, &token, id).await;
+        wait_for(&app, id, "ExecutionSucceeded").await;
+    }
+    let issue = payload_of(&app, &ids[0], "ExecutionSucceeded").await;
+    assert_eq!(issue["result"]["number"], 7);
+    crate::webhooks::send_fixture(&app, "github/workflow_run.completed.success.json").await;
+    for id in &ids {
+        wait_for(&app, id, "OutcomeRecorded").await;
+        let outcome = payload_of(&app, id, "OutcomeRecorded").await;
+        assert_eq!(outcome["kind"], "fixed");
+        assert!(
+            outcome["summary"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("fixed after "),
+            "{outcome}"
+        );
+    }
+    eventually(Duration::from_secs(10), "the track record", || async {
+        let rates: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT executed, with_outcome FROM outcome_rates \
+             WHERE action_type = 'github.create_issue'",
+        )
+        .fetch_optional(app.store.pool())
+        .await
+        .expect("a track record");
+        rates == Some((1, 1))
+    })
+    .await;
 }
