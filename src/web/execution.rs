@@ -90,8 +90,30 @@ fn allowed(
         .map_err(|e| page_error(session, e.into()))
 }
 
-fn back_to(id: &str, notice: &str) -> Response {
-    Redirect::to(&format!("/proposals/{id}?notice={notice}#execution")).into_response()
+/// Records the person's command, if preparing it went well, and answers with the proposal
+/// page (and a notice) or the error.
+async fn record(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    id: &str,
+    command: Result<ProposalCommand, ApiError>,
+    notice: &str,
+) -> Response {
+    let result = match command {
+        Ok(command) => state
+            .store
+            .proposal(id, command, metadata(headers, &session.actor))
+            .await
+            .map_err(|e| proposal_error(id, e)),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => {
+            Redirect::to(&format!("/proposals/{id}?notice={notice}#execution")).into_response()
+        }
+        Err(error) => page_error(session, error),
+    }
 }
 
 /// `POST /proposals/{id}/preview`: renders the exact requests without sending them and
@@ -106,7 +128,7 @@ pub async fn preview(
     if let Err(page) = allowed(&session, &headers, form.csrf.as_deref(), Permission::Decide) {
         return page;
     }
-    let result = async {
+    let command = async {
         let proposal = state
             .store
             .load_proposal(&id)
@@ -123,21 +145,13 @@ pub async fn preview(
                 code: "cannot_preview",
                 message: e.to_string(),
             })?;
-        let command = ProposalCommand::Preview {
+        Ok(ProposalCommand::Preview {
             actor: session.actor.email.clone(),
             requests: serde_json::to_value(requests).unwrap_or_default(),
-        };
-        state
-            .store
-            .proposal(&id, command, metadata(&headers, &session.actor))
-            .await
-            .map_err(|e| proposal_error(&id, e))
+        })
     }
     .await;
-    match result {
-        Ok(()) => back_to(&id, "previewed"),
-        Err(error) => page_error(&session, error),
-    }
+    record(&state, &session, &headers, &id, command, "previewed").await
 }
 
 /// `POST /proposals/{id}/undo`: the adapter's rollback, then `RolledBack`.
@@ -153,7 +167,7 @@ pub async fn undo(
     }
     let window = chrono::Duration::from_std(state.config.execution.undo_window)
         .unwrap_or_else(|_| chrono::Duration::hours(1));
-    let result = async {
+    let command = async {
         let proposal = state
             .store
             .load_proposal(&id)
@@ -190,24 +204,16 @@ pub async fn undo(
             )
             .await
             .map_err(|e: AdapterError| conflict(format!("The undo failed: {e}")))?;
-        let command = ProposalCommand::RollBack {
+        Ok(ProposalCommand::RollBack {
             actor: session.actor.email.clone(),
             role: session.actor.role,
             result: undone,
             at: now,
             window,
-        };
-        state
-            .store
-            .proposal(&id, command, metadata(&headers, &session.actor))
-            .await
-            .map_err(|e| proposal_error(&id, e))
+        })
     }
     .await;
-    match result {
-        Ok(()) => back_to(&id, "undone"),
-        Err(error) => page_error(&session, error),
-    }
+    record(&state, &session, &headers, &id, command, "undone").await
 }
 
 /// `POST /proposals/{id}/resolve`: a person settles an uncertain (or failed) execution.
@@ -225,32 +231,26 @@ pub async fn resolve(
     let role = session.actor.role;
     let (command, notice) = match form.resolution.as_deref() {
         Some("done") => (
-            ProposalCommand::MarkDone {
+            Ok(ProposalCommand::MarkDone {
                 actor,
                 role,
                 note: form.note.filter(|n| !n.trim().is_empty()),
-            },
+            }),
             "marked-done",
         ),
-        Some("retry") => (ProposalCommand::RequestRetry { actor, role }, "retrying"),
-        _ => {
-            return page_error(
-                &session,
-                ApiError::BadRequest {
-                    code: "bad_resolution",
-                    message: "Choose \"mark as done\" or \"retry\".".into(),
-                },
-            )
-        }
+        Some("retry") => (
+            Ok(ProposalCommand::RequestRetry { actor, role }),
+            "retrying",
+        ),
+        _ => (
+            Err(ApiError::BadRequest {
+                code: "bad_resolution",
+                message: "Choose \"mark as done\" or \"retry\".".into(),
+            }),
+            "",
+        ),
     };
-    match state
-        .store
-        .proposal(&id, command, metadata(&headers, &session.actor))
-        .await
-    {
-        Ok(()) => back_to(&id, notice),
-        Err(error) => page_error(&session, proposal_error(&id, error)),
-    }
+    record(&state, &session, &headers, &id, command, notice).await
 }
 
 /// One row of the action types table on `/settings`.

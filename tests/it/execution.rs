@@ -190,34 +190,36 @@ impl Fakes {
     }
 }
 
+/// A proposal as the router would draft it, named `name`.
+pub fn proposal(name: &str, action_type: &str, action: Value) -> ProposalDraft {
+    ProposalDraft {
+        id: ProposalId::derive(&format!("test:{name}"), "test.rule"),
+        title: format!("Test {name}"),
+        vertical: Vertical::Ops,
+        action_type: action_type.into(),
+        action,
+        reasoning: "a test".into(),
+        drivers: vec![],
+        score: 50,
+        urgency: Urgency::High,
+        due_by: None,
+        owner: None,
+        inbound_ids: vec![format!("test:{name}")],
+        subject_key: format!("test:{name}"),
+        requested_by: None,
+        outcome_key: None,
+    }
+}
+
 /// Drafts a proposal straight into the store, as the router would.
 pub async fn draft(app: &TestApp, name: &str, action_type: &str, action: Value) -> String {
-    let id = ProposalId::derive(&format!("test:{name}"), "test.rule");
+    let draft = proposal(name, action_type, action);
+    let id = draft.id.to_string();
     app.store
-        .proposal(
-            &id.to_string(),
-            ProposalCommand::Draft(ProposalDraft {
-                id,
-                title: format!("Test {name}"),
-                vertical: Vertical::Ops,
-                action_type: action_type.into(),
-                action,
-                reasoning: "a test".into(),
-                drivers: vec![],
-                score: 50,
-                urgency: Urgency::High,
-                due_by: None,
-                owner: None,
-                inbound_ids: vec![format!("test:{name}")],
-                subject_key: format!("test:{name}"),
-                requested_by: None,
-                outcome_key: None,
-            }),
-            HashMap::new(),
-        )
+        .proposal(&id, ProposalCommand::Draft(draft), HashMap::new())
         .await
         .expect("drafted");
-    id.to_string()
+    id
 }
 
 pub async fn approve(app: &TestApp, token: &str, id: &str) {
@@ -718,24 +720,8 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
             slack_post("#founders", "once"),
         ),
     ] {
-        let id = ProposalId::derive(&format!("test:{name}"), "test.rule");
-        let draft = ProposalDraft {
-            id,
-            title: name.into(),
-            vertical: Vertical::Ops,
-            action_type: action_type.into(),
-            action: action.clone(),
-            reasoning: "a test".into(),
-            drivers: vec![],
-            score: 50,
-            urgency: Urgency::High,
-            due_by: None,
-            owner: None,
-            inbound_ids: vec![],
-            subject_key: name.into(),
-            requested_by: None,
-            outcome_key: None,
-        };
+        let draft = proposal(name, action_type, action.clone());
+        let id = draft.id;
         let approval = Decision {
             actor: "approver@example.com".into(),
             role: Role::Approver,
