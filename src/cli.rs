@@ -144,6 +144,16 @@ enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the whole log in commit order as NDJSON (one event a line), for archives and
+    /// other tools. Read only.
+    Export {
+        /// Only events recorded at or after this day (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only one aggregate type (`Proposal`) or one stream (`Proposal/ID`).
+        #[arg(long)]
+        aggregate: Option<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -184,6 +194,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => tail(config, lines, !no_follow, json).await,
+        Command::Events {
+            command: EventsCommand::Export { since, aggregate },
+        } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let db = Database::open(&config).await?;
+            let result = export(&db.pool, since, aggregate.as_deref()).await;
+            db.close().await?;
+            result
+        }
     }
 }
 
@@ -517,6 +536,46 @@ async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> a
         }
     }
     Ok(())
+}
+
+fn parse_since(raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.to_utc())
+        .map_err(|_| anyhow::anyhow!("--since {raw:?} is neither YYYY-MM-DD nor an RFC 3339 time"))
+}
+
+/// Every readable event in commit order, filtered, as NDJSON.
+async fn export(
+    pool: &sqlx::PgPool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    aggregate: Option<&str>,
+) -> anyhow::Result<()> {
+    let (kind, id) = match aggregate {
+        Some(raw) => match raw.split_once('/') {
+            Some((kind, id)) => (Some(kind), Some(id)),
+            None => (Some(raw), None),
+        },
+        None => (None, None),
+    };
+    let mut last = crate::store::log::LogPosition::START;
+    loop {
+        let batch = read_after(pool, last, 1_000).await?;
+        let Some(end) = batch.last().map(|e| e.log) else {
+            return Ok(());
+        };
+        for event in &batch {
+            let wanted = since.is_none_or(|t| event.recorded_at >= t)
+                && kind.is_none_or(|k| event.aggregate_type == k)
+                && id.is_none_or(|i| event.aggregate_id == i);
+            if wanted && !print_line(&render(event, true)) {
+                return Ok(());
+            }
+        }
+        last = end;
+    }
 }
 
 /// Writes one line to standard output; false once nobody reads it any more (`| head`).

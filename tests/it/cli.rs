@@ -225,3 +225,59 @@ async fn guardrails_commands_engage_and_release_kill_switches_and_refuse_bad_sco
         ["KillSwitchEngaged", "RateLimitSet", "KillSwitchReleased"]
     );
 }
+
+#[tokio::test]
+async fn events_export_prints_the_log_as_ndjson_filtered_by_time_and_aggregate() {
+    let db = TestDatabase::new().await.expect("a database");
+    let store = Store::new(db.pool.clone(), Metrics::new());
+    for i in 0..3 {
+        receive(&store, &format!("evt_export_{i}")).await;
+    }
+    let run = |args: &[&str]| {
+        let out = execops(&db).args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let all = run(&["events", "export"]);
+    let ids: Vec<&str> = all
+        .iter()
+        .filter_map(|e| e["aggregate_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "stripe:evt_export_0",
+            "stripe:evt_export_1",
+            "stripe:evt_export_2"
+        ]
+    );
+    assert_eq!(all[0]["event_type"], "Received");
+    assert!(all[0]["payload"]["Received"].is_object());
+    let one = run(&[
+        "events",
+        "export",
+        "--aggregate",
+        "Inbound/stripe:evt_export_1",
+    ]);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["aggregate_id"], "stripe:evt_export_1");
+    assert!(run(&["events", "export", "--aggregate", "Proposal"]).is_empty());
+    assert!(run(&["events", "export", "--since", "2999-01-01"]).is_empty());
+    assert_eq!(
+        run(&["events", "export", "--since", "2000-01-01T00:00:00Z"]).len(),
+        3
+    );
+    let bad = execops(&db)
+        .args(["events", "export", "--since", "yesterday"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither YYYY-MM-DD nor"));
+}
