@@ -323,11 +323,12 @@ impl Executor {
             self.finish(id).await?;
             return Ok(());
         };
-        let attempt = {
+        let (attempt, probe) = {
             let _gate = self.gate.lock().await;
-            if let Some(hold) = self.hold(&action_type, adapter).await? {
-                return self.defer(job, hold).await;
-            }
+            let probe = match self.hold(&action_type, adapter).await? {
+                Err(hold) => return self.defer(job, hold).await,
+                Ok(probe) => probe,
+            };
             // Refused only if the proposal changed since it was loaded (a person resolved
             // it meanwhile): the next look, from the stream again, sorts it out.
             self.record(id, ProposalCommand::StartExecution).await?;
@@ -345,14 +346,14 @@ impl Executor {
             if let Ok(mut running) = self.running.lock() {
                 running.insert(id.to_string(), adapter);
             }
-            attempt
+            (attempt, probe)
         };
         let key = proposal.idempotency_key().unwrap_or_default();
         let result = self
             .adapters
             .execute(&action_type, proposal.action(), &key)
             .await;
-        self.conclude(job, adapter, attempt, result).await
+        self.conclude(job, adapter, attempt, probe, result).await
     }
 
     /// An attempt found open: its process died between the call and the record. Answers
@@ -397,7 +398,13 @@ impl Executor {
         }
     }
 
-    async fn hold(&self, action_type: &str, adapter: &str) -> Result<Option<Hold>, StepError> {
+    /// Whether the guardrails let an attempt start now: `Ok(true)` when it is the probe of a
+    /// half-open circuit, whose success closes it.
+    async fn hold(
+        &self,
+        action_type: &str,
+        adapter: &str,
+    ) -> Result<Result<bool, Hold>, StepError> {
         let guardrails = self.store.load_guardrails().await?;
         let row = sqlx::query(
             "SELECT count(*)::int AS started, min(started_at) AS oldest FROM execution_attempts \
@@ -419,7 +426,10 @@ impl Executor {
             default_per_hour: self.config.default_rate_per_hour,
             probe_running,
         };
-        Ok(guardrails.hold(action_type, adapter, &load))
+        Ok(match guardrails.hold(action_type, adapter, &load) {
+            Some(hold) => Err(hold),
+            None => Ok(guardrails.circuits().contains_key(adapter)),
+        })
     }
 
     /// Records a hold once (not at every look) and parks the job until the hold ends by
@@ -476,6 +486,7 @@ impl Executor {
         job: &Job,
         adapter: &'static str,
         attempt: u32,
+        probe: bool,
         result: Result<serde_json::Value, AdapterError>,
     ) -> Result<(), StepError> {
         let id = job.proposal_id.as_str();
@@ -498,8 +509,7 @@ impl Executor {
                 self.metrics
                     .execution_latency
                     .observe(latency.as_secs_f64());
-                let guardrails = self.store.load_guardrails().await?;
-                if guardrails.circuits().contains_key(adapter) {
+                if probe {
                     self.close_circuit(adapter).await?;
                 }
             }

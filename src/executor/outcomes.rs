@@ -53,6 +53,10 @@ impl Subscriber for Outcomes {
         "outcomes"
     }
 
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["Inbound", "Proposal"])
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,
