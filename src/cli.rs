@@ -63,6 +63,40 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// What happened, who decided, what ran; and whether the audit log is intact.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Rebuild the projections from the event log beside the live ones, then swap them in
+    /// (`--yes`) or compare them with the live ones (`--verify`). Safe while serving.
+    Replay {
+        /// One projection (event_counts, proposals, users, audit_log); default all.
+        #[arg(long)]
+        projection: Option<String>,
+        /// Compare the rebuild with the live tables and print every difference; change
+        /// nothing. Exits non-zero when anything differs.
+        #[arg(long, conflicts_with = "yes")]
+        verify: bool,
+        /// Replace the live tables with the rebuild. Without it (or --verify) the command
+        /// only says what it would do.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// A proposal's story in order: signals, draft, dry runs, decisions, attempts, outcomes.
+    Show {
+        proposal_id: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the audit chain from the events; name the first row altered, removed or
+    /// moved. Read only; exits non-zero on a break.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +234,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let since = since.as_deref().map(parse_since).transpose()?;
             let db = Database::open(&config).await?;
             let result = export(&db.pool, since, aggregate.as_deref()).await;
+            db.close().await?;
+            result
+        }
+        Command::Audit { command } => {
+            let db = Database::open(&config).await?;
+            let result = audit(&db.pool, command).await;
+            db.close().await?;
+            result
+        }
+        Command::Replay {
+            projection,
+            verify,
+            yes,
+        } => {
+            let db = Database::open(&config).await?;
+            let result = replay(&db.pool, projection.as_deref(), verify, yes).await;
             db.close().await?;
             result
         }
@@ -576,6 +626,58 @@ async fn export(
         }
         last = end;
     }
+}
+
+async fn audit(pool: &sqlx::PgPool, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Show { proposal_id, json } => {
+            let story = crate::audit::story(pool, &proposal_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&story)?);
+            } else {
+                print!("{}", crate::audit::render_text(&story));
+            }
+            Ok(())
+        }
+        AuditCommand::Verify => {
+            let verification = crate::audit::verify(pool).await?;
+            println!("{verification}");
+            match verification.first_break {
+                None => Ok(()),
+                Some(_) => anyhow::bail!("the audit log does not match the events"),
+            }
+        }
+    }
+}
+
+async fn replay(
+    pool: &sqlx::PgPool,
+    projection: Option<&str>,
+    verify: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
+    use crate::replay::{Mode, PROJECTIONS};
+    use std::io::IsTerminal;
+    let projections = match projection {
+        Some(name) => vec![crate::replay::find(name)?],
+        None => PROJECTIONS.to_vec(),
+    };
+    let mode = if verify { Mode::Verify } else { Mode::Swap };
+    eprint!("{}", crate::replay::plan(pool, &projections, mode).await?);
+    if !verify && !yes {
+        anyhow::bail!("nothing done: add --yes to rebuild and swap, or --verify to compare");
+    }
+    let progress = std::io::stderr().is_terminal();
+    let reports = crate::replay::run(pool, &projections, mode, progress).await?;
+    let mut differing = 0;
+    for report in &reports {
+        println!("{report}");
+        differing += report.differing_rows;
+    }
+    if differing > 0 {
+        anyhow::bail!("{differing} rows differ from what the events say");
+    }
+    Ok(())
 }
 
 /// Writes one line to standard output; false once nobody reads it any more (`| head`).

@@ -10,11 +10,15 @@
 //!   Postgres when no `DATABASE_URL` is given.
 //! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
+//! - [`projections`] are the read models the pages use, each rebuilt from the log by a
+//!   checkpointed subscriber; [`replay`] rebuilds or checks them beside the live ones, and
+//!   [`audit`] tells a proposal's story and verifies the hash-chained audit log.
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
 //!   logs and metrics, and the `execops` command line.
 
 pub mod adapters;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -23,6 +27,7 @@ pub mod domain;
 pub mod executor;
 pub mod ingest;
 pub mod projections;
+pub mod replay;
 pub mod router;
 pub mod send;
 pub mod store;

@@ -215,6 +215,31 @@ pub enum ProposalEvent {
     },
 }
 
+impl ProposalEvent {
+    /// The status the proposal has after this event; `None` for events that leave it as is.
+    /// The aggregate, the inbox and the audit log all take a proposal's status from here.
+    pub fn status_after(&self) -> Option<Status> {
+        use ProposalEvent as E;
+        match self {
+            E::Drafted { .. } => Some(Status::Pending),
+            E::DraftSuppressed { .. } => Some(Status::Suppressed),
+            E::Approved(_) | E::RetryRequested { .. } => Some(Status::Approved),
+            E::Rejected { .. } => Some(Status::Rejected),
+            E::Expired { .. } => Some(Status::Expired),
+            E::Superseded { .. } => Some(Status::Superseded),
+            E::ExecutionStarted { .. } => Some(Status::Executing),
+            E::ExecutionSucceeded { .. } | E::MarkedDone { .. } => Some(Status::Succeeded),
+            E::ExecutionFailed { .. } => Some(Status::Failed),
+            E::ExecutionUncertain { .. } => Some(Status::Uncertain),
+            E::RolledBack { .. } => Some(Status::RolledBack),
+            E::Revised { .. }
+            | E::Previewed { .. }
+            | E::ExecutionDeferred { .. }
+            | E::OutcomeRecorded { .. } => None,
+        }
+    }
+}
+
 impl DomainEvent for ProposalEvent {
     fn event_type(&self) -> String {
         match self {
@@ -627,23 +652,22 @@ impl Aggregate for Proposal {
 
     fn apply(&mut self, event: Self::Event) {
         use ProposalEvent as E;
+        if let Some(status) = event.status_after() {
+            self.status = status;
+        }
         match event {
             E::Drafted {
                 draft,
                 payload_hash,
             } => {
                 self.id = Some(draft.id);
-                self.status = Status::Pending;
                 self.payload_hash = payload_hash;
                 self.requested_by = draft.requested_by;
                 self.inbound_ids = draft.inbound_ids;
                 self.action_type = draft.action_type;
                 self.action = draft.action;
             }
-            E::DraftSuppressed { draft, .. } => {
-                self.id = Some(draft.id);
-                self.status = Status::Suppressed;
-            }
+            E::DraftSuppressed { draft, .. } => self.id = Some(draft.id),
             E::Revised {
                 revision,
                 payload_hash,
@@ -652,29 +676,23 @@ impl Aggregate for Proposal {
                 self.inbound_ids.push(revision.inbound_id);
                 self.action = revision.action;
             }
-            E::Approved(_) => self.status = Status::Approved,
-            E::Rejected { .. } => self.status = Status::Rejected,
-            E::Expired { .. } => self.status = Status::Expired,
-            E::Superseded { .. } => self.status = Status::Superseded,
-            E::Previewed { .. } | E::ExecutionDeferred { .. } => {}
-            E::ExecutionStarted { attempt, .. } => {
-                self.status = Status::Executing;
-                self.attempts = attempt;
-            }
+            E::ExecutionStarted { attempt, .. } => self.attempts = attempt,
             E::ExecutionSucceeded { result, at, .. } => {
-                self.status = Status::Succeeded;
                 self.result = result;
                 self.succeeded_at = at;
             }
-            E::ExecutionFailed { retryable, .. } => {
-                self.status = Status::Failed;
-                self.last_failure_retryable = retryable;
-            }
-            E::ExecutionUncertain { .. } => self.status = Status::Uncertain,
-            E::RolledBack { .. } => self.status = Status::RolledBack,
-            E::MarkedDone { .. } => self.status = Status::Succeeded,
-            E::RetryRequested { .. } => self.status = Status::Approved,
+            E::ExecutionFailed { retryable, .. } => self.last_failure_retryable = retryable,
             E::OutcomeRecorded { kind, .. } => self.outcomes.push(kind),
+            E::Approved(_)
+            | E::Rejected { .. }
+            | E::Expired { .. }
+            | E::Superseded { .. }
+            | E::Previewed { .. }
+            | E::ExecutionDeferred { .. }
+            | E::ExecutionUncertain { .. }
+            | E::RolledBack { .. }
+            | E::MarkedDone { .. }
+            | E::RetryRequested { .. } => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod adapters;
 pub mod api;
+pub mod audit;
 mod browser;
 mod cli;
 mod common;

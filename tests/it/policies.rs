@@ -105,7 +105,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 }
 
 /// A fixture with some fields changed, signed and sent as its sender would.
-async fn send_changed(app: &TestApp, name: &str, change: impl FnOnce(&mut Value)) -> Value {
+pub async fn send_changed(app: &TestApp, name: &str, change: impl FnOnce(&mut Value)) -> Value {
     let path = fixture(name);
     let mut json: Value =
         serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
