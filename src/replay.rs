@@ -107,14 +107,15 @@ impl std::fmt::Display for Difference {
             (Some(_), None) => write!(f, "{} {key}: only in the live table", self.table),
             (None, Some(_)) => write!(f, "{} {key}: missing from the live table", self.table),
             (Some(Value::Object(live)), Some(Value::Object(replayed))) => {
-                write!(f, "{} {key}:", self.table)?;
-                for (column, value) in replayed {
-                    let was = live.get(column).unwrap_or(&Value::Null);
-                    if was != value {
-                        write!(f, " {column} is {was} live, {value} from the events;")?;
-                    }
-                }
-                Ok(())
+                let changes: Vec<String> = replayed
+                    .iter()
+                    .filter_map(|(column, value)| {
+                        let was = live.get(column).unwrap_or(&Value::Null);
+                        (was != value)
+                            .then(|| format!("{column} is {was} live, {value} from the events"))
+                    })
+                    .collect();
+                write!(f, "{} {key}: {}", self.table, changes.join("; "))
             }
             _ => write!(f, "{} {key}: differs", self.table),
         }

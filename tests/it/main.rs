@@ -13,6 +13,7 @@ mod ops;
 pub mod pages;
 pub mod policies;
 mod projections;
+mod replay;
 mod serve;
 mod store;
 mod subscriptions;

@@ -1,0 +1,246 @@
+//! `execops replay` against a serving app: a rebuild matches the live projections, lists
+//! every row someone changed behind the subscribers' backs, and swaps in without stopping
+//! the server or losing its indexes, views and foreign keys.
+
+use std::time::Duration;
+
+use execops::domain::Role;
+use serde_json::Value;
+
+use crate::api::person;
+use crate::audit::{execops, projections_idle, stderr, stdout};
+use crate::common::{count, eventually, TestApp};
+use crate::execution::{approve, wait_for, Fakes};
+use crate::webhooks::{configured, fixtures, post};
+
+/// Sends every fixture, signed, and decides a few of the proposals they draft.
+async fn busy_day(app: &TestApp) {
+    use crate::pages::sign_in;
+    for path in fixtures() {
+        let delivery = execops::send::prepare(
+            &path,
+            &configured(),
+            &format!("http://{}", app.addr),
+            chrono::Utc::now(),
+        )
+        .expect("signs");
+        let (status, body) = post(app, &delivery).await;
+        assert_eq!(status, 200, "{}: {body}", path.display());
+    }
+    crate::policies::settle(app).await;
+    let token = person(app, "ada@example.com", Role::Approver).await;
+    sign_in(app, "ada@example.com").await;
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM proposal_summaries WHERE status = 'pending' ORDER BY id LIMIT 2",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("pending proposals");
+    assert_eq!(pending.len(), 2, "the fixtures draft proposals");
+    for id in &pending {
+        approve(app, &token, id).await;
+        wait_for(app, id, "ExecutionStarted").await;
+    }
+    projections_idle(app.store.pool()).await;
+}
+
+/// Every index of the projections' tables, by table and name.
+async fn index_names(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT tablename::text, indexname::text FROM pg_indexes WHERE schemaname = 'public' \
+           AND tablename IN ('event_counts', 'proposal_summaries', 'users', 'api_tokens', 'audit_log') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("indexes")
+}
+
+/// Foreign keys that name the projections' tables: (table, constraint, referenced table).
+async fn foreign_keys(pool: &sqlx::PgPool) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT conrelid::regclass::text, conname::text, confrelid::regclass::text \
+         FROM pg_constraint WHERE contype = 'f' \
+           AND confrelid::regclass::text IN ('users', 'api_tokens', 'proposal_summaries') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("foreign keys")
+}
+
+#[tokio::test]
+async fn replay_verify_lists_every_tampered_row_and_a_swap_while_serving_mends_them() {
+    let fakes = Fakes::start().await;
+    fakes.slack_accepts().await;
+    let app = TestApp::spawn_with(fakes.config(&[])).await;
+    busy_day(&app).await;
+    let pool = app.store.pool().clone();
+    let url = app.database_url.clone();
+    let indexes = index_names(&pool).await;
+    let keys = foreign_keys(&pool).await;
+    assert_eq!(
+        keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+        ["api_tokens", "sessions"],
+        "{keys:?}"
+    );
+
+    let clean = execops(&url, &["replay", "--verify"]);
+    assert!(
+        clean.status.success(),
+        "{}{}",
+        stdout(&clean),
+        stderr(&clean)
+    );
+    for projection in ["event_counts", "proposals", "users", "audit_log"] {
+        assert!(
+            stdout(&clean).contains(&format!("{projection}: no difference")),
+            "{projection}: {}",
+            stdout(&clean)
+        );
+    }
+    assert!(
+        stderr(&clean).contains("Nothing is changed"),
+        "it explains first: {}",
+        stderr(&clean)
+    );
+
+    let victim: String =
+        sqlx::query_scalar("SELECT id FROM proposal_summaries ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("a proposal");
+    sqlx::raw_sql(&format!(
+        "UPDATE proposal_summaries SET title = 'tampered', score = 1 WHERE id = '{victim}'; \
+         DELETE FROM event_counts WHERE event_type = 'Received'; \
+         INSERT INTO users (email, role, password_hash, created_at, updated_at) \
+           VALUES ('eve@example.com', 'admin', 'x', now(), now()); \
+         UPDATE audit_log SET actor = 'eve@example.com' WHERE seq = 2"
+    ))
+    .execute(&pool)
+    .await
+    .expect("tampered");
+
+    let dirty = execops(&url, &["replay", "--verify"]);
+    assert!(!dirty.status.success(), "tampering went unnoticed");
+    let report = stdout(&dirty);
+    for expected in [
+        format!("proposal_summaries {{\"id\":\"{victim}\"}}:"),
+        "score is 1 live".to_string(),
+        "title is \"tampered\" live".to_string(),
+        "event_counts {\"aggregate_type\":\"Inbound\",\"event_type\":\"Received\"}: missing from the live table".to_string(),
+        "users {\"email\":\"eve@example.com\"}: only in the live table".to_string(),
+        "audit_log {\"seq\":2}: actor is \"eve@example.com\" live".to_string(),
+        "proposals: 1 rows differ".to_string(),
+    ] {
+        assert!(report.contains(&expected), "{expected:?} missing from:\n{report}");
+    }
+    assert!(stderr(&dirty).contains("rows differ from what the events say"));
+
+    // Without --yes it only explains.
+    let refused = execops(&url, &["replay", "--projection", "proposals"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("proposals: rebuild proposal_summaries from")
+            && stderr(&refused).contains("nothing done: add --yes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) FROM proposal_summaries WHERE id = '{victim}' AND title = 'tampered'")
+        )
+        .await,
+        1
+    );
+
+    // The swap, while the app serves and keeps taking deliveries.
+    let swap = execops(&url, &["replay", "--yes"]);
+    assert!(swap.status.success(), "{}{}", stdout(&swap), stderr(&swap));
+    assert_eq!(
+        stdout(&swap).matches("swapped in").count(),
+        4,
+        "{}",
+        stdout(&swap)
+    );
+    let after = execops(&url, &["replay", "--verify"]);
+    assert!(after.status.success(), "{}", stdout(&after));
+    assert_eq!(index_names(&pool).await, indexes, "index names survive");
+    assert_eq!(foreign_keys(&pool).await, keys, "foreign keys survive");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM inbox").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM proposal_summaries WHERE status = 'pending'"
+        )
+        .await,
+        "the inbox view reads the new table"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'execops_re%'"
+        )
+        .await,
+        0,
+        "nothing left behind"
+    );
+    let audit = execops(&url, &["audit", "verify"]);
+    assert!(audit.status.success(), "{}", stdout(&audit));
+
+    // The live subscribers carry on from where the swap left them.
+    let delivery =
+        crate::policies::send_changed(&app, "stripe/invoice.payment_failed.json", |json| {
+            json["id"] = Value::from("evt_after_the_swap");
+        })
+        .await;
+    let inbound = delivery["id"].as_str().expect("an id").to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the proposals projection to follow again",
+        || async {
+            count(
+                &pool,
+                &format!("SELECT count(*) FROM proposal_summaries WHERE inbound_ids ? '{inbound}'"),
+            )
+            .await
+                > 0
+        },
+    )
+    .await;
+    projections_idle(&pool).await;
+    let last = execops(&url, &["replay", "--verify"]);
+    assert!(last.status.success(), "{}", stdout(&last));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replay_refuses_bad_requests_with_a_clear_error_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let url = app.database_url.clone();
+    projections_idle(app.store.pool()).await;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["replay", "--projection", "router", "--verify"],
+            "no projection \"router\"; the projections are event_counts, proposals, users, audit_log",
+        ),
+        (
+            &["replay", "--verify", "--yes"],
+            "cannot be used with",
+        ),
+        (&["replay"], "nothing done: add --yes to rebuild and swap, or --verify to compare"),
+        (&["audit", "show"], "required arguments were not provided"),
+        (&["audit", "frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, expected) in cases {
+        let out = execops(&url, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: expected {expected:?} in {}",
+            stderr(&out)
+        );
+    }
+    app.stop().await;
+}
