@@ -654,10 +654,11 @@ async fn repeated_failures_open_the_adapters_circuit_and_a_good_probe_closes_it(
 }
 
 /// `execops serve` as its own process, so it can be killed outright.
-struct Serve(std::process::Child);
+/// `execops serve` as its own process, to be killed without warning.
+pub struct Serve(std::process::Child, pub u16);
 
 impl Serve {
-    fn start(database_url: &str, settings: &[(String, String)]) -> Self {
+    pub fn start(database_url: &str, settings: &[(String, String)]) -> Self {
         let port = crate::common::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_execops"))
             .arg("serve")
@@ -668,10 +669,10 @@ impl Serve {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("execops starts");
-        Self(child)
+        Self(child, port)
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.0.kill(); // SIGKILL
         let _ = self.0.wait();
     }

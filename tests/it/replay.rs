@@ -244,3 +244,250 @@ async fn replay_refuses_bad_requests_with_a_clear_error_and_changes_nothing() {
     }
     app.stop().await;
 }
+
+/// A failed-invoice delivery for invoice `n`, signed: one Stripe retry proposal each.
+fn failed_invoice(n: usize) -> execops::send::Delivery {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/stripe/invoice.payment_failed.json");
+    let mut json: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+    json["id"] = Value::from(format!("evt_chaos_{n}"));
+    json["data"]["object"]["id"] = Value::from(format!("in_chaos_{n}"));
+    json["data"]["object"]["next_payment_attempt"] = Value::Null;
+    let sender = execops::send::sender_of(&path).expect("a sender");
+    execops::send::sign(
+        &sender,
+        serde_json::to_vec(&json).expect("bytes"),
+        &configured(),
+        "http://127.0.0.1",
+        chrono::Utc::now(),
+    )
+    .expect("signs")
+}
+
+/// Posts `delivery` to the server on `port`; the status, or `None` when nothing answered.
+async fn deliver(
+    client: &reqwest::Client,
+    port: u16,
+    delivery: &execops::send::Delivery,
+) -> Option<u16> {
+    let mut request = client.post(format!("http://127.0.0.1:{port}{}", delivery.path));
+    for (name, value) in &delivery.headers {
+        request = request.header(name, value);
+    }
+    let response = request.body(delivery.body.clone()).send().await.ok()?;
+    Some(response.status().as_u16())
+}
+
+/// Posts every delivery, four at a time; statuses in order (`None`: no answer).
+async fn deliver_all(port: u16, deliveries: &[execops::send::Delivery]) -> Vec<Option<u16>> {
+    use futures::StreamExt;
+    let client = reqwest::Client::new();
+    futures::stream::iter(deliveries)
+        .map(|d| deliver(&client, port, d))
+        .buffered(4)
+        .collect()
+        .await
+}
+
+/// Drafted retry proposals.
+async fn retries(pool: &sqlx::PgPool) -> i64 {
+    count(
+        pool,
+        "SELECT count(*) FROM proposal_summaries WHERE action_type = 'stripe.retry_invoice'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_finds_no_difference() {
+    use crate::execution::{FakeStripe, Serve};
+    use execops::domain::{payload_hash, Decision, ProposalCommand};
+    const INVOICES: usize = 40;
+
+    let fakes = Fakes::start().await;
+    fakes.slack_accepts().await;
+    // The first charge is answered only after a minute: the process dies waiting for it.
+    fakes
+        .stripe_answers(FakeStripe::holding_first_answer(Duration::from_secs(60)))
+        .await;
+    let db = execops::store::testing::TestDatabase::new()
+        .await
+        .expect("a database");
+    execops::store::MIGRATOR
+        .run(&db.pool)
+        .await
+        .expect("migrated");
+    let pool = db.pool.clone();
+    let settings = fakes.settings(None);
+    let deliveries: Vec<_> = (0..INVOICES).map(failed_invoice).collect();
+
+    // 1. Killed while deliveries pour in.
+    let mut first = Serve::start(&db.url, &settings);
+    let port = first.1;
+    eventually(Duration::from_secs(30), "the server to listen", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let killing = async {
+        eventually(
+            Duration::from_secs(30),
+            "some deliveries to land",
+            || async {
+                count(
+                    &pool,
+                    "SELECT count(*) FROM events WHERE aggregate_type = 'Inbound'",
+                )
+                .await
+                    >= 10
+            },
+        )
+        .await;
+        first.kill();
+    };
+    let (statuses, ()) = tokio::join!(deliver_all(port, &deliveries), killing);
+    assert!(
+        statuses.iter().any(Option::is_none),
+        "the kill happened mid-stream: {statuses:?}"
+    );
+
+    // 2. The senders retry everything, some twice at once.
+    let mut second = Serve::start(&db.url, &settings);
+    let port = second.1;
+    eventually(Duration::from_secs(30), "the server to listen", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let (again, twice) = tokio::join!(
+        deliver_all(port, &deliveries),
+        deliver_all(port, &deliveries[..10])
+    );
+    assert!(
+        again.iter().chain(&twice).all(|s| *s == Some(200)),
+        "{again:?} {twice:?}"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE aggregate_type = 'Inbound'"
+        )
+        .await,
+        INVOICES as i64,
+        "each delivery recorded once"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "a retry drafted per invoice",
+        || async { retries(&pool).await == INVOICES as i64 },
+    )
+    .await;
+
+    // 3. Killed while executing: approve six retries; the first charge hangs.
+    let store = execops::store::Store::new(pool.clone(), execops::telemetry::Metrics::new());
+    let approved: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT id, action FROM proposal_summaries WHERE action_type = 'stripe.retry_invoice' \
+         ORDER BY id LIMIT 6",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("retries");
+    for (id, action) in &approved {
+        let decision = Decision {
+            actor: "ada@example.com".into(),
+            role: Role::Approver,
+            comment: None,
+            payload_hash: payload_hash(action),
+        };
+        store
+            .proposal(id, ProposalCommand::Approve(decision), Default::default())
+            .await
+            .expect("approved");
+    }
+    eventually(Duration::from_secs(30), "a charge in flight", || async {
+        !fakes
+            .stripe
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    second.kill();
+    let open = count(
+        &pool,
+        "SELECT count(*) FROM proposal_summaries p WHERE action_type = 'stripe.retry_invoice' \
+           AND (SELECT event_type FROM events e WHERE e.aggregate_id = p.id \
+                ORDER BY sequence DESC LIMIT 1) = 'ExecutionStarted'",
+    )
+    .await;
+    assert!(open >= 1, "an attempt was open when the process died");
+
+    // 4. Back up; a replay swaps while more deliveries arrive; then everything settles.
+    let third = Serve::start(&db.url, &settings);
+    let port = third.1;
+    eventually(Duration::from_secs(30), "the server to listen", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let more: Vec<_> = (INVOICES..INVOICES + 20).map(failed_invoice).collect();
+    let url = db.url.clone();
+    let (late, swap) = tokio::join!(
+        deliver_all(port, &more),
+        tokio::task::spawn_blocking(move || execops(&url, &["replay", "--yes"]))
+    );
+    assert!(late.iter().all(|s| *s == Some(200)), "{late:?}");
+    let swap = swap.expect("replay ran");
+    assert!(swap.status.success(), "{}{}", stdout(&swap), stderr(&swap));
+    let settled = |id: String| {
+        let pool = pool.clone();
+        async move {
+            let last: Option<String> = sqlx::query_scalar(
+                "SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .expect("events");
+            matches!(
+                last.as_deref(),
+                Some("ExecutionSucceeded" | "ExecutionUncertain" | "ExecutionFailed")
+            )
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every approval settled",
+        || async {
+            for (id, _) in &approved {
+                if !settled(id.clone()).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(60), "every retry drafted", || async {
+        retries(&pool).await == (INVOICES + 20) as i64
+    })
+    .await;
+    projections_idle(&pool).await;
+
+    let verify = execops(&db.url, &["replay", "--verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+    assert_eq!(stdout(&verify).matches("no difference").count(), 4);
+    let audit = execops(&db.url, &["audit", "verify"]);
+    assert!(audit.status.success(), "{}", stdout(&audit));
+    drop(third);
+}
