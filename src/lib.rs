@@ -10,12 +10,15 @@
 //!   Postgres when no `DATABASE_URL` is given.
 //! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
+//! - [`backtest`] replays past signals through the router's policies with another
+//!   configuration, writing nothing, to show what a threshold change would have proposed.
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
 //!   logs and metrics, and the `execops` command line.
 
 pub mod adapters;
 pub mod app;
 pub mod auth;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -4,6 +4,7 @@
 
 mod adapters;
 pub mod api;
+mod backtest;
 mod browser;
 mod cli;
 mod common;
