@@ -83,6 +83,28 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Replay past signals through the policies with a configuration to try, and print what
+    /// would have been proposed against what was, for tuning thresholds. Writes nothing.
+    ///
+    /// Signals recorded before --since only rebuild the facts the policies read (spend,
+    /// revenue, cash, deals); those since are run through the policies as the router would,
+    /// without its language model. Nothing persists: the facts are rebuilt in temporary
+    /// tables of a session of its own whose transactions are all read only, so Postgres
+    /// refuses any other write, and the tables go when the session ends. It works in short
+    /// transactions, so the running subscribers are not held back; it still reads the whole
+    /// log once. Scores use each action type's track record as it is today.
+    Backtest {
+        /// Replay the signals recorded at or after this day (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// A file of KEY=VALUE settings as in .env.example; its keys win over the
+        /// environment. Without it, the current configuration is replayed.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +275,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await?;
             result
         }
+        Command::Backtest {
+            since,
+            config: file,
+            json,
+        } => crate::backtest::run(config, parse_since(&since)?, file.as_deref(), json).await,
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`projections`] are the read models the pages use, each rebuilt from the log by a
 //!   checkpointed subscriber; [`replay`] rebuilds or checks them beside the live ones, and
 //!   [`audit`] tells a proposal's story and verifies the hash-chained audit log.
+//! - [`backtest`] replays past signals through the router's policies with another
+//!   configuration, writing nothing, to show what a threshold change would have proposed.
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
 //!   logs and metrics, and the `execops` command line.
 
@@ -20,6 +22,7 @@ pub mod adapters;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -18,9 +18,10 @@ use sqlx::PgConnection;
 use crate::adapters::llm::Wording;
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError};
 use crate::domain::policies::{evaluate, Outcome, Plan, PolicyConfig, PrecisionConfig};
+use crate::domain::priority::Priority;
 use crate::domain::{
     InboundEvent, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, ProposalId,
-    Revision,
+    Revision, Signal,
 };
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
@@ -49,6 +50,48 @@ impl Router {
     }
 }
 
+/// What `signal`, received at `received_at`, calls for: the policies run on the facts as
+/// they stand with it, then the facts are brought up to date with it. The router and
+/// `execops backtest` both go through here, so a backtest sees what the router would.
+///
+/// `wording` (the router's optional language model) improves the proposed actions' text
+/// before the facts are written: until it writes, the caller's transaction holds back no
+/// other reader of the log, and wording is the slow part.
+pub async fn outcomes_for(
+    conn: &mut PgConnection,
+    signal: &Signal,
+    received_at: DateTime<Utc>,
+    policies: &PolicyConfig,
+    wording: Option<&Wording>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let facts = facts::look_up(conn, signal, received_at).await?;
+    let mut outcomes = evaluate(signal, &facts, policies);
+    if let Some(wording) = wording {
+        for outcome in &mut outcomes {
+            if let Outcome::Propose(plan) = outcome {
+                plan.action = wording.improve_action(&plan.action).await;
+            }
+        }
+    }
+    facts::record(conn, signal).await?;
+    Ok(outcomes)
+}
+
+/// A plan's priority with its action type's track record so far taken into account: what
+/// its score is drawn from.
+pub async fn priority_of(conn: &mut PgConnection, plan: &Plan) -> Result<Priority, sqlx::Error> {
+    let record: Option<(i64, i64)> =
+        sqlx::query_as("SELECT executed, with_outcome FROM outcome_rates WHERE action_type = $1")
+            .bind(plan.action_type)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (executed, with_outcome) = record.unwrap_or((0, 0));
+    Ok(plan
+        .priority
+        .clone()
+        .with_track_record(plan.action_type, executed, with_outcome))
+}
+
 /// The metadata of every command the router issues.
 fn by_router(cause: &StoredEvent) -> HashMap<String, String> {
     HashMap::from([
@@ -73,18 +116,14 @@ impl Subscriber for Router {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             ("Inbound", "Received") => {
                 let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())?;
-                // Read and word everything before writing anything: until it writes, this
-                // transaction holds back no other reader of the log.
-                let facts = facts::look_up(conn, &signal, event.recorded_at).await?;
-                let mut outcomes = evaluate(&signal, &facts, &self.policies);
-                if let Some(wording) = &self.wording {
-                    for outcome in &mut outcomes {
-                        if let Outcome::Propose(plan) = outcome {
-                            plan.action = wording.improve_action(&plan.action).await;
-                        }
-                    }
-                }
-                facts::record(conn, &signal).await?;
+                let outcomes = outcomes_for(
+                    conn,
+                    &signal,
+                    event.recorded_at,
+                    &self.policies,
+                    self.wording.as_ref(),
+                )
+                .await?;
                 let inbound_id = signal.inbound_id().to_string();
                 for outcome in outcomes {
                     match outcome {
@@ -129,17 +168,7 @@ impl Router {
         plan: Plan,
     ) -> Result<(), HandlerError> {
         let action = plan.action.clone();
-        let record: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT executed, with_outcome FROM outcome_rates WHERE action_type = $1",
-        )
-        .bind(plan.action_type)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let (executed, with_outcome) = record.unwrap_or((0, 0));
-        let priority =
-            plan.priority
-                .clone()
-                .with_track_record(plan.action_type, executed, with_outcome);
+        let priority = priority_of(conn, &plan).await?;
         let score = priority.score();
         let drivers = priority.drivers();
         let pending: Option<String> = sqlx::query_scalar(

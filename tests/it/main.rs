@@ -5,6 +5,7 @@
 mod adapters;
 pub mod api;
 pub mod audit;
+mod backtest;
 mod browser;
 mod cli;
 mod common;

@@ -38,7 +38,7 @@ pub async fn settle(app: &TestApp) {
     .await;
 }
 
-async fn send(app: &TestApp, path: &Path) -> Value {
+pub(crate) async fn send(app: &TestApp, path: &Path) -> Value {
     let delivery = prepare(
         path,
         &configured(),
@@ -98,14 +98,18 @@ async fn every_fixture_drafts_exactly_the_proposals_its_policies_call_for() {
     app.stop().await;
 }
 
-fn fixture(name: &str) -> std::path::PathBuf {
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
 }
 
 /// A fixture with some fields changed, signed and sent as its sender would.
-pub async fn send_changed(app: &TestApp, name: &str, change: impl FnOnce(&mut Value)) -> Value {
+pub(crate) async fn send_changed(
+    app: &TestApp,
+    name: &str,
+    change: impl FnOnce(&mut Value),
+) -> Value {
     let path = fixture(name);
     let mut json: Value =
         serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
@@ -562,7 +566,7 @@ async fn the_execops_slash_command_answers_with_the_top_pending_proposals() {
     app.stop().await;
 }
 
-async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
+pub(crate) async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
     let body =
         serde_json::json!({ "type": kind, "timestamp": Utc::now().to_rfc3339(), "data": data });
     let sender = execops::send::Sender::Standard {
@@ -593,7 +597,7 @@ async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
     assert_eq!(status, 200, "{answer}");
 }
 
-fn month_ago(months: u32) -> String {
+pub(crate) fn month_ago(months: u32) -> String {
     let today = Utc::now().date_naive();
     let first = chrono::NaiveDate::from_ymd_opt(
         chrono::Datelike::year(&today),
