@@ -15,7 +15,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark.
-bench: bench-store bench-ingest bench-web bench-execute
+bench: bench-store bench-ingest bench-web bench-execute bench-replay
 
 # Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
 bench-store:
@@ -42,3 +42,8 @@ db:
 # What CI runs.
 ci:
     bash .ci/run
+
+# Rebuild every projection from a log of 1,000,000 realistic events: events/s and peak
+# memory (BENCH_EVENTS).
+bench-replay:
+    cargo bench --bench replay

@@ -864,11 +864,32 @@ pub struct AuditQuery {
 
 #[derive(Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
+    /// The row's place in the hash chain.
+    pub seq: i64,
     pub recorded_at: DateTime<Utc>,
     pub actor: String,
+    /// The actor's role, where the event records one (decisions, undo, retries).
+    pub role: Option<String>,
     pub event_type: String,
     pub aggregate_type: String,
     pub aggregate_id: String,
+    /// A proposal's status before and after the event.
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    /// `sha256(previous row's hash, this row)`; see `execops audit verify`.
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// `pending → approved`, or the status alone when it did not change.
+    pub fn status_change(&self) -> String {
+        match (&self.from_status, &self.to_status) {
+            (Some(from), Some(to)) if from != to => format!("{from} → {to}"),
+            (None, Some(to)) => format!("→ {to}"),
+            (_, Some(to)) => to.clone(),
+            _ => String::new(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -929,7 +950,7 @@ fn csv_field(value: &str) -> String {
     format!("\"{}\"", value.replace('"', "\"\""))
 }
 
-/// Who did what, when, newest first: every event but the raw deliveries.
+/// Who did what, when, newest first: the audit log, a row per event but the raw deliveries.
 pub async fn audit_entries(
     pool: &sqlx::PgPool,
     filter: &AuditQuery,
@@ -937,17 +958,15 @@ pub async fn audit_entries(
     offset: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT recorded_at, \
-           coalesce(payload -> event_type ->> 'actor', metadata::jsonb ->> 'actor', 'system') AS actor, \
-           event_type, aggregate_type, aggregate_id \
-         FROM events \
-         WHERE aggregate_type <> 'Inbound' \
-           AND ($1::text IS NULL OR coalesce(payload -> event_type ->> 'actor', metadata::jsonb ->> 'actor', 'system') = $1) \
+        "SELECT seq, recorded_at, actor, role, event_type, aggregate_type, aggregate_id, \
+           from_status, to_status, hash \
+         FROM audit_log \
+         WHERE ($1::text IS NULL OR actor = $1) \
            AND ($2::text IS NULL OR aggregate_id = $2) \
            AND ($3::text IS NULL OR event_type = $3) \
            AND ($4::date IS NULL OR recorded_at >= $4) \
            AND ($5::date IS NULL OR recorded_at < $5 + 1) \
-         ORDER BY recorded_at DESC, position DESC \
+         ORDER BY seq DESC \
          LIMIT $6 OFFSET $7",
     )
     .bind(filter.actor.clone().filter(|v| !v.is_empty()))
@@ -982,15 +1001,23 @@ pub async fn audit(
         Err(error) => return page_error(&session, error.into()),
     };
     if csv {
-        let mut out = String::from("recorded_at,actor,action,record_type,record_id\n");
+        let mut out = String::from(
+            "recorded_at,actor,action,record_type,record_id,role,from_status,to_status,seq,hash\n",
+        );
         for e in &entries {
+            let optional = |v: &Option<String>| csv_field(v.as_deref().unwrap_or_default());
             out.push_str(&format!(
-                "{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&e.recorded_at.to_rfc3339()),
                 csv_field(&e.actor),
                 csv_field(&e.event_type),
                 csv_field(&e.aggregate_type),
-                csv_field(&e.aggregate_id)
+                csv_field(&e.aggregate_id),
+                optional(&e.role),
+                optional(&e.from_status),
+                optional(&e.to_status),
+                e.seq,
+                csv_field(&e.hash)
             ));
         }
         return (

@@ -479,6 +479,8 @@ async fn the_audit_api_lists_decisions_newest_first_and_refuses_the_anonymous() 
     )
     .await;
     assert_eq!(status, 200);
+    // The audit log is a projection: it follows the decision within moments.
+    settle(&app).await;
     let (status, _) = call(&app, "GET", "/api/v1/audit", None, None).await;
     assert_eq!(status, 401);
     let (status, body) = call(

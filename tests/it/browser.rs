@@ -200,6 +200,7 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
         "it left the inbox: {list}"
     );
 
+    crate::policies::settle(&app).await;
     client
         .goto(&app.url("/audit"))
         .await

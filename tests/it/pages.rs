@@ -384,6 +384,7 @@ async fn the_audit_log_shows_who_decided_filters_and_exports_csv() {
         .await
         .expect("an answer");
     assert_eq!(response.status().as_u16(), 200);
+    crate::policies::settle(&app).await;
     let cookie = sign_in(&app, "approver@example.com").await;
     let (status, html, _) = page(&app, Some(&cookie), "/audit?actor=approver%40example.com").await;
     assert_eq!(status, 200);
@@ -403,7 +404,10 @@ async fn the_audit_log_shows_who_decided_filters_and_exports_csv() {
         .unwrap_or_default()
         .starts_with("text/csv"));
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "recorded_at,actor,action,record_type,record_id");
+    assert_eq!(
+        lines[0],
+        "recorded_at,actor,action,record_type,record_id,role,from_status,to_status,seq,hash"
+    );
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(
         lines[1].contains("\"approver@example.com\",\"Rejected\",\"Proposal\""),

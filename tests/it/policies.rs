@@ -17,7 +17,7 @@ use crate::webhooks::{configured, fixtures, post};
 pub async fn settle(app: &TestApp) {
     let pool = app.store.pool();
     let idle = || async {
-        for name in ["router", "proposals"] {
+        for name in ["router", "proposals", "audit_log"] {
             match backlog(pool, name).await {
                 Ok(b) if b.events == 0 => {}
                 _ => return false,
