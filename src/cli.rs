@@ -667,6 +667,13 @@ async fn audit(pool: &sqlx::PgPool, command: AuditCommand) -> anyhow::Result<()>
             Ok(())
         }
         AuditCommand::Verify => {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+                .fetch_one(pool)
+                .await?;
+            eprintln!(
+                "Recomputing the audit chain ({rows} rows) from the event log and comparing it \
+                 row by row; nothing is written."
+            );
             let verification = crate::audit::verify(pool).await?;
             println!("{verification}");
             match verification.first_break {

@@ -1,5 +1,11 @@
 //! Every proposal as it stands, for the inbox (pending, newest first, filterable by vertical
 //! and urgency) and Today's Moves (pending, due within 24 hours first, then by score).
+//!
+//! A batch of events is folded into the rows it touches in memory, read with one query and
+//! written back with one, so a replay of a long log costs two statements a batch rather
+//! than one an event.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,15 +13,11 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{ProposalEvent, Status, Urgency};
-use crate::store::log::StoredEvent;
+use crate::store::log::{LogPosition, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
 
 #[derive(Debug, Default)]
 pub struct Proposals;
-
-fn status_text(status: Status) -> String {
-    status.to_string()
-}
 
 fn urgency_text(urgency: Urgency) -> (String, i32) {
     let rank = match urgency {
@@ -31,45 +33,229 @@ fn urgency_text(urgency: Urgency) -> (String, i32) {
     (text, rank)
 }
 
-async fn set_status(
-    conn: &mut PgConnection,
-    id: &str,
-    status: Status,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE proposal_summaries SET status = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(status_text(status))
-        .bind(at)
-        .execute(conn)
-        .await
-        .map(|_| ())
+/// A whole row of `proposal_summaries`.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+struct Row {
+    id: String,
+    status: String,
+    vertical: String,
+    action_type: String,
+    title: String,
+    reasoning: String,
+    drivers: Value,
+    score: i32,
+    urgency: String,
+    urgency_rank: i32,
+    due_by: Option<DateTime<Utc>>,
+    owner: Option<String>,
+    subject_key: String,
+    inbound_ids: Value,
+    action: Value,
+    payload_hash: String,
+    suppressed_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    waiting_reason: Option<String>,
+    waiting_until: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    executed_at: Option<DateTime<Utc>>,
+    outcome: Option<String>,
 }
 
+const ROW: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
+    urgency_rank, due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, \
+    created_at, updated_at, waiting_reason, waiting_until, last_error, executed_at, outcome";
+
 /// Execution progress: a new status (or none), why it waits and until when, the last error.
-async fn set_execution(
-    conn: &mut PgConnection,
-    id: &str,
+fn set_execution(
+    row: &mut Row,
     status: Option<Status>,
     waiting: Option<&str>,
     until: Option<DateTime<Utc>>,
     error: Option<&str>,
     at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE proposal_summaries SET status = coalesce($2, status), waiting_reason = $3, \
-           waiting_until = $4, last_error = coalesce($5, last_error), updated_at = $6 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status.map(status_text))
-    .bind(waiting)
-    .bind(until)
-    .bind(error)
-    .bind(at)
-    .execute(conn)
-    .await
-    .map(|_| ())
+) {
+    if let Some(status) = status {
+        row.status = status.to_string();
+    }
+    row.waiting_reason = waiting.map(str::to_string);
+    row.waiting_until = until;
+    if let Some(error) = error {
+        row.last_error = Some(error.to_string());
+    }
+    row.updated_at = at;
+}
+
+/// Folds one event into the proposal's row (`None`: it has none yet). Events for a
+/// proposal without a row change nothing, as an `UPDATE` of no row would.
+fn apply(
+    slot: &mut Option<Row>,
+    id: &str,
+    event: ProposalEvent,
+    at: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    use ProposalEvent as E;
+    if let E::Drafted {
+        draft,
+        payload_hash,
+    }
+    | E::DraftSuppressed {
+        draft,
+        payload_hash,
+        ..
+    } = &event
+    {
+        if slot.is_none() {
+            let suppressed = match &event {
+                E::DraftSuppressed { reason, .. } => Some(reason.clone()),
+                _ => None,
+            };
+            let (urgency, urgency_rank) = urgency_text(draft.urgency);
+            *slot = Some(Row {
+                id: id.to_string(),
+                status: event.status_after().unwrap_or_default().to_string(),
+                vertical: serde_json::to_value(draft.vertical)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                action_type: draft.action_type.clone(),
+                title: draft.title.clone(),
+                reasoning: draft.reasoning.clone(),
+                drivers: serde_json::to_value(&draft.drivers)?,
+                score: i32::from(draft.score),
+                urgency,
+                urgency_rank,
+                due_by: draft.due_by,
+                owner: draft.owner.clone(),
+                subject_key: draft.subject_key.clone(),
+                inbound_ids: serde_json::to_value(&draft.inbound_ids)?,
+                action: draft.action.clone(),
+                payload_hash: payload_hash.clone(),
+                suppressed_reason: suppressed,
+                created_at: at,
+                updated_at: at,
+                waiting_reason: None,
+                waiting_until: None,
+                last_error: None,
+                executed_at: None,
+                outcome: None,
+            });
+        }
+        return Ok(());
+    }
+    let Some(row) = slot.as_mut() else {
+        return Ok(());
+    };
+    let status = event.status_after();
+    match event {
+        E::Drafted { .. } | E::DraftSuppressed { .. } | E::Previewed { .. } => {}
+        E::Revised {
+            revision,
+            payload_hash,
+        } => {
+            let (urgency, rank) = urgency_text(revision.urgency);
+            row.title = revision.title;
+            row.reasoning = revision.reasoning;
+            row.drivers = serde_json::to_value(&revision.drivers)?;
+            row.score = i32::from(revision.score);
+            row.urgency = urgency;
+            row.urgency_rank = rank;
+            row.due_by = revision.due_by;
+            row.action = revision.action;
+            row.payload_hash = payload_hash;
+            if let Value::Array(ids) = &mut row.inbound_ids {
+                ids.push(Value::String(revision.inbound_id));
+            }
+            row.updated_at = at;
+        }
+        E::Approved(_)
+        | E::Rejected { .. }
+        | E::Expired { .. }
+        | E::Superseded { .. }
+        | E::RolledBack { .. } => {
+            row.status = status.unwrap_or_default().to_string();
+            row.updated_at = at;
+        }
+        E::ExecutionDeferred { reason, until } => {
+            set_execution(row, None, Some(&reason), until, None, at)
+        }
+        E::ExecutionStarted { .. } | E::RetryRequested { .. } => {
+            set_execution(row, status, None, None, None, at)
+        }
+        E::ExecutionSucceeded { .. } | E::MarkedDone { .. } => {
+            set_execution(row, status, None, None, None, at);
+            row.executed_at = Some(at);
+        }
+        E::ExecutionFailed {
+            error, retryable, ..
+        } => {
+            let waiting = retryable.then_some("retrying after a failure");
+            set_execution(row, status, waiting, None, Some(&error), at)
+        }
+        E::ExecutionUncertain { reason, .. } => {
+            set_execution(row, status, None, None, Some(&reason), at)
+        }
+        E::OutcomeRecorded { summary, .. } => {
+            row.outcome = Some(match row.outcome.take() {
+                Some(before) => format!("{before}; {summary}"),
+                None => summary,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `rows` back in one statement.
+async fn upsert(conn: &mut PgConnection, rows: &[&Row]) -> Result<(), sqlx::Error> {
+    macro_rules! column {
+        ($name:ident) => {
+            rows.iter().map(|r| r.$name.clone()).collect::<Vec<_>>()
+        };
+    }
+    let assignments: Vec<String> = ROW
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO proposal_summaries ({ROW}) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::jsonb[], $8::int[], $9::text[], $10::int[], $11::timestamptz[], \
+           $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[], $17::text[], \
+           $18::timestamptz[], $19::timestamptz[], $20::text[], $21::timestamptz[], $22::text[], \
+           $23::timestamptz[], $24::text[]) \
+         ON CONFLICT (id) DO UPDATE SET {}",
+        assignments.join(", ")
+    );
+    sqlx::query(&sql)
+        .bind(column!(id))
+        .bind(column!(status))
+        .bind(column!(vertical))
+        .bind(column!(action_type))
+        .bind(column!(title))
+        .bind(column!(reasoning))
+        .bind(column!(drivers))
+        .bind(column!(score))
+        .bind(column!(urgency))
+        .bind(column!(urgency_rank))
+        .bind(column!(due_by))
+        .bind(column!(owner))
+        .bind(column!(subject_key))
+        .bind(column!(inbound_ids))
+        .bind(column!(action))
+        .bind(column!(payload_hash))
+        .bind(column!(suppressed_reason))
+        .bind(column!(created_at))
+        .bind(column!(updated_at))
+        .bind(column!(waiting_reason))
+        .bind(column!(waiting_until))
+        .bind(column!(last_error))
+        .bind(column!(executed_at))
+        .bind(column!(outcome))
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 impl Subscriber for Proposals {
@@ -86,138 +272,60 @@ impl Subscriber for Proposals {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), HandlerError> {
-        if event.aggregate_type != "Proposal" {
+        self.handle_batch(conn, std::slice::from_ref(event))
+            .await
+            .map_err(|(_, error)| error)
+    }
+
+    /// Reads the rows the batch touches, folds the events into them in log order, and
+    /// writes the changed ones back.
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), (LogPosition, HandlerError)> {
+        let events: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| e.aggregate_type == "Proposal")
+            .collect();
+        let Some(last) = events.last().map(|e| e.log) else {
+            return Ok(());
+        };
+        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {ROW} FROM proposal_summaries WHERE id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| (last, e.into()))?;
+        let before: HashMap<String, Row> =
+            found.into_iter().map(|row| (row.id.clone(), row)).collect();
+        let mut rows: HashMap<&str, Option<Row>> = ids
+            .iter()
+            .map(|id| (*id, before.get(*id).cloned()))
+            .collect();
+        for event in &events {
+            let proposal: ProposalEvent =
+                serde_json::from_value(event.payload.clone()).map_err(|e| (event.log, e.into()))?;
+            let slot = rows.entry(event.aggregate_id.as_str()).or_default();
+            apply(slot, &event.aggregate_id, proposal, event.recorded_at)
+                .map_err(|e| (event.log, e))?;
+        }
+        let mut changed: Vec<&Row> = rows
+            .values()
+            .flatten()
+            .filter(|row| before.get(&row.id) != Some(*row))
+            .collect();
+        if changed.is_empty() {
             return Ok(());
         }
-        let id = event.aggregate_id.as_str();
-        let at = event.recorded_at;
-        let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())?;
-        use ProposalEvent as E;
-        match proposal {
-            E::Drafted {
-                draft,
-                payload_hash,
-            }
-            | E::DraftSuppressed {
-                draft,
-                payload_hash,
-                ..
-            } => {
-                let suppressed = proposal_reason(&event.payload);
-                let status = if suppressed.is_some() {
-                    Status::Suppressed
-                } else {
-                    Status::Pending
-                };
-                let (urgency, rank) = urgency_text(draft.urgency);
-                sqlx::query(
-                    "INSERT INTO proposal_summaries (id, status, vertical, action_type, title, reasoning, \
-                       drivers, score, urgency, urgency_rank, due_by, owner, subject_key, inbound_ids, \
-                       action, payload_hash, suppressed_reason, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(status_text(status))
-                .bind(serde_json::to_value(draft.vertical)?.as_str().unwrap_or_default().to_string())
-                .bind(&draft.action_type)
-                .bind(&draft.title)
-                .bind(&draft.reasoning)
-                .bind(serde_json::to_value(&draft.drivers)?)
-                .bind(i32::from(draft.score))
-                .bind(urgency)
-                .bind(rank)
-                .bind(draft.due_by)
-                .bind(&draft.owner)
-                .bind(&draft.subject_key)
-                .bind(serde_json::to_value(&draft.inbound_ids)?)
-                .bind(&draft.action)
-                .bind(payload_hash)
-                .bind(suppressed)
-                .bind(at)
-                .execute(conn)
-                .await?;
-            }
-            E::Revised {
-                revision,
-                payload_hash,
-            } => {
-                let (urgency, rank) = urgency_text(revision.urgency);
-                sqlx::query(
-                    "UPDATE proposal_summaries SET title = $2, reasoning = $3, drivers = $4, score = $5, \
-                       urgency = $6, urgency_rank = $7, due_by = $8, action = $9, payload_hash = $10, \
-                       inbound_ids = inbound_ids || to_jsonb($11::text), updated_at = $12 \
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&revision.title)
-                .bind(&revision.reasoning)
-                .bind(serde_json::to_value(&revision.drivers)?)
-                .bind(i32::from(revision.score))
-                .bind(urgency)
-                .bind(rank)
-                .bind(revision.due_by)
-                .bind(&revision.action)
-                .bind(payload_hash)
-                .bind(&revision.inbound_id)
-                .bind(at)
-                .execute(conn)
-                .await?;
-            }
-            E::Approved(_) => set_status(conn, id, Status::Approved, at).await?,
-            E::Rejected { .. } => set_status(conn, id, Status::Rejected, at).await?,
-            E::Expired { .. } => set_status(conn, id, Status::Expired, at).await?,
-            E::Superseded { .. } => set_status(conn, id, Status::Superseded, at).await?,
-            E::Previewed { .. } => {}
-            E::ExecutionDeferred { reason, until } => {
-                set_execution(conn, id, None, Some(&reason), until, None, at).await?
-            }
-            E::ExecutionStarted { .. } => {
-                set_execution(conn, id, Some(Status::Executing), None, None, None, at).await?
-            }
-            E::ExecutionSucceeded { .. } | E::MarkedDone { .. } => {
-                set_execution(conn, id, Some(Status::Succeeded), None, None, None, at).await?;
-                sqlx::query("UPDATE proposal_summaries SET executed_at = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            E::ExecutionFailed {
-                error, retryable, ..
-            } => {
-                let waiting = retryable.then_some("retrying after a failure");
-                let error = Some(error.as_str());
-                set_execution(conn, id, Some(Status::Failed), waiting, None, error, at).await?
-            }
-            E::ExecutionUncertain { reason, .. } => {
-                let error = Some(reason.as_str());
-                set_execution(conn, id, Some(Status::Uncertain), None, None, error, at).await?
-            }
-            E::RetryRequested { .. } => {
-                set_execution(conn, id, Some(Status::Approved), None, None, None, at).await?
-            }
-            E::RolledBack { .. } => set_status(conn, id, Status::RolledBack, at).await?,
-            E::OutcomeRecorded { summary, .. } => {
-                sqlx::query(
-                    "UPDATE proposal_summaries SET outcome = coalesce(outcome || '; ', '') || $2 \
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(summary)
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-        Ok(())
+        // A fixed order, so two writers can never lock the same rows in opposite orders.
+        changed.sort_by(|a, b| a.id.cmp(&b.id));
+        upsert(conn, &changed).await.map_err(|e| (last, e.into()))
     }
-}
-
-fn proposal_reason(payload: &Value) -> Option<String> {
-    payload
-        .pointer("/DraftSuppressed/reason")
-        .and_then(Value::as_str)
-        .map(str::to_string)
 }
 
 /// A proposal as the inbox and the queue show it.
