@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::domain::{InboundEvent, ProposalEvent};
 use crate::projections::audit_log::{AuditRow, Chain, AUDITED};
-use crate::store::log::{read_after_with, LogPosition, StoredEvent};
+use crate::store::log::{read_after_of, LogPosition, StoredEvent};
 use crate::store::subscription::checkpoint;
 
 const BATCH: i64 = 2_000;
@@ -166,7 +166,7 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     let mut last_seq = 0_i64;
     loop {
         while expected.is_empty() && !events_done {
-            let batch = read_after_with(&mut *tx, read_to, BATCH, Some(AUDITED)).await?;
+            let batch = read_after_of(&mut *tx, read_to, BATCH, AUDITED).await?;
             events_done = batch.len() < BATCH as usize;
             for event in batch {
                 read_to = event.log;
@@ -314,7 +314,7 @@ async fn stream(
         "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
            aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at \
          FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
-         ORDER BY transaction_id, position",
+         ORDER BY events.transaction_id, events.position",
     )
     .bind(aggregate_type)
     .bind(ids)

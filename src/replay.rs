@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::projections::{AuditLog, EventCounts, Proposals, Users};
-use crate::store::log::{read_after_with, LogPosition, StoredEvent};
+use crate::store::log::{read_after_of, read_after_with, LogPosition, StoredEvent};
 use crate::store::subscription::{checkpoint, HandlerError, Subscriber};
 
 /// A projection that can be rebuilt: its subscription name and the tables it owns.
@@ -399,8 +399,10 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             transaction_id: row.try_get("transaction_id")?,
             position: row.try_get("position")?,
         };
+        // Everything up to the live checkpoint is now in the rebuild too (a reader of some
+        // aggregate types only may stop short of it, at its last event of theirs).
         let through = if live > at {
-            self.apply_until(&mut tx, at, Some(live)).await?
+            self.apply_until(&mut tx, at, Some(live)).await?.max(live)
         } else {
             at
         };
@@ -455,8 +457,13 @@ impl<'a, S: Subscriber> Replay<'a, S> {
     ) -> Result<LogPosition, ReplayError> {
         let mut at = from;
         loop {
-            let mut batch: Vec<StoredEvent> =
-                read_after_with(&mut *conn, at, BATCH, self.subscriber.payload_types()).await?;
+            let types = self.subscriber.payload_types();
+            let mut batch: Vec<StoredEvent> = match types {
+                Some(types) if self.subscriber.ignores_other_types() => {
+                    read_after_of(&mut *conn, at, BATCH, types).await?
+                }
+                _ => read_after_with(&mut *conn, at, BATCH, types).await?,
+            };
             let full = batch.len() as i64 == BATCH;
             if let Some(limit) = limit {
                 batch.retain(|e| e.log <= limit);

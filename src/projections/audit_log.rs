@@ -263,6 +263,10 @@ impl Subscriber for AuditLog {
         Some(AUDITED)
     }
 
+    fn ignores_other_types(&self) -> bool {
+        true
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -267,6 +267,10 @@ impl Subscriber for Proposals {
         Some(&["Proposal"])
     }
 
+    fn ignores_other_types(&self) -> bool {
+        true
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

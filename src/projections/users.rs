@@ -24,6 +24,10 @@ impl Subscriber for Users {
         Some(&["User"])
     }
 
+    fn ignores_other_types(&self) -> bool {
+        true
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

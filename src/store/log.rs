@@ -95,7 +95,7 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
          FROM events \
          WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, position \
+         ORDER BY events.transaction_id, events.position \
          LIMIT $3";
     let types: Option<Vec<String>> =
         payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
@@ -109,6 +109,32 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     rows.iter().map(from_row).collect()
 }
 
+/// As [`read_after`], but only the events of `aggregate_types`: the rows of other types are
+/// skipped in the database rather than sent and ignored.
+pub async fn read_after_of<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: LogPosition,
+    limit: i64,
+    aggregate_types: &[&str],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND aggregate_type = ANY($4) \
+         ORDER BY events.transaction_id, events.position \
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .bind(aggregate_types)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// The last `count` readable events, oldest first: where `events tail` starts.
 pub async fn read_last<'e, E: PgExecutor<'e>>(
     executor: E,
@@ -117,7 +143,7 @@ pub async fn read_last<'e, E: PgExecutor<'e>>(
     let sql = format!(
         "SELECT {COLUMNS} FROM events \
          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id DESC, position DESC \
+         ORDER BY events.transaction_id DESC, events.position DESC \
          LIMIT $1"
     );
     let rows = sqlx::query(&sql).bind(count).fetch_all(executor).await?;
@@ -138,7 +164,7 @@ pub async fn backlog<'e, E: PgExecutor<'e>>(
         "WITH pending AS ( \
              SELECT recorded_at FROM events \
              WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-             ORDER BY transaction_id, position \
+             ORDER BY events.transaction_id, events.position \
              LIMIT $3) \
          SELECT count(*) AS events, min(recorded_at) AS oldest FROM pending",
     )

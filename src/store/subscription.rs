@@ -37,6 +37,13 @@ pub trait Subscriber: Send + Sync + 'static {
         None
     }
 
+    /// True when events of aggregate types outside [`Subscriber::payload_types`] change
+    /// nothing for this subscriber, so a rebuild (`execops replay`) need not read them at
+    /// all. The live runner still reads every event, to move its checkpoint past them.
+    fn ignores_other_types(&self) -> bool {
+        false
+    }
+
     /// Applies a batch in log order. Override it when a batch can be written in fewer
     /// statements than its events; the result must equal applying them one by one.
     fn handle_batch(
