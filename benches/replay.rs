@@ -314,10 +314,25 @@ impl History {
     }
 }
 
-/// Runs `execops ARGS` on `url`; its standard output, wall time and peak RSS in MiB.
-#[allow(unsafe_code)]
+/// The high-water mark of a process's resident memory, in KiB, while it runs.
+fn peak_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Runs `execops ARGS` on `url`; its standard output, wall time and peak RSS in MiB. The
+/// peak is the child's own `VmHWM`, read every 10 ms until it exits (`ru_maxrss` would
+/// count the parent's memory it was forked from).
 fn execops(url: &str, args: &[&str]) -> anyhow::Result<(String, std::time::Duration, f64)> {
     use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
     let started = Instant::now();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_execops"))
         .args(args)
@@ -325,24 +340,26 @@ fn execops(url: &str, args: &[&str]) -> anyhow::Result<(String, std::time::Durat
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    let pid = child.id();
+    let peak = Arc::new(AtomicU64::new(0));
+    let watcher = std::thread::spawn({
+        let peak = peak.clone();
+        move || {
+            while let Some(kib) = peak_kib(pid) {
+                peak.fetch_max(kib, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    });
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         stdout.read_to_string(&mut out)?;
     }
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: `rusage` is plain data that wait4 fills in; the child is ours and not yet
-    // reaped (std's `Child` is never waited on here).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(waited == pid, "wait4 failed");
+    let status = child.wait()?;
     let elapsed = started.elapsed();
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "execops {args:?} failed:\n{out}"
-    );
-    // ru_maxrss is in KiB on Linux.
-    Ok((out, elapsed, usage.ru_maxrss as f64 / 1024.0))
+    let _ = watcher.join();
+    anyhow::ensure!(status.success(), "execops {args:?} failed:\n{out}");
+    Ok((out, elapsed, peak.load(Ordering::Relaxed) as f64 / 1024.0))
 }
 
 #[tokio::main]

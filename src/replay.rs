@@ -49,7 +49,7 @@ pub const PROJECTIONS: &[Projection] = &[
 ];
 
 /// Events applied per transaction.
-const BATCH: i64 = 5_000;
+const BATCH: i64 = 1_000;
 /// Differences listed per table; the count is always exact.
 const SHOWN_DIFFERENCES: i64 = 200;
 

@@ -79,6 +79,33 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     read_after_with(executor, after, limit, None).await
 }
 
+/// The query behind [`read_after_with`]: `$1`/`$2` the position to read after, `$3` the
+/// limit, `$4` the aggregate types whose payloads to fetch (null: all). It orders by the
+/// table's own columns so that Postgres walks `events_log_order` rather than sorting every
+/// row after the position.
+pub const READ_AFTER: &str =
+    "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+           aggregate_id, sequence, event_type, event_version, recorded_at, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
+         FROM events \
+         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.transaction_id, events.position \
+         LIMIT $3";
+
+/// The query behind [`read_after_of`]: as [`READ_AFTER`], but `$4` selects the aggregate
+/// types read at all.
+pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
+       aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+       recorded_at \
+     FROM events \
+     WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND aggregate_type = ANY($4) \
+     ORDER BY events.transaction_id, events.position \
+     LIMIT $3";
+
 /// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
 /// and metadata; the others come as `null`, so a reader that needs few of them does not pay
 /// to fetch and parse the rest. `None` fetches every payload.
@@ -88,18 +115,9 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     limit: i64,
     payload_types: Option<&[&str]>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
-           aggregate_id, sequence, event_type, event_version, recorded_at, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
-         FROM events \
-         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY events.transaction_id, events.position \
-         LIMIT $3";
     let types: Option<Vec<String>> =
         payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
-    let rows = sqlx::query(sql)
+    let rows = sqlx::query(READ_AFTER)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
@@ -117,15 +135,7 @@ pub async fn read_after_of<'e, E: PgExecutor<'e>>(
     limit: i64,
     aggregate_types: &[&str],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-           AND aggregate_type = ANY($4) \
-         ORDER BY events.transaction_id, events.position \
-         LIMIT $3"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(READ_AFTER_OF)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)

@@ -96,3 +96,38 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
+    use execops::store::log::{READ_AFTER, READ_AFTER_OF};
+    let (db, store) = store().await;
+    for i in 0..200 {
+        receive(&store, &format!("evt_plan_{i}")).await;
+    }
+    let mut conn = db.pool.acquire().await.expect("a connection");
+    // The plan every later batch gets, with the index preferred whenever it can give the
+    // order: a query whose ORDER BY it cannot serve still has to sort.
+    sqlx::raw_sql(
+        "ANALYZE events; SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off;",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("set up");
+    for (name, sql) in [("read_after", READ_AFTER), ("read_after_of", READ_AFTER_OF)] {
+        sqlx::raw_sql(&format!(
+            "PREPARE {name}(bigint, bigint, bigint, text[]) AS {sql}"
+        ))
+        .execute(&mut *conn)
+        .await
+        .expect("prepared");
+        let plan: serde_json::Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (FORMAT JSON) EXECUTE {name}(0, 0, 500, '{{Inbound}}')"
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .expect("a plan");
+        let text = plan.to_string();
+        assert!(text.contains("events_log_order"), "{name}: {text}");
+        assert!(!text.contains("\"Sort\""), "{name} sorts: {text}");
+    }
+}
