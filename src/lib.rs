@@ -23,6 +23,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backtest;
+pub mod canvas;
 pub mod cli;
 pub mod config;
 pub mod demo;
