@@ -474,7 +474,8 @@ mod tests {
             f(&mut raw);
             Params::parse(&raw, today).err().map(|e| e.to_string())
         };
-        let cases: Vec<(Box<dyn Fn(&mut RawParams)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut RawParams)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|r| r.from = Some("2026-13-01".into())),
                 "from: \"2026-13-01\" is not a date (YYYY-MM-DD)",
