@@ -3,6 +3,9 @@
 //! ([`Params`]); nothing a person types becomes SQL. [`question`] maps plain words to a query,
 //! [`queries`] runs it against the canvas projections, [`chart`] draws the answer as SVG.
 
+pub mod chart;
+pub mod question;
+
 use chrono::{Datelike, Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 

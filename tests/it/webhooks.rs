@@ -586,7 +586,9 @@ async fn webhooks_get_503_while_postgres_is_down_and_200_once_it_is_back() {
         .expect("a database");
     // Room for the eight subscriptions, the executor and the requests, as the product's
     // default of 20 gives: when Postgres comes back they all reconnect at once.
-    let pool = connect(&cluster.url("execops"), 12).await.expect("connects");
+    let pool = connect(&cluster.url("execops"), 12)
+        .await
+        .expect("connects");
     MIGRATOR.run(&pool).await.expect("migrates");
     let config = configured();
     let app = TestApp::spawn_on(pool, config.clone()).await;
