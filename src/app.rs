@@ -10,7 +10,7 @@ use crate::adapters::Adapters;
 use crate::config::Config;
 use crate::executor::outcomes::Outcomes;
 use crate::executor::{ExecutionQueue, Executor};
-use crate::projections::{AuditLog, EventCounts, Proposals, Users};
+use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
 use crate::store::Store;
@@ -58,6 +58,10 @@ impl App {
         );
         tasks.spawn(
             Runner::new(pool.clone(), AuditLog, options.clone(), &subscriptions)
+                .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(pool.clone(), Canvas, options.clone(), &subscriptions)
                 .run(shutdown_rx.clone()),
         );
         // With a language model, the router words each signal's proposals before its

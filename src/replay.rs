@@ -18,7 +18,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
-use crate::projections::{AuditLog, EventCounts, Proposals, Users};
+use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::store::log::{read_after_of, read_after_with, LogPosition, StoredEvent};
 use crate::store::subscription::{checkpoint, HandlerError, Subscriber};
 
@@ -45,6 +45,10 @@ pub const PROJECTIONS: &[Projection] = &[
     Projection {
         name: "audit_log",
         tables: &["audit_log"],
+    },
+    Projection {
+        name: "canvas",
+        tables: crate::projections::canvas::TABLES,
     },
 ];
 
@@ -268,6 +272,7 @@ pub async fn replay(
                 .run()
                 .await
         }
+        "canvas" => Replay::new(pool, projection, Canvas, mode, bar).run().await,
         other => find(other)
             .and_then(|p| Err(ReplayError::UnknownProjection(p.name.into(), String::new()))),
     }

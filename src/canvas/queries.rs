@@ -1,0 +1,916 @@
+//! The nine canvas queries over the `canvas_*` projection tables. Each is one function with
+//! static SQL: the parameters are bound, never written into the text, so a vendor named
+//! `%` matches only a vendor named `%`. Periods are whole UTC days, `from` and `to`
+//! inclusive. Money stays in minor units per currency and is never summed across currencies.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
+use sqlx::PgPool;
+
+use super::{money, Answer, Cell, Chart, ChartKind, Granularity, Params, QueryName, Series};
+
+/// Runs `query` with `params`.
+pub async fn run(pool: &PgPool, query: QueryName, params: &Params) -> Result<Answer, sqlx::Error> {
+    match query {
+        QueryName::Runway => runway(pool, params).await,
+        QueryName::Burn => burn(pool, params).await,
+        QueryName::Mrr => mrr(pool, params).await,
+        QueryName::FailedPayments => failed_payments(pool, params).await,
+        QueryName::SpendByVendor => spend_by_vendor(pool, params).await,
+        QueryName::ApprovalLatency => approval_latency(pool, params).await,
+        QueryName::Precision => precision(pool, params).await,
+        QueryName::Outcomes => outcomes(pool, params).await,
+        QueryName::ExecutionSuccess => execution_success(pool, params).await,
+    }
+}
+
+/// Midnight UTC at the start of `day`.
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Midnight UTC after `day`: the exclusive end of a period ending on `day`.
+fn end_of(day: NaiveDate) -> DateTime<Utc> {
+    start_of(day.checked_add_days(Days::new(1)).unwrap_or(day))
+}
+
+fn first_of_month(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap_or(day)
+}
+
+/// One period of a series: its label, first and last day (clipped to the parameters).
+#[derive(Clone, Debug, PartialEq)]
+struct Period {
+    label: String,
+    start: NaiveDate,
+    stop: NaiveDate,
+}
+
+/// The periods `from..=to` is cut into: calendar days, ISO weeks (Monday first) or
+/// calendar months, the first and last clipped to the range.
+fn periods(from: NaiveDate, to: NaiveDate, granularity: Granularity) -> Vec<Period> {
+    let mut out = Vec::new();
+    let mut start = match granularity {
+        Granularity::Day => from,
+        Granularity::Week => from - Days::new(u64::from(from.weekday().num_days_from_monday())),
+        Granularity::Month => first_of_month(from),
+    };
+    while start <= to {
+        let next = match granularity {
+            Granularity::Day => start + Days::new(1),
+            Granularity::Week => start + Days::new(7),
+            Granularity::Month => start + Months::new(1),
+        };
+        let label = match granularity {
+            Granularity::Month => start.format("%Y-%m").to_string(),
+            _ => start.max(from).to_string(),
+        };
+        out.push(Period {
+            label,
+            start: start.max(from),
+            stop: (next - Days::new(1)).min(to),
+        });
+        start = next;
+    }
+    out
+}
+
+fn bounds(periods: &[Period]) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    (
+        periods.iter().map(|p| start_of(p.start)).collect(),
+        periods.iter().map(|p| end_of(p.stop)).collect(),
+    )
+}
+
+fn text(value: impl Into<String>) -> Cell {
+    Cell::Text {
+        value: value.into(),
+    }
+}
+
+fn cash(minor: i64, currency: &str) -> Cell {
+    Cell::Money {
+        minor,
+        currency: currency.to_string(),
+    }
+}
+
+/// `part / whole` in basis points, rounded down; `None` when `whole` is zero.
+fn share(part: i64, whole: i64) -> Option<i64> {
+    (whole != 0).then(|| part.saturating_mul(10_000) / whole)
+}
+
+fn answer(query: QueryName, params: &Params, title: String, columns: &[&str]) -> Answer {
+    Answer {
+        query,
+        params: params.clone(),
+        title,
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: vec![],
+        chart: None,
+        notes: vec![],
+    }
+}
+
+fn period_title(params: &Params) -> String {
+    format!("{} to {}", params.from, params.to)
+}
+
+/// Money in and out of one currency over one period.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Flows {
+    spend: i64,
+    revenue: i64,
+    refunds: i64,
+}
+
+impl Flows {
+    /// Spend plus refunds, less revenue: positive when more went out than came in.
+    fn net_outflow(self) -> i64 {
+        self.spend + self.refunds - self.revenue
+    }
+}
+
+/// Flows per (period index, currency). Spend is the `expense.recorded` feed by the
+/// expense's date; revenue is invoices paid plus charges succeeded that name no invoice
+/// (a charge that names one is already counted by its invoice); refunds are a charge's
+/// cumulative `amount_refunded` as last reported, on the day of that report. Payouts move
+/// money from Stripe to the bank and are neither.
+async fn flows(
+    pool: &PgPool,
+    periods: &[Period],
+    currency: Option<&str>,
+) -> Result<BTreeMap<(usize, String), Flows>, sqlx::Error> {
+    let (starts, ends) = bounds(periods);
+    let rows: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
+        "WITH p AS (SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[]) \
+                      WITH ORDINALITY AS p(lo, hi, n)), \
+         refunds AS (SELECT DISTINCT ON (object_id) currency, amount, occurred_at \
+                     FROM canvas_money WHERE kind = 'charge_refunded' \
+                     ORDER BY object_id, occurred_at DESC, inbound_id DESC), \
+         f AS ( \
+           SELECT (spent_on::timestamp AT TIME ZONE 'UTC') AS at, currency, \
+                  amount AS spend, 0::bigint AS revenue, 0::bigint AS refunds \
+             FROM canvas_expenses \
+           UNION ALL \
+           SELECT occurred_at, currency, 0, amount, 0 FROM canvas_money \
+            WHERE kind = 'invoice_paid' OR (kind = 'charge_succeeded' AND invoice_id IS NULL) \
+           UNION ALL \
+           SELECT occurred_at, currency, 0, 0, amount FROM refunds) \
+         SELECT p.n, f.currency, sum(f.spend)::bigint, sum(f.revenue)::bigint, \
+                sum(f.refunds)::bigint \
+         FROM p JOIN f ON f.at >= p.lo AND f.at < p.hi \
+         WHERE $3::text IS NULL OR f.currency = $3 \
+         GROUP BY p.n, f.currency",
+    )
+    .bind(&starts)
+    .bind(&ends)
+    .bind(currency)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(n, currency, spend, revenue, refunds)| {
+            (
+                (usize::try_from(n - 1).unwrap_or(0), currency),
+                Flows {
+                    spend,
+                    revenue,
+                    refunds,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Monthly burn: per period of the granularity and per currency, money out (spend),
+/// money in (invoices paid, charges succeeded outside invoices), refunds, and the net
+/// outflow `spend + refunds − revenue`. Payouts are not spend: they move the company's own
+/// money from Stripe to its bank. A currency with no flow in a period shows zeros there.
+pub async fn burn(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let periods = periods(params.from, params.to, params.granularity);
+    let flows = flows(pool, &periods, params.currency.as_deref()).await?;
+    let mut out = answer(
+        QueryName::Burn,
+        params,
+        format!(
+            "Burn by {}, {}",
+            params.granularity.as_str(),
+            period_title(params)
+        ),
+        &[
+            "period",
+            "currency",
+            "spend",
+            "revenue",
+            "refunds",
+            "net outflow",
+        ],
+    );
+    let currencies: Vec<String> = {
+        let mut c: Vec<String> = flows.keys().map(|(_, c)| c.clone()).collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let mut series = vec![];
+    for currency in &currencies {
+        let mut values = vec![];
+        for (i, period) in periods.iter().enumerate() {
+            let f = flows
+                .get(&(i, currency.clone()))
+                .copied()
+                .unwrap_or_default();
+            values.push(f.net_outflow());
+            out.rows.push(vec![
+                text(period.label.clone()),
+                text(currency.clone()),
+                cash(f.spend, currency),
+                cash(f.revenue, currency),
+                cash(f.refunds, currency),
+                cash(f.net_outflow(), currency),
+            ]);
+        }
+        series.push(Series {
+            label: format!("net outflow {}", currency.to_ascii_uppercase()),
+            values,
+        });
+    }
+    if currencies.is_empty() {
+        out.notes
+            .push("no spend, revenue or refunds recorded in the period".into());
+    } else {
+        out.chart = Some(Chart {
+            kind: ChartKind::Line,
+            unit: currencies.join("/").to_ascii_uppercase(),
+            x: periods.iter().map(|p| p.label.clone()).collect(),
+            series,
+        });
+    }
+    out.notes.push(
+        "payouts are not counted: they move money from Stripe to the bank, they do not spend it"
+            .into(),
+    );
+    Ok(out)
+}
+
+/// Runway per currency. Cash is, for each source (Stripe's `balance.available`, a bank's
+/// `balance.updated`), the latest balance reported at or before the end of `to`, summed
+/// over the sources. Net burn is the average monthly net outflow (as in [`burn`]) over the
+/// three whole calendar months before `to`'s month, rounded down. Months of runway are
+/// `cash / burn` in tenths, rounded down; when the currency is not burning (net burn zero or
+/// less) a note says so and no months are given.
+pub async fn runway(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let mut out = answer(
+        QueryName::Runway,
+        params,
+        format!("Runway as of {}", params.to),
+        &["currency", "cash", "monthly net burn", "months of runway"],
+    );
+    let balances: Vec<(String, String, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (source, currency) source, currency, amount, occurred_at \
+         FROM canvas_balances WHERE occurred_at < $1 AND ($2::text IS NULL OR currency = $2) \
+         ORDER BY source, currency, occurred_at DESC, inbound_id DESC",
+    )
+    .bind(end_of(params.to))
+    .bind(params.currency.as_deref())
+    .fetch_all(pool)
+    .await?;
+    let month = first_of_month(params.to);
+    let months: Vec<Period> = (1..=3)
+        .rev()
+        .map(|back| {
+            let start = month - Months::new(back);
+            Period {
+                label: start.format("%Y-%m").to_string(),
+                start,
+                stop: start + Months::new(1) - Days::new(1),
+            }
+        })
+        .collect();
+    let flows = flows(pool, &months, params.currency.as_deref()).await?;
+    let mut cash_by: BTreeMap<String, i64> = BTreeMap::new();
+    for (source, currency, amount, at) in &balances {
+        *cash_by.entry(currency.clone()).or_default() += amount;
+        out.notes.push(format!(
+            "cash: {} from {source} on {}",
+            money(*amount, currency),
+            at.date_naive()
+        ));
+    }
+    let mut burn_by: BTreeMap<String, i64> = BTreeMap::new();
+    for ((_, currency), f) in &flows {
+        *burn_by.entry(currency.clone()).or_default() += f.net_outflow();
+    }
+    let mut currencies: Vec<String> = cash_by.keys().chain(burn_by.keys()).cloned().collect();
+    currencies.sort();
+    currencies.dedup();
+    let window = format!("{} to {}", months[0].start, months[2].stop);
+    let mut bars = vec![];
+    for currency in &currencies {
+        let total = burn_by.get(currency).copied().unwrap_or(0);
+        let burn = total.div_euclid(3);
+        out.notes.push(format!(
+            "net burn {}: {} over {window}, {} a month",
+            currency.to_ascii_uppercase(),
+            money(total, currency),
+            money(burn, currency)
+        ));
+        let Some(cash_now) = cash_by.get(currency).copied() else {
+            out.notes.push(format!(
+                "no balance recorded in {currency} by {}",
+                params.to
+            ));
+            out.rows.push(vec![
+                text(currency.clone()),
+                Cell::Empty,
+                cash(burn, currency),
+                Cell::Empty,
+            ]);
+            bars.push(0);
+            continue;
+        };
+        let months_left = if burn > 0 {
+            let tenths = cash_now.saturating_mul(10) / burn;
+            bars.push(tenths);
+            Cell::Tenths { value: tenths }
+        } else {
+            out.notes.push(format!(
+                "not burning in {currency}: net inflow of {} a month over {window}",
+                money(-burn, currency)
+            ));
+            bars.push(0);
+            Cell::Empty
+        };
+        out.rows.push(vec![
+            text(currency.clone()),
+            cash(cash_now, currency),
+            cash(burn, currency),
+            months_left,
+        ]);
+    }
+    if currencies.is_empty() {
+        out.notes
+            .push("no balance and no spend or revenue recorded".into());
+    } else {
+        out.chart = Some(Chart {
+            kind: ChartKind::Bar,
+            unit: "tenths of a month".into(),
+            x: currencies.iter().map(|c| c.to_ascii_uppercase()).collect(),
+            series: vec![Series {
+                label: "months of runway".into(),
+                values: bars,
+            }],
+        });
+    }
+    Ok(out)
+}
+
+/// MRR per period and currency: the MRR at the period's end (each subscription's MRR after
+/// its last change before the end, summed), and the movements during the period: `new`
+/// (from nothing), `expansion` (up), `contraction` (down, not to nothing), `churn` (to
+/// nothing). A subscription's MRR is its items' `unit_amount × quantity` normalised to a
+/// month (a year ÷ 12), counted while it is `active` or `past_due`. So
+/// `end = previous end + new + expansion − contraction − churn`.
+pub async fn mrr(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let periods = periods(params.from, params.to, params.granularity);
+    let (starts, ends) = bounds(&periods);
+    let rows: Vec<(i64, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "WITH p AS (SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[]) \
+                      WITH ORDINALITY AS p(lo, hi, n)), \
+         ends AS ( \
+           SELECT p.n, m.currency, sum(m.mrr_after)::bigint AS mrr FROM p CROSS JOIN LATERAL ( \
+             SELECT DISTINCT ON (subscription_id) currency, mrr_after FROM canvas_mrr_movements \
+             WHERE occurred_at < p.hi \
+             ORDER BY subscription_id, occurred_at DESC, inbound_id DESC) m \
+           GROUP BY p.n, m.currency), \
+         moves AS ( \
+           SELECT p.n, m.currency, \
+             sum(CASE WHEN m.mrr_before = 0 THEN m.mrr_after ELSE 0 END)::bigint AS new, \
+             sum(CASE WHEN m.mrr_before > 0 AND m.mrr_after > m.mrr_before \
+                      THEN m.mrr_after - m.mrr_before ELSE 0 END)::bigint AS expansion, \
+             sum(CASE WHEN m.mrr_after > 0 AND m.mrr_after < m.mrr_before \
+                      THEN m.mrr_before - m.mrr_after ELSE 0 END)::bigint AS contraction, \
+             sum(CASE WHEN m.mrr_after = 0 THEN m.mrr_before ELSE 0 END)::bigint AS churn \
+           FROM p JOIN canvas_mrr_movements m ON m.occurred_at >= p.lo AND m.occurred_at < p.hi \
+           GROUP BY p.n, m.currency) \
+         SELECT coalesce(e.n, v.n), coalesce(e.currency, v.currency), coalesce(e.mrr, 0), \
+                coalesce(v.new, 0), coalesce(v.expansion, 0), coalesce(v.contraction, 0), \
+                coalesce(v.churn, 0) \
+         FROM ends e FULL JOIN moves v ON v.n = e.n AND v.currency = e.currency \
+         WHERE $3::text IS NULL OR coalesce(e.currency, v.currency) = $3",
+    )
+    .bind(&starts)
+    .bind(&ends)
+    .bind(params.currency.as_deref())
+    .fetch_all(pool)
+    .await?;
+    let mut by: BTreeMap<(String, i64), [i64; 5]> = BTreeMap::new();
+    for (n, currency, end, new, expansion, contraction, churn) in rows {
+        by.insert((currency, n), [end, new, expansion, contraction, churn]);
+    }
+    let mut out = answer(
+        QueryName::Mrr,
+        params,
+        format!(
+            "MRR by {}, {}",
+            params.granularity.as_str(),
+            period_title(params)
+        ),
+        &[
+            "period",
+            "currency",
+            "MRR at end",
+            "new",
+            "expansion",
+            "contraction",
+            "churn",
+        ],
+    );
+    let mut currencies: Vec<String> = by.keys().map(|(c, _)| c.clone()).collect();
+    currencies.dedup();
+    let mut series = vec![];
+    for currency in &currencies {
+        let mut values = vec![];
+        for (i, period) in periods.iter().enumerate() {
+            let v = by
+                .get(&(currency.clone(), i as i64 + 1))
+                .copied()
+                .unwrap_or_default();
+            values.push(v[0]);
+            let mut row = vec![text(period.label.clone()), text(currency.clone())];
+            row.extend(v.iter().map(|m| cash(*m, currency)));
+            out.rows.push(row);
+        }
+        series.push(Series {
+            label: format!("MRR {}", currency.to_ascii_uppercase()),
+            values,
+        });
+    }
+    if currencies.is_empty() {
+        out.notes.push("no subscriptions recorded".into());
+    } else {
+        out.chart = Some(Chart {
+            kind: ChartKind::Line,
+            unit: currencies.join("/").to_ascii_uppercase(),
+            x: periods.iter().map(|p| p.label.clone()).collect(),
+            series,
+        });
+    }
+    Ok(out)
+}
+
+/// Invoices whose first failed payment falls in the period, oldest first: when, the
+/// customer, the invoice, the amount due and whether it was recovered (the same invoice
+/// was paid after it failed, at any time since). Notes give, per currency, the count, the
+/// amount, and the share of that amount recovered.
+pub async fn failed_payments(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let rows: Vec<(DateTime<Utc>, Option<String>, String, i64, String, bool)> = sqlx::query_as(
+        "SELECT first_failed_at, customer, invoice_id, amount, currency, paid_at IS NOT NULL \
+         FROM canvas_failed_invoices \
+         WHERE first_failed_at >= $1 AND first_failed_at < $2 \
+           AND ($3::text IS NULL OR currency = $3) \
+         ORDER BY first_failed_at, invoice_id",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .bind(params.currency.as_deref())
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::FailedPayments,
+        params,
+        format!("Failed payments, {}", period_title(params)),
+        &[
+            "date",
+            "customer",
+            "invoice",
+            "amount",
+            "currency",
+            "recovered",
+        ],
+    );
+    let mut totals: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    for (at, customer, invoice, amount, currency, recovered) in rows {
+        let t = totals.entry(currency.clone()).or_default();
+        t.0 += 1;
+        t.1 += amount;
+        if recovered {
+            t.2 += 1;
+            t.3 += amount;
+        }
+        out.rows.push(vec![
+            Cell::Date {
+                value: at.date_naive(),
+            },
+            customer.map(text).unwrap_or(Cell::Empty),
+            text(invoice),
+            cash(amount, &currency),
+            text(currency),
+            text(if recovered { "yes" } else { "no" }),
+        ]);
+    }
+    let mut bars = (vec![], vec![]);
+    for (currency, (count, amount, recovered_count, recovered)) in &totals {
+        let pct = share(*recovered, *amount)
+            .map(|bp| Cell::Percent { basis_points: bp }.display())
+            .unwrap_or_else(|| "n/a".into());
+        out.notes.push(format!(
+            "{}: {count} failed, {}; {recovered_count} recovered, {} ({pct} of the amount)",
+            currency.to_ascii_uppercase(),
+            money(*amount, currency),
+            money(*recovered, currency),
+        ));
+        bars.0.push(currency.to_ascii_uppercase());
+        bars.1.push(share(*recovered, *amount).unwrap_or(0));
+    }
+    if totals.is_empty() {
+        out.notes.push("no failed payments in the period".into());
+    } else {
+        out.chart = Some(Chart {
+            kind: ChartKind::Bar,
+            unit: "%".into(),
+            x: bars.0,
+            series: vec![Series {
+                label: "share recovered".into(),
+                values: bars.1,
+            }],
+        });
+    }
+    Ok(out)
+}
+
+/// Spend per vendor and currency in the period (expenses by their own date), the top N of
+/// each currency by amount, against the vendor's average month over the three whole
+/// calendar months before `from`'s month (their total ÷ 3, rounded down). Variance is
+/// `(spend − average) ÷ average` in basis points; none when the vendor had no spend before.
+/// It compares the period's total with one month, so it is like for like for a one-month
+/// period. Vendors are grouped and matched case-insensitively; `vendor` narrows to exactly
+/// that name (no patterns).
+pub async fn spend_by_vendor(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let before = first_of_month(params.from);
+    let trailing = before - Months::new(3);
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "WITH cur AS ( \
+           SELECT lower(vendor) AS key, min(vendor) AS vendor, currency, sum(amount)::bigint AS amount \
+           FROM canvas_expenses \
+           WHERE spent_on BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3) \
+             AND ($4::text IS NULL OR lower(vendor) = lower($4)) \
+           GROUP BY lower(vendor), currency), \
+         prior AS ( \
+           SELECT lower(vendor) AS key, currency, sum(amount)::bigint AS amount \
+           FROM canvas_expenses WHERE spent_on >= $5 AND spent_on < $6 \
+           GROUP BY lower(vendor), currency), \
+         ranked AS ( \
+           SELECT cur.vendor, cur.currency, cur.amount, coalesce(prior.amount, 0) AS prior, \
+             row_number() OVER (PARTITION BY cur.currency ORDER BY cur.amount DESC, cur.key) AS rank \
+           FROM cur LEFT JOIN prior ON prior.key = cur.key AND prior.currency = cur.currency) \
+         SELECT vendor, currency, amount, prior FROM ranked WHERE rank <= $7 \
+         ORDER BY currency, rank",
+    )
+    .bind(params.from)
+    .bind(params.to)
+    .bind(params.currency.as_deref())
+    .bind(params.vendor.as_deref())
+    .bind(trailing)
+    .bind(before)
+    .bind(i64::from(params.top))
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::SpendByVendor,
+        params,
+        format!("Spend by vendor, {}", period_title(params)),
+        &[
+            "vendor",
+            "currency",
+            "spend",
+            "trailing monthly average",
+            "variance",
+        ],
+    );
+    out.notes.push(format!(
+        "trailing average: {} to {}, total ÷ 3",
+        trailing,
+        before - Days::new(1)
+    ));
+    let mut chart = Chart {
+        kind: ChartKind::Bar,
+        unit: String::new(),
+        x: vec![],
+        series: vec![Series {
+            label: "spend".into(),
+            values: vec![],
+        }],
+    };
+    let mut units: Vec<String> = vec![];
+    for (vendor, currency, amount, prior) in rows {
+        let average = prior / 3;
+        let variance = share(amount - average, average)
+            .map(|bp| Cell::Percent { basis_points: bp })
+            .unwrap_or(Cell::Empty);
+        if average == 0 {
+            out.notes.push(format!(
+                "{vendor}: no spend in {currency} in the trailing months"
+            ));
+        }
+        chart
+            .x
+            .push(format!("{vendor} ({})", currency.to_ascii_uppercase()));
+        chart.series[0].values.push(amount);
+        units.push(currency.to_ascii_uppercase());
+        out.rows.push(vec![
+            text(vendor),
+            text(currency.clone()),
+            cash(amount, &currency),
+            cash(average, &currency),
+            variance,
+        ]);
+    }
+    if out.rows.is_empty() {
+        out.notes.push(match &params.vendor {
+            Some(vendor) => format!("no spend with {vendor:?} in the period"),
+            None => "no spend recorded in the period".into(),
+        });
+    } else {
+        units.dedup();
+        chart.unit = units.join("/");
+        out.chart = Some(chart);
+    }
+    Ok(out)
+}
+
+/// Per action type, the proposals decided (approved or rejected) in the period: how many,
+/// and the p50 and p90 of the seconds from draft to decision (whole seconds, rounded down;
+/// nearest rank: the smallest time at least that share of decisions took no longer than).
+/// Times are when the draft and the decision were recorded in the log.
+pub async fn approval_latency(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT action_type, count(*), \
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY seconds), \
+           percentile_disc(0.9) WITHIN GROUP (ORDER BY seconds) \
+         FROM (SELECT action_type, \
+                 floor(extract(epoch FROM decided_at - drafted_at))::bigint AS seconds \
+               FROM canvas_proposals WHERE decided_at >= $1 AND decided_at < $2) d \
+         GROUP BY action_type ORDER BY action_type",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::ApprovalLatency,
+        params,
+        format!("Time to decision, {}", period_title(params)),
+        &["action type", "decided", "p50", "p90"],
+    );
+    let mut chart = Chart {
+        kind: ChartKind::Bar,
+        unit: "seconds".into(),
+        x: vec![],
+        series: vec![
+            Series {
+                label: "p50".into(),
+                values: vec![],
+            },
+            Series {
+                label: "p90".into(),
+                values: vec![],
+            },
+        ],
+    };
+    for (action_type, decided, p50, p90) in rows {
+        chart.x.push(action_type.clone());
+        chart.series[0].values.push(p50);
+        chart.series[1].values.push(p90);
+        out.rows.push(vec![
+            text(action_type),
+            Cell::Count { value: decided },
+            Cell::Seconds { value: p50 },
+            Cell::Seconds { value: p90 },
+        ]);
+    }
+    if out.rows.is_empty() {
+        out.notes.push("no proposal decided in the period".into());
+    } else {
+        out.chart = Some(chart);
+    }
+    Ok(out)
+}
+
+/// Per action type, the proposals decided in the period: approved, rejected, and the share
+/// approved (basis points, rounded down). Expired and superseded proposals were never
+/// decided and are left out.
+pub async fn precision(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT action_type, count(*) FILTER (WHERE decision = 'approved'), \
+           count(*) FILTER (WHERE decision = 'rejected') \
+         FROM canvas_proposals WHERE decided_at >= $1 AND decided_at < $2 \
+         GROUP BY action_type ORDER BY action_type",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::Precision,
+        params,
+        format!("Share approved, {}", period_title(params)),
+        &["action type", "approved", "rejected", "share approved"],
+    );
+    let mut chart = Chart {
+        kind: ChartKind::Bar,
+        unit: "%".into(),
+        x: vec![],
+        series: vec![Series {
+            label: "share approved".into(),
+            values: vec![],
+        }],
+    };
+    for (action_type, approved, rejected) in rows {
+        let bp = share(approved, approved + rejected).unwrap_or(0);
+        chart.x.push(action_type.clone());
+        chart.series[0].values.push(bp);
+        out.rows.push(vec![
+            text(action_type),
+            Cell::Count { value: approved },
+            Cell::Count { value: rejected },
+            Cell::Percent { basis_points: bp },
+        ]);
+    }
+    if out.rows.is_empty() {
+        out.notes.push("no proposal decided in the period".into());
+    } else {
+        out.chart = Some(chart);
+    }
+    Ok(out)
+}
+
+/// Per action type, outcome kind and currency, the outcomes recorded in the period: how
+/// many, and their total value. `OutcomeRecorded` carries a value but no currency: it is
+/// taken from the signal that showed the outcome (its `caused_by`, e.g. the invoice paid),
+/// else from the money signals the proposal was drafted from; when neither names one the
+/// currency is `unknown` and the value is shown as bare minor units, never as money.
+pub async fn outcomes(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+        "WITH o AS ( \
+           SELECT o.action_type, o.kind, o.value_cents, coalesce( \
+             (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
+             (SELECT m.currency FROM canvas_proposals p \
+                JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
+              WHERE p.proposal_id = o.proposal_id \
+              ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
+           FROM canvas_outcomes o WHERE o.at >= $1 AND o.at < $2) \
+         SELECT action_type, kind, currency, count(*), sum(value_cents)::bigint FROM o \
+         WHERE $3::text IS NULL OR currency = $3 \
+         GROUP BY action_type, kind, currency ORDER BY action_type, kind, currency NULLS LAST",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .bind(params.currency.as_deref())
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::Outcomes,
+        params,
+        format!("Outcomes, {}", period_title(params)),
+        &["action type", "kind", "currency", "outcomes", "value"],
+    );
+    for (action_type, kind, currency, count, value) in rows {
+        let value = match (value, &currency) {
+            (None, _) => Cell::Empty,
+            (Some(v), Some(c)) => cash(v, c),
+            (Some(v), None) => {
+                out.notes.push(format!(
+                    "{action_type} {kind}: {v} minor units in an unknown currency"
+                ));
+                text(format!("{v} (currency unknown)"))
+            }
+        };
+        out.rows.push(vec![
+            text(action_type),
+            text(kind),
+            text(currency.unwrap_or_else(|| "unknown".into())),
+            Cell::Count { value: count },
+            value,
+        ]);
+    }
+    if out.rows.is_empty() {
+        out.notes.push("no outcome recorded in the period".into());
+    }
+    if params.currency.is_some() {
+        out.notes
+            .push("outcomes of unknown currency are left out when a currency is chosen".into());
+    }
+    Ok(out)
+}
+
+/// Per adapter (the action type's prefix: `slack`, `email`, `stripe`, `github`, `webhook`),
+/// the execution attempts that ended in the period: succeeded, failed, uncertain, and the
+/// share succeeded (basis points, rounded down). A retried proposal counts every attempt.
+pub async fn execution_success(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT split_part(action_type, '.', 1) AS adapter, \
+           count(*) FILTER (WHERE result = 'succeeded'), \
+           count(*) FILTER (WHERE result = 'failed'), \
+           count(*) FILTER (WHERE result = 'uncertain') \
+         FROM canvas_executions WHERE at >= $1 AND at < $2 \
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .fetch_all(pool)
+    .await?;
+    let mut out = answer(
+        QueryName::ExecutionSuccess,
+        params,
+        format!("Executions, {}", period_title(params)),
+        &[
+            "adapter",
+            "succeeded",
+            "failed",
+            "uncertain",
+            "success share",
+        ],
+    );
+    let mut chart = Chart {
+        kind: ChartKind::Bar,
+        unit: "%".into(),
+        x: vec![],
+        series: vec![Series {
+            label: "success share".into(),
+            values: vec![],
+        }],
+    };
+    for (adapter, succeeded, failed, uncertain) in rows {
+        let bp = share(succeeded, succeeded + failed + uncertain).unwrap_or(0);
+        chart.x.push(adapter.clone());
+        chart.series[0].values.push(bp);
+        out.rows.push(vec![
+            text(adapter),
+            Cell::Count { value: succeeded },
+            Cell::Count { value: failed },
+            Cell::Count { value: uncertain },
+            Cell::Percent { basis_points: bp },
+        ]);
+    }
+    if out.rows.is_empty() {
+        out.notes.push("no execution ended in the period".into());
+    } else {
+        out.chart = Some(chart);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
+    }
+
+    #[test]
+    fn canvas_periods_are_calendar_months_clipped_to_the_range() {
+        let cut = periods(day("2026-09-15"), day("2026-11-03"), Granularity::Month);
+        let spans: Vec<(String, NaiveDate, NaiveDate)> = cut
+            .into_iter()
+            .map(|p| (p.label, p.start, p.stop))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                ("2026-09".into(), day("2026-09-15"), day("2026-09-30")),
+                ("2026-10".into(), day("2026-10-01"), day("2026-10-31")),
+                ("2026-11".into(), day("2026-11-01"), day("2026-11-03")),
+            ]
+        );
+    }
+
+    #[test]
+    fn canvas_weeks_start_on_monday() {
+        // 2026-11-04 is a Wednesday.
+        let cut = periods(day("2026-11-04"), day("2026-11-10"), Granularity::Week);
+        let spans: Vec<(NaiveDate, NaiveDate)> = cut.iter().map(|p| (p.start, p.stop)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (day("2026-11-04"), day("2026-11-08")),
+                (day("2026-11-09"), day("2026-11-10")),
+            ]
+        );
+    }
+
+    #[test]
+    fn canvas_net_outflow_counts_refunds_as_money_out() {
+        let f = Flows {
+            spend: 1000,
+            revenue: 300,
+            refunds: 50,
+        };
+        assert_eq!(f.net_outflow(), 750);
+        assert_eq!(share(1, 3), Some(3333));
+        assert_eq!(share(1, 0), None);
+    }
+}

@@ -1,0 +1,832 @@
+//! The canvas facts: money through Stripe, cash balances, failed invoices, subscriptions and
+//! their MRR movements, the spend feed, and each proposal's draft, decision, executions and
+//! outcomes, for the canvas queries ([`crate::canvas::queries`]).
+//!
+//! A batch is folded in memory: the rows it touches are read with one query per stateful
+//! table and every table is written with one statement, so a replay costs a dozen
+//! statements a batch at most, whatever its size. Every value comes from the events (a
+//! signal's `occurred_at`, an event's `recorded_at`), never from the clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::domain::{InboundEvent, ProposalEvent, Signal};
+use crate::store::log::{LogPosition, StoredEvent};
+use crate::store::subscription::{HandlerError, Subscriber};
+
+#[derive(Debug, Default)]
+pub struct Canvas;
+
+/// The tables this projection owns, for `execops replay`.
+pub const TABLES: &[&str] = &[
+    "canvas_money",
+    "canvas_balances",
+    "canvas_failed_invoices",
+    "canvas_subscriptions",
+    "canvas_mrr_movements",
+    "canvas_expenses",
+    "canvas_proposals",
+    "canvas_executions",
+    "canvas_outcomes",
+];
+
+#[derive(Clone, Debug)]
+struct Money {
+    inbound_id: String,
+    kind: &'static str,
+    object_id: String,
+    customer: Option<String>,
+    invoice_id: Option<String>,
+    amount: i64,
+    currency: String,
+    occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct Balance {
+    inbound_id: String,
+    currency: String,
+    source: String,
+    amount: i64,
+    occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+struct FailedInvoice {
+    invoice_id: String,
+    customer: Option<String>,
+    amount: i64,
+    currency: String,
+    first_failed_at: DateTime<Utc>,
+    failures: i32,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+struct Subscription {
+    subscription_id: String,
+    customer: Option<String>,
+    currency: String,
+    status: String,
+    mrr: i64,
+    as_of: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct Movement {
+    inbound_id: String,
+    subscription_id: String,
+    currency: String,
+    mrr_before: i64,
+    mrr_after: i64,
+    occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct Expense {
+    source: String,
+    expense_id: String,
+    vendor: String,
+    category: Option<String>,
+    amount: i64,
+    currency: String,
+    spent_on: NaiveDate,
+    inbound_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+struct ProposalFact {
+    proposal_id: String,
+    action_type: String,
+    inbound_ids: Vec<String>,
+    drafted_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+    decision: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Execution {
+    proposal_id: String,
+    attempt: i32,
+    action_type: String,
+    result: &'static str,
+    at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct Outcome {
+    proposal_id: String,
+    sequence: i64,
+    action_type: String,
+    kind: String,
+    value_cents: Option<i64>,
+    caused_by: Option<String>,
+    at: DateTime<Utc>,
+}
+
+fn text(value: &Value, pointer: &str) -> Option<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn currency(value: &Value, pointer: &str) -> Option<String> {
+    text(value, pointer)
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+}
+
+/// A subscription item's recurring price as minor units a month: `unit_amount × quantity`,
+/// scaled from its interval (a year is 12 months, a week 52/12 of one, a day 365/12 of
+/// one), rounded down.
+fn monthly(item: &Value) -> i64 {
+    let unit = item
+        .pointer("/price/unit_amount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let quantity = item.get("quantity").and_then(Value::as_i64).unwrap_or(1);
+    let count = item
+        .pointer("/price/recurring/interval_count")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(1);
+    let amount = unit.saturating_mul(quantity);
+    match item
+        .pointer("/price/recurring/interval")
+        .and_then(Value::as_str)
+    {
+        Some("year") => amount / (12 * count),
+        Some("week") => amount.saturating_mul(52) / (12 * count),
+        Some("day") => amount.saturating_mul(365) / (12 * count),
+        _ => amount / count,
+    }
+}
+
+/// MRR of a subscription object: the sum of its items while it is `active` or `past_due`
+/// (still billed), nothing otherwise (trialing, canceled, unpaid, incomplete).
+fn subscription_mrr(object: &Value, deleted: bool) -> i64 {
+    let status = object.get("status").and_then(Value::as_str).unwrap_or("");
+    if deleted || !matches!(status, "active" | "past_due") {
+        return 0;
+    }
+    object
+        .pointer("/items/data")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(monthly).sum())
+        .unwrap_or(0)
+}
+
+/// Everything a batch will write, folded in log order.
+#[derive(Default)]
+struct Fold {
+    money: Vec<Money>,
+    balances: BTreeMap<(String, String), Balance>,
+    invoices: HashMap<String, Option<FailedInvoice>>,
+    invoices_before: HashMap<String, FailedInvoice>,
+    subscriptions: HashMap<String, Option<Subscription>>,
+    subscriptions_before: HashMap<String, Subscription>,
+    movements: Vec<Movement>,
+    expenses: BTreeMap<(String, String), Expense>,
+    proposals: HashMap<String, Option<ProposalFact>>,
+    proposals_before: HashMap<String, ProposalFact>,
+    executions: BTreeMap<(String, i32), Execution>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Fold {
+    fn signal(&mut self, inbound_id: &str, signal: &Signal) {
+        let object = signal
+            .payload
+            .pointer("/data/object")
+            .unwrap_or(&Value::Null);
+        let at = signal.occurred_at;
+        let money = |kind: &'static str, amount_field: &str| -> Option<Money> {
+            Some(Money {
+                inbound_id: inbound_id.to_string(),
+                kind,
+                object_id: text(object, "/id")?,
+                customer: text(object, "/customer"),
+                invoice_id: text(object, "/invoice"),
+                amount: object.get(amount_field).and_then(Value::as_i64)?,
+                currency: currency(object, "/currency")?,
+                occurred_at: at,
+            })
+        };
+        match (signal.source.as_str(), signal.kind.as_str()) {
+            ("stripe", "charge.succeeded") => {
+                self.money.extend(money("charge_succeeded", "amount"))
+            }
+            ("stripe", "charge.failed") => self.money.extend(money("charge_failed", "amount")),
+            ("stripe", "charge.refunded") => self
+                .money
+                .extend(money("charge_refunded", "amount_refunded")),
+            ("stripe", "payout.paid") => self.money.extend(money("payout_paid", "amount")),
+            ("stripe", "payout.failed") => self.money.extend(money("payout_failed", "amount")),
+            ("stripe", "invoice.paid") => {
+                let Some(paid) = money("invoice_paid", "amount_paid") else {
+                    return;
+                };
+                if let Some(Some(invoice)) = self.invoices.get_mut(&paid.object_id) {
+                    if invoice.paid_at.is_none() && paid.occurred_at >= invoice.first_failed_at {
+                        invoice.paid_at = Some(paid.occurred_at);
+                    }
+                }
+                self.money.push(paid);
+            }
+            ("stripe", "invoice.payment_failed") => {
+                let Some(failed) = money("invoice_failed", "amount_due") else {
+                    return;
+                };
+                let slot = self.invoices.entry(failed.object_id.clone()).or_default();
+                match slot {
+                    Some(invoice) => {
+                        invoice.failures += 1;
+                        invoice.first_failed_at = invoice.first_failed_at.min(failed.occurred_at);
+                        invoice.amount = failed.amount;
+                    }
+                    None => {
+                        *slot = Some(FailedInvoice {
+                            invoice_id: failed.object_id.clone(),
+                            customer: failed.customer.clone(),
+                            amount: failed.amount,
+                            currency: failed.currency.clone(),
+                            first_failed_at: failed.occurred_at,
+                            failures: 1,
+                            paid_at: None,
+                        })
+                    }
+                }
+                self.money.push(failed);
+            }
+            ("stripe", "balance.available") => {
+                for entry in object
+                    .get("available")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let (Some(amount), Some(currency)) = (
+                        entry.get("amount").and_then(Value::as_i64),
+                        currency(entry, "/currency"),
+                    ) else {
+                        continue;
+                    };
+                    // Stripe lists a currency once; if it did not, the last one stands.
+                    self.balances.insert(
+                        (inbound_id.to_string(), currency.clone()),
+                        Balance {
+                            inbound_id: inbound_id.to_string(),
+                            currency,
+                            source: "stripe".into(),
+                            amount,
+                            occurred_at: at,
+                        },
+                    );
+                }
+            }
+            (
+                "stripe",
+                kind @ ("customer.subscription.created"
+                | "customer.subscription.updated"
+                | "customer.subscription.deleted"),
+            ) => {
+                let Some(id) = text(object, "/id") else {
+                    return;
+                };
+                let Some(currency) = currency(object, "/currency")
+                    .or_else(|| currency(object, "/items/data/0/price/currency"))
+                else {
+                    return;
+                };
+                let deleted = kind == "customer.subscription.deleted";
+                let after = subscription_mrr(object, deleted);
+                let slot = self.subscriptions.entry(id.clone()).or_default();
+                // A report older than the one already kept changes nothing.
+                if slot.as_ref().is_some_and(|s| s.as_of > at) {
+                    return;
+                }
+                let before = slot.as_ref().map(|s| s.mrr).unwrap_or(0);
+                *slot = Some(Subscription {
+                    subscription_id: id.clone(),
+                    customer: text(object, "/customer"),
+                    currency: currency.clone(),
+                    status: if deleted {
+                        "canceled".into()
+                    } else {
+                        text(object, "/status").unwrap_or_default()
+                    },
+                    mrr: after,
+                    as_of: at,
+                });
+                if before != after {
+                    self.movements.push(Movement {
+                        inbound_id: inbound_id.to_string(),
+                        subscription_id: id,
+                        currency,
+                        mrr_before: before,
+                        mrr_after: after,
+                        occurred_at: at,
+                    });
+                }
+            }
+            (source, "balance.updated") => {
+                let data = signal.payload.get("data").unwrap_or(&Value::Null);
+                let (Some(amount), Some(currency)) = (
+                    data.get("amount").and_then(Value::as_i64),
+                    currency(data, "/currency"),
+                ) else {
+                    return;
+                };
+                self.balances.insert(
+                    (inbound_id.to_string(), currency.clone()),
+                    Balance {
+                        inbound_id: inbound_id.to_string(),
+                        currency,
+                        source: source.to_string(),
+                        amount,
+                        occurred_at: at,
+                    },
+                );
+            }
+            (source, "expense.recorded") => {
+                let data = signal.payload.get("data").unwrap_or(&Value::Null);
+                let (Some(vendor), Some(amount), Some(currency)) = (
+                    text(data, "/vendor")
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty()),
+                    data.get("amount").and_then(Value::as_i64),
+                    currency(data, "/currency"),
+                ) else {
+                    return;
+                };
+                let expense_id = text(data, "/id").unwrap_or_else(|| inbound_id.to_string());
+                let spent_on = text(data, "/date")
+                    .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+                    .unwrap_or_else(|| at.date_naive());
+                self.expenses.insert(
+                    (source.to_string(), expense_id.clone()),
+                    Expense {
+                        source: source.to_string(),
+                        expense_id,
+                        vendor,
+                        category: text(data, "/category"),
+                        amount,
+                        currency,
+                        spent_on,
+                        inbound_id: inbound_id.to_string(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn proposal(&mut self, event: &StoredEvent, proposal: ProposalEvent) {
+        use ProposalEvent as E;
+        let id = event.aggregate_id.as_str();
+        let at = event.recorded_at;
+        let slot = self.proposals.entry(id.to_string()).or_default();
+        if let E::Drafted { draft, .. } = &proposal {
+            if slot.is_none() {
+                *slot = Some(ProposalFact {
+                    proposal_id: id.to_string(),
+                    action_type: draft.action_type.clone(),
+                    inbound_ids: draft.inbound_ids.clone(),
+                    drafted_at: at,
+                    decided_at: None,
+                    decision: None,
+                });
+            }
+            return;
+        }
+        // Suppressed drafts were never shown to anyone: nothing to measure.
+        let Some(fact) = slot.as_mut() else { return };
+        let action_type = fact.action_type.clone();
+        let mut execution = |attempt: u32, result: &'static str| {
+            let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+            self.executions.insert(
+                (id.to_string(), attempt),
+                Execution {
+                    proposal_id: id.to_string(),
+                    attempt,
+                    action_type: action_type.clone(),
+                    result,
+                    at,
+                },
+            );
+        };
+        match proposal {
+            E::Approved(_) | E::Rejected { .. } if fact.decided_at.is_none() => {
+                fact.decided_at = Some(at);
+                fact.decision = Some(
+                    if matches!(proposal, E::Approved(_)) {
+                        "approved"
+                    } else {
+                        "rejected"
+                    }
+                    .into(),
+                );
+            }
+            E::ExecutionSucceeded { attempt, .. } => execution(attempt, "succeeded"),
+            E::ExecutionFailed { attempt, .. } => execution(attempt, "failed"),
+            E::ExecutionUncertain { attempt, .. } => execution(attempt, "uncertain"),
+            E::OutcomeRecorded {
+                kind, value_cents, ..
+            } => self.outcomes.push(Outcome {
+                proposal_id: id.to_string(),
+                sequence: event.sequence,
+                action_type,
+                kind,
+                value_cents,
+                caused_by: event
+                    .metadata
+                    .get("caused_by")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                at,
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// Which object ids a batch touches in the stateful tables, read before folding.
+fn touched(events: &[StoredEvent]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut invoices, mut subscriptions, mut proposals) = (vec![], vec![], vec![]);
+    for event in events {
+        match event.aggregate_type.as_str() {
+            "Proposal" => proposals.push(event.aggregate_id.clone()),
+            "Inbound" => {
+                let body = event.payload.get("Received");
+                let kind = body.and_then(|b| b.get("kind")).and_then(Value::as_str);
+                let object = body.and_then(|b| text(b, "/payload/data/object/id"));
+                match (kind, object) {
+                    (Some("invoice.paid" | "invoice.payment_failed"), Some(id)) => {
+                        invoices.push(id)
+                    }
+                    (Some(k), Some(id)) if k.starts_with("customer.subscription.") => {
+                        subscriptions.push(id)
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    for ids in [&mut invoices, &mut subscriptions, &mut proposals] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    (invoices, subscriptions, proposals)
+}
+
+impl Subscriber for Canvas {
+    fn name(&self) -> &str {
+        "canvas"
+    }
+
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["Inbound", "Proposal"])
+    }
+
+    fn ignores_other_types(&self) -> bool {
+        true
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), HandlerError> {
+        self.handle_batch(conn, std::slice::from_ref(event))
+            .await
+            .map_err(|(_, error)| error)
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), (LogPosition, HandlerError)> {
+        let Some(last) = events.last().map(|e| e.log) else {
+            return Ok(());
+        };
+        let failed = |e: sqlx::Error| (last, HandlerError::from(e));
+        let (invoices, subscriptions, proposals) = touched(events);
+        let mut fold = Fold::default();
+        if !invoices.is_empty() {
+            let rows: Vec<FailedInvoice> = sqlx::query_as(
+                "SELECT invoice_id, customer, amount, currency, first_failed_at, failures, paid_at \
+                 FROM canvas_failed_invoices WHERE invoice_id = ANY($1)",
+            )
+            .bind(&invoices)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed)?;
+            fold.invoices_before = rows
+                .into_iter()
+                .map(|r| (r.invoice_id.clone(), r))
+                .collect();
+            fold.invoices = fold
+                .invoices_before
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+        }
+        if !subscriptions.is_empty() {
+            let rows: Vec<Subscription> = sqlx::query_as(
+                "SELECT subscription_id, customer, currency, status, mrr, as_of \
+                 FROM canvas_subscriptions WHERE subscription_id = ANY($1)",
+            )
+            .bind(&subscriptions)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed)?;
+            fold.subscriptions_before = rows
+                .into_iter()
+                .map(|r| (r.subscription_id.clone(), r))
+                .collect();
+            fold.subscriptions = fold
+                .subscriptions_before
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+        }
+        if !proposals.is_empty() {
+            let rows: Vec<ProposalFact> = sqlx::query_as(
+                "SELECT proposal_id, action_type, inbound_ids, drafted_at, decided_at, decision \
+                 FROM canvas_proposals WHERE proposal_id = ANY($1)",
+            )
+            .bind(&proposals)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed)?;
+            fold.proposals_before = rows
+                .into_iter()
+                .map(|r| (r.proposal_id.clone(), r))
+                .collect();
+            fold.proposals = fold
+                .proposals_before
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+        }
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "Inbound" => {
+                    let InboundEvent::Received(signal) =
+                        serde_json::from_value(event.payload.clone())
+                            .map_err(|e| (event.log, e.into()))?;
+                    fold.signal(&event.aggregate_id, &signal);
+                }
+                "Proposal" => {
+                    let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())
+                        .map_err(|e| (event.log, e.into()))?;
+                    fold.proposal(event, proposal);
+                }
+                _ => {}
+            }
+        }
+        write(conn, &fold).await.map_err(failed)
+    }
+}
+
+/// Only what changed, in a fixed order so that two writers never lock rows in opposite
+/// orders.
+fn changed<'a, T: PartialEq>(
+    now: &'a HashMap<String, Option<T>>,
+    before: &HashMap<String, T>,
+) -> Vec<&'a T> {
+    let mut keys: Vec<&String> = now.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .filter_map(|k| now[k].as_ref().filter(|row| before.get(k) != Some(*row)))
+        .collect()
+}
+
+macro_rules! column {
+    ($rows:expr, $name:ident) => {
+        $rows.iter().map(|r| r.$name.clone()).collect::<Vec<_>>()
+    };
+}
+
+async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> {
+    if !fold.money.is_empty() {
+        let rows = &fold.money;
+        sqlx::query(
+            "INSERT INTO canvas_money (inbound_id, kind, object_id, customer, invoice_id, amount, \
+               currency, occurred_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+               $6::bigint[], $7::text[], $8::timestamptz[]) \
+             ON CONFLICT (inbound_id) DO NOTHING",
+        )
+        .bind(column!(rows, inbound_id))
+        .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
+        .bind(column!(rows, object_id))
+        .bind(column!(rows, customer))
+        .bind(column!(rows, invoice_id))
+        .bind(column!(rows, amount))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, occurred_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !fold.balances.is_empty() {
+        let rows: Vec<&Balance> = fold.balances.values().collect();
+        sqlx::query(
+            "INSERT INTO canvas_balances (inbound_id, currency, source, amount, occurred_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
+               $5::timestamptz[]) \
+             ON CONFLICT (inbound_id, currency) DO NOTHING",
+        )
+        .bind(column!(rows, inbound_id))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, source))
+        .bind(column!(rows, amount))
+        .bind(column!(rows, occurred_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows = changed(&fold.invoices, &fold.invoices_before);
+    if !rows.is_empty() {
+        sqlx::query(
+            "INSERT INTO canvas_failed_invoices (invoice_id, customer, amount, currency, \
+               first_failed_at, failures, paid_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], \
+               $5::timestamptz[], $6::int[], $7::timestamptz[]) \
+             ON CONFLICT (invoice_id) DO UPDATE SET customer = excluded.customer, \
+               amount = excluded.amount, currency = excluded.currency, \
+               first_failed_at = excluded.first_failed_at, failures = excluded.failures, \
+               paid_at = excluded.paid_at",
+        )
+        .bind(column!(rows, invoice_id))
+        .bind(column!(rows, customer))
+        .bind(column!(rows, amount))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, first_failed_at))
+        .bind(column!(rows, failures))
+        .bind(column!(rows, paid_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows = changed(&fold.subscriptions, &fold.subscriptions_before);
+    if !rows.is_empty() {
+        sqlx::query(
+            "INSERT INTO canvas_subscriptions (subscription_id, customer, currency, status, mrr, \
+               as_of) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+               $6::timestamptz[]) \
+             ON CONFLICT (subscription_id) DO UPDATE SET customer = excluded.customer, \
+               currency = excluded.currency, status = excluded.status, mrr = excluded.mrr, \
+               as_of = excluded.as_of",
+        )
+        .bind(column!(rows, subscription_id))
+        .bind(column!(rows, customer))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, status))
+        .bind(column!(rows, mrr))
+        .bind(column!(rows, as_of))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !fold.movements.is_empty() {
+        let rows = &fold.movements;
+        sqlx::query(
+            "INSERT INTO canvas_mrr_movements (inbound_id, subscription_id, currency, mrr_before, \
+               mrr_after, occurred_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+               $6::timestamptz[]) \
+             ON CONFLICT (inbound_id) DO NOTHING",
+        )
+        .bind(column!(rows, inbound_id))
+        .bind(column!(rows, subscription_id))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, mrr_before))
+        .bind(column!(rows, mrr_after))
+        .bind(column!(rows, occurred_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !fold.expenses.is_empty() {
+        let rows: Vec<&Expense> = fold.expenses.values().collect();
+        sqlx::query(
+            "INSERT INTO canvas_expenses (source, expense_id, vendor, category, amount, currency, \
+               spent_on, inbound_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+               $6::text[], $7::date[], $8::text[]) \
+             ON CONFLICT (source, expense_id) DO UPDATE SET vendor = excluded.vendor, \
+               category = excluded.category, amount = excluded.amount, \
+               currency = excluded.currency, spent_on = excluded.spent_on, \
+               inbound_id = excluded.inbound_id",
+        )
+        .bind(column!(rows, source))
+        .bind(column!(rows, expense_id))
+        .bind(column!(rows, vendor))
+        .bind(column!(rows, category))
+        .bind(column!(rows, amount))
+        .bind(column!(rows, currency))
+        .bind(column!(rows, spent_on))
+        .bind(column!(rows, inbound_id))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows = changed(&fold.proposals, &fold.proposals_before);
+    if !rows.is_empty() {
+        let inbound_ids: Vec<Value> = rows
+            .iter()
+            .map(|r| Value::from(r.inbound_ids.clone()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO canvas_proposals (proposal_id, action_type, inbound_ids, drafted_at, \
+               decided_at, decision) \
+             SELECT p.id, p.action_type, ARRAY(SELECT jsonb_array_elements_text(p.inbound_ids)), \
+               p.drafted_at, p.decided_at, p.decision \
+             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], \
+               $5::timestamptz[], $6::text[]) \
+               AS p(id, action_type, inbound_ids, drafted_at, decided_at, decision) \
+             ON CONFLICT (proposal_id) DO UPDATE SET decided_at = excluded.decided_at, \
+               decision = excluded.decision",
+        )
+        .bind(column!(rows, proposal_id))
+        .bind(column!(rows, action_type))
+        .bind(inbound_ids)
+        .bind(column!(rows, drafted_at))
+        .bind(column!(rows, decided_at))
+        .bind(column!(rows, decision))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !fold.executions.is_empty() {
+        let rows: Vec<&Execution> = fold.executions.values().collect();
+        sqlx::query(
+            "INSERT INTO canvas_executions (proposal_id, attempt, action_type, result, at) \
+             SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], \
+               $5::timestamptz[]) \
+             ON CONFLICT (proposal_id, attempt) DO UPDATE SET result = excluded.result, \
+               at = excluded.at",
+        )
+        .bind(column!(rows, proposal_id))
+        .bind(column!(rows, attempt))
+        .bind(column!(rows, action_type))
+        .bind(rows.iter().map(|r| r.result).collect::<Vec<_>>())
+        .bind(column!(rows, at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !fold.outcomes.is_empty() {
+        let rows = &fold.outcomes;
+        sqlx::query(
+            "INSERT INTO canvas_outcomes (proposal_id, sequence, action_type, kind, value_cents, \
+               caused_by, at) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+               $5::bigint[], $6::text[], $7::timestamptz[]) \
+             ON CONFLICT (proposal_id, sequence) DO NOTHING",
+        )
+        .bind(column!(rows, proposal_id))
+        .bind(column!(rows, sequence))
+        .bind(column!(rows, action_type))
+        .bind(column!(rows, kind))
+        .bind(column!(rows, value_cents))
+        .bind(column!(rows, caused_by))
+        .bind(column!(rows, at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canvas_prices_are_normalised_to_a_month() {
+        let item = |amount: i64, quantity: i64, interval: &str, count: i64| {
+            json!({"quantity": quantity, "price": {"unit_amount": amount,
+                "recurring": {"interval": interval, "interval_count": count}}})
+        };
+        assert_eq!(monthly(&item(2000, 3, "month", 1)), 6000);
+        assert_eq!(monthly(&item(120_000, 1, "year", 1)), 10_000);
+        assert_eq!(monthly(&item(6000, 1, "month", 3)), 2000);
+        assert_eq!(monthly(&item(1200, 1, "week", 1)), 5200);
+    }
+
+    #[test]
+    fn canvas_counts_only_billed_subscriptions() {
+        let sub = |status: &str| {
+            json!({"status": status, "items": {"data": [
+                {"quantity": 2, "price": {"unit_amount": 500, "recurring": {"interval": "month"}}}
+            ]}})
+        };
+        assert_eq!(subscription_mrr(&sub("active"), false), 1000);
+        assert_eq!(subscription_mrr(&sub("past_due"), false), 1000);
+        assert_eq!(subscription_mrr(&sub("trialing"), false), 0);
+        assert_eq!(subscription_mrr(&sub("active"), true), 0);
+    }
+}
