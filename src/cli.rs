@@ -105,6 +105,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer one of the canvas's questions: runway, burn, mrr, failed_payments,
+    /// spend_by_vendor, approval_latency, precision, outcomes, execution_success. Read only.
+    Canvas {
+        query: String,
+        /// First day, YYYY-MM-DD (default: the first of the month three months ago).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// day, week or month (default).
+        #[arg(long)]
+        granularity: Option<String>,
+        /// One vendor (spend_by_vendor).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// One currency (three letters); default every currency, each apart.
+        #[arg(long)]
+        currency: Option<String>,
+        /// Rows a ranking keeps, 1–50 (default 10).
+        #[arg(long)]
+        top: Option<String>,
+        /// The answer as one JSON document (the API's shape).
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// The table as CSV.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +303,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = replay(&db.pool, projection.as_deref(), verify, yes).await;
             db.close().await?;
             result
+        }
+        Command::Canvas {
+            query,
+            from,
+            to,
+            granularity,
+            vendor,
+            currency,
+            top,
+            json,
+            csv,
+        } => {
+            let raw = crate::canvas::RawParams {
+                from,
+                to,
+                granularity,
+                vendor,
+                currency,
+                top,
+            };
+            let names: Vec<&str> = crate::canvas::QueryName::ALL
+                .iter()
+                .map(|q| q.as_str())
+                .collect();
+            let name = crate::canvas::QueryName::parse(&query).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no canvas query {query:?}; the queries are {}",
+                    names.join(", ")
+                )
+            })?;
+            let params = crate::canvas::Params::parse(&raw, chrono::Utc::now().date_naive())?;
+            let db = Database::open(&config).await?;
+            let result = crate::canvas::queries::run(&db.pool, name, &params).await;
+            db.close().await?;
+            let answer = result?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else if csv {
+                print!("{}", answer.to_csv());
+            } else {
+                print!("{}", canvas_text(&answer));
+            }
+            Ok(())
         }
         Command::Backtest {
             since,
@@ -712,6 +784,57 @@ async fn replay(
         anyhow::bail!("{differing} rows differ from what the events say");
     }
     Ok(())
+}
+
+/// An answer as an aligned table with its title and notes.
+fn canvas_text(answer: &crate::canvas::Answer) -> String {
+    let cells: Vec<Vec<String>> = answer
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|c| c.display()).collect())
+        .collect();
+    let widths: Vec<usize> = answer
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|v| v.chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: &[String]| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = format!(
+        "{}\n{} to {}\n\n{}\n",
+        answer.title,
+        answer.params.from,
+        answer.params.to,
+        line(&answer.columns)
+    );
+    for row in &cells {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    if cells.is_empty() {
+        out.push_str("(nothing recorded for this period)\n");
+    }
+    for note in &answer.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
 }
 
 /// Writes one line to standard output; false once nobody reads it any more (`| head`).

@@ -135,7 +135,7 @@ pub fn svg(chart: &Chart, title: &str) -> String {
         if i % every != 0 {
             continue;
         }
-        let short: String = label.chars().take(14).collect();
+        let short: String = label.chars().take(20).collect();
         let _ = write!(
             out,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">{}</text>",

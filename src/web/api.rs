@@ -187,7 +187,7 @@ pub struct AuditPage {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ExecOps API", version = "1", description = "Proposals, decisions and the audit log. Every route needs `Authorization: Bearer <token>` (`execops token create EMAIL`)."),
-    paths(list, get, approve, reject, audit),
+    paths(list, get, approve, reject, audit, super::canvas::api),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

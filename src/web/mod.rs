@@ -3,6 +3,7 @@
 //! responses; errors are mapped to statuses in one place.
 
 pub mod api;
+pub mod canvas;
 pub mod error;
 pub mod execution;
 mod ops;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/inbox/stream", get(pages::inbox_stream))
         .route("/queue", get(pages::queue))
         .route("/audit", get(pages::audit))
+        .route("/canvas", get(canvas::page))
         .route("/signals/{id}", get(pages::signal))
         .route("/static/app.js", get(pages::script))
         .route("/static/htmx.min.js", get(pages::htmx))
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/canvas/{query}", get(canvas::api))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))

@@ -524,6 +524,7 @@ async fn the_openapi_document_describes_the_routes_and_the_shapes_the_api_return
         paths,
         [
             "/api/v1/audit",
+            "/api/v1/canvas/{query}",
             "/api/v1/proposals",
             "/api/v1/proposals/{id}",
             "/api/v1/proposals/{id}/approve",

@@ -446,3 +446,61 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
     text_of(&client, "#kill-switches", "everything").await;
     screenshot(&client, "settings").await;
 }
+
+#[tokio::test]
+async fn a_founder_asks_the_canvas_in_words_and_sees_a_table_and_a_chart() {
+    use chrono::{Datelike, Months, Utc};
+    let driver = driver();
+    let app = TestApp::spawn_with(configured()).await;
+    // Four months of spend, the last with a jump at AWS.
+    let this_month = Utc::now()
+        .date_naive()
+        .with_day(1)
+        .expect("a first of the month");
+    for back in 0..4u32 {
+        let month = this_month
+            .checked_sub_months(Months::new(back))
+            .expect("a month");
+        let day = month.with_day(3).expect("a day").to_string();
+        let aws = if back == 0 { 612_000 } else { 480_000 };
+        for (vendor, amount) in [
+            ("Amazon Web Services", aws),
+            ("Figma", 45_000),
+            ("Google Workspace", 14_400),
+            ("Linear", 8_000),
+        ] {
+            let id = format!("exp_{back}_{}", vendor.len());
+            crate::canvas_web::expense(&app, &id, vendor, amount, "usd", &day).await;
+        }
+    }
+    settle(&app).await;
+    person(&app, "founder@example.com", Role::Admin).await;
+    let client = browser(&driver, "canvas").await;
+    sign_in(&client, &app, "founder@example.com").await;
+    client.goto(&app.url("/canvas")).await.expect("the canvas");
+    client
+        .find(Locator::Css("input#q"))
+        .await
+        .expect("the question box")
+        .send_keys("who are we spending more on this month?")
+        .await
+        .expect("typed");
+    client
+        .find(Locator::Css("form.ask button[type=submit]"))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("clicked");
+    let table = text_of(&client, "table.canvas", "Amazon Web Services").await;
+    assert!(table.contains("$6,120.00"), "{table}");
+    let understood = text_of(&client, "p.understood", "spend_by_vendor").await;
+    assert!(understood.contains("Download CSV"), "{understood}");
+    let bars = client
+        .find_all(Locator::Css("figure.chart svg rect title"))
+        .await
+        .expect("bars");
+    assert!(bars.len() >= 4, "a bar per vendor");
+    screenshot(&client, "canvas").await;
+    client.close().await.expect("closed");
+}
