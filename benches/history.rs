@@ -366,10 +366,10 @@ pub async fn write(pool: &PgPool, wanted: usize, label: &str) -> anyhow::Result<
         copy.finish().await?;
         written += take;
     }
-    sqlx::query("ANALYZE events").execute(&pool).await?;
+    sqlx::query("ANALYZE events").execute(pool).await?;
     let size: String =
         sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('events'))")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
     println!(
         "bench-replay ({}): wrote {written} events ({} signals, {size}) in {:.1}s",

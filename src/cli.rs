@@ -377,7 +377,9 @@ async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> any
     if let Some(fixtures) = demo_fixtures {
         let base = format!("http://{addr}");
         let password = crate::demo::demo_admin(&app.state.store).await?;
-        let sent = crate::demo::send_fixtures(&config, &fixtures, &base).await?;
+        let sent = crate::demo::send_fixtures(&config, &fixtures, &base).await?
+            + crate::demo::send_recent_history(&config, &fixtures, &base, chrono::Utc::now())
+                .await?;
         // One write, and a closed standard output is no reason to stop serving.
         let text = format!(
             "ExecOps demo: {sent} deliveries sent through the signed webhooks.\n\

@@ -51,6 +51,11 @@ fn tick(value: i64, unit: &str) -> String {
             }
         }
         "count" => compact(value as f64),
+        "tenths of a month" => format!("{:.0} mo", value as f64 / 10.0),
+        // Several currencies side by side: major units, each bar labelled with its own.
+        several if several.contains('/') && several.split('/').all(|c| c.len() == 3) => {
+            compact(value as f64 / 100.0)
+        }
         currency if currency.len() == 3 => {
             let text = compact(value as f64 / 100.0);
             let symbol = money(0, &currency.to_ascii_lowercase());
@@ -284,6 +289,15 @@ mod tests {
         assert!(svg.contains("&lt;script&gt;"));
         let empty = super::svg(&chart(ChartKind::Line, "count", &[], &[]), "Nothing");
         assert!(empty.contains("No data for this period"));
+    }
+
+    #[test]
+    fn ticks_read_in_the_units_people_use() {
+        assert_eq!(tick(482_000, "USD"), "$4.8k");
+        assert_eq!(tick(90_000, "EUR/USD"), "900");
+        assert_eq!(tick(595, "tenths of a month"), "60 mo");
+        assert_eq!(tick(2_500, "%"), "25 %");
+        assert_eq!(tick(7_200, "seconds"), "2.0h");
     }
 
     #[test]

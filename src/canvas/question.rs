@@ -320,6 +320,9 @@ pub fn understand(question: &str, today: NaiveDate) -> Result<Understood, NotUnd
     if let Some((from, to)) = period(&text, today) {
         raw.from = Some(from.to_string());
         raw.to = Some(to.to_string());
+    } else if query == QueryName::SpendByVendor {
+        // "Who are we spending more on?" means this month against the months before.
+        raw.from = Some(first_of_month(today).to_string());
     }
     if text.contains("weekly") || text.contains("by week") || text.contains("per week") {
         raw.granularity = Some("week".into());
@@ -496,7 +499,7 @@ mod tests {
             (
                 "who are we spending more on?",
                 QueryName::SpendByVendor,
-                "2026-08-01",
+                "2026-11-01",
                 "2026-11-22",
             ),
             (
@@ -576,7 +579,7 @@ mod tests {
         );
         assert_eq!(
             u.map(|u| u.explain()).as_deref(),
-            Some("spend_by_vendor from 2026-08-01 to 2026-11-22 by week, in EUR, vendor \"Amazon Web Services\", top 3")
+            Some("spend_by_vendor from 2026-11-01 to 2026-11-22 by week, in EUR, vendor \"Amazon Web Services\", top 3")
         );
         let quoted = understand("spend with \"O'Brien & Co\" last month", day(TODAY)).ok();
         assert_eq!(

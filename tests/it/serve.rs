@@ -394,6 +394,26 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         html.matches("class=\"card ").count() >= 7 && html.contains("Prepare dispute evidence")
     })
     .await;
+    // The canvas has recent figures: cash in Stripe, and four months of spend.
+    eventually(Duration::from_secs(20), "the canvas's figures", || async {
+        let page = |url: String| {
+            let request = browser.get(url).header("cookie", &cookie);
+            async move {
+                match request.send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
+        };
+        let runway = page(format!("{base}/canvas?q=what%27s+our+runway")).await;
+        let spend = page(format!("{base}/canvas?q=who+are+we+spending+more+on")).await;
+        // This month against the three before: Figma's $450.00 each month, 0 % up.
+        runway.contains("$182,400.00")
+            && spend.contains(
+                "<td>Figma</td><td>usd</td><td>$450.00</td><td>$450.00</td><td>0.0 %</td>",
+            )
+    })
+    .await;
     signal(&child, "-INT");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
