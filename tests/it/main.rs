@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 mod backtest;
 mod browser;
+mod canvas;
 mod cli;
 mod common;
 pub mod execution;
