@@ -903,6 +903,18 @@ async fn canvas_queries_answer_a_known_history_exactly() {
             &["stripe", "3", "0", "0", "100.0 %"],
         ])
     );
+
+    // Rebuilt from the events alone, the canvas tables come out the same, row for row.
+    let verify = crate::audit::execops(
+        &app.database_url,
+        &["replay", "--verify", "--projection", "canvas"],
+    );
+    let report = crate::audit::stdout(&verify);
+    assert!(
+        verify.status.success() && report.contains("canvas: no difference"),
+        "{report}{}",
+        crate::audit::stderr(&verify)
+    );
     app.stop().await;
 }
 
