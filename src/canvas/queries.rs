@@ -258,7 +258,7 @@ pub async fn burn(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error>
 /// Runway per currency. Cash is, for each source (Stripe's `balance.available`, a bank's
 /// `balance.updated`), the latest balance reported at or before the end of `to`, summed
 /// over the sources. Net burn is the average monthly net outflow (as in [`burn`]) over the
-/// three whole calendar months before `to`'s month, rounded down. Months of runway are
+/// three whole calendar months before `to`'s month, rounded toward zero. Months of runway are
 /// `cash / burn` in tenths, rounded down; when the currency is not burning (net burn zero or
 /// less) a note says so and no months are given.
 pub async fn runway(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
@@ -310,7 +310,7 @@ pub async fn runway(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Erro
     let mut bars = vec![];
     for currency in &currencies {
         let total = burn_by.get(currency).copied().unwrap_or(0);
-        let burn = total.div_euclid(3);
+        let burn = total / 3;
         out.notes.push(format!(
             "net burn {}: {} over {window}, {} a month",
             currency.to_ascii_uppercase(),
@@ -461,12 +461,15 @@ pub async fn mrr(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> 
     Ok(out)
 }
 
+/// First failure, customer, invoice, amount due, currency, recovered.
+type FailedRow = (DateTime<Utc>, Option<String>, String, i64, String, bool);
+
 /// Invoices whose first failed payment falls in the period, oldest first: when, the
 /// customer, the invoice, the amount due and whether it was recovered (the same invoice
 /// was paid after it failed, at any time since). Notes give, per currency, the count, the
 /// amount, and the share of that amount recovered.
 pub async fn failed_payments(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
-    let rows: Vec<(DateTime<Utc>, Option<String>, String, i64, String, bool)> = sqlx::query_as(
+    let rows: Vec<FailedRow> = sqlx::query_as(
         "SELECT first_failed_at, customer, invoice_id, amount, currency, paid_at IS NOT NULL \
          FROM canvas_failed_invoices \
          WHERE first_failed_at >= $1 AND first_failed_at < $2 \
@@ -747,13 +750,16 @@ pub async fn precision(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::E
     Ok(out)
 }
 
+/// Action type, kind, currency if known, count, total value.
+type OutcomeRow = (String, String, Option<String>, i64, Option<i64>);
+
 /// Per action type, outcome kind and currency, the outcomes recorded in the period: how
 /// many, and their total value. `OutcomeRecorded` carries a value but no currency: it is
 /// taken from the signal that showed the outcome (its `caused_by`, e.g. the invoice paid),
 /// else from the money signals the proposal was drafted from; when neither names one the
 /// currency is `unknown` and the value is shown as bare minor units, never as money.
 pub async fn outcomes(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
-    let rows: Vec<(String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<OutcomeRow> = sqlx::query_as(
         "WITH o AS ( \
            SELECT o.action_type, o.kind, o.value_cents, coalesce( \
              (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \

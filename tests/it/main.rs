@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 mod backtest;
 mod browser;
+mod canvas;
 mod canvas_web;
 mod cli;
 mod common;

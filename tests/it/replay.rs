@@ -92,7 +92,7 @@ async fn replay_verify_lists_every_tampered_row_and_a_swap_while_serving_mends_t
         stdout(&clean),
         stderr(&clean)
     );
-    for projection in ["event_counts", "proposals", "users", "audit_log"] {
+    for projection in ["event_counts", "proposals", "users", "audit_log", "canvas"] {
         assert!(
             stdout(&clean).contains(&format!("{projection}: no difference")),
             "{projection}: {}",
@@ -160,7 +160,7 @@ async fn replay_verify_lists_every_tampered_row_and_a_swap_while_serving_mends_t
     assert!(swap.status.success(), "{}{}", stdout(&swap), stderr(&swap));
     assert_eq!(
         stdout(&swap).matches("swapped in").count(),
-        4,
+        execops::replay::PROJECTIONS.len(),
         "{}",
         stdout(&swap)
     );
@@ -486,7 +486,10 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
         stdout(&verify),
         stderr(&verify)
     );
-    assert_eq!(stdout(&verify).matches("no difference").count(), 4);
+    assert_eq!(
+        stdout(&verify).matches("no difference").count(),
+        execops::replay::PROJECTIONS.len()
+    );
     let audit = execops(&db.url, &["audit", "verify"]);
     assert!(audit.status.success(), "{}", stdout(&audit));
     drop(third);
