@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -124,7 +125,7 @@ impl Chain {
         }
         let (from_status, to_status) = if event.aggregate_type == "Proposal" {
             let before = self.statuses.get(&event.aggregate_id).cloned();
-            let after = serde_json::from_value::<ProposalEvent>(event.payload.clone())
+            let after = ProposalEvent::deserialize(&event.payload)
                 .ok()
                 .and_then(|e| e.status_after())
                 .map(|s| s.to_string())

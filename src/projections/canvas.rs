@@ -10,10 +10,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::domain::{InboundEvent, ProposalEvent, Signal};
+use crate::domain::ProposalEvent;
 use crate::store::log::{LogPosition, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
 
@@ -197,8 +198,31 @@ struct Fold {
     outcomes: Vec<Outcome>,
 }
 
+/// A `Received` event's fields, borrowed from its payload: building a `Signal` would copy
+/// the whole delivery, and a rebuild reads every one of them.
+struct SignalView<'a> {
+    source: &'a str,
+    kind: &'a str,
+    occurred_at: DateTime<Utc>,
+    payload: &'a Value,
+}
+
+impl<'a> SignalView<'a> {
+    fn of(event: &'a Value) -> Option<Self> {
+        let body = event.get("Received")?;
+        Some(Self {
+            source: body.get("source")?.as_str()?,
+            kind: body.get("kind")?.as_str()?,
+            occurred_at: DateTime::parse_from_rfc3339(body.get("occurred_at")?.as_str()?)
+                .ok()?
+                .with_timezone(&Utc),
+            payload: body.get("payload")?,
+        })
+    }
+}
+
 impl Fold {
-    fn signal(&mut self, inbound_id: &str, signal: &Signal) {
+    fn signal(&mut self, inbound_id: &str, signal: &SignalView<'_>) {
         let object = signal
             .payload
             .pointer("/data/object")
@@ -216,7 +240,7 @@ impl Fold {
                 occurred_at: at,
             })
         };
-        match (signal.source.as_str(), signal.kind.as_str()) {
+        match (signal.source, signal.kind) {
             ("stripe", "charge.succeeded") => {
                 self.money.extend(money("charge_succeeded", "amount"))
             }
@@ -579,13 +603,13 @@ impl Subscriber for Canvas {
         for event in events {
             match event.aggregate_type.as_str() {
                 "Inbound" => {
-                    let InboundEvent::Received(signal) =
-                        serde_json::from_value(event.payload.clone())
-                            .map_err(|e| (event.log, e.into()))?;
+                    let signal = SignalView::of(&event.payload).ok_or_else(|| {
+                        (event.log, HandlerError::from("a Received event without its signal"))
+                    })?;
                     fold.signal(&event.aggregate_id, &signal);
                 }
                 "Proposal" => {
-                    let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())
+                    let proposal = ProposalEvent::deserialize(&event.payload)
                         .map_err(|e| (event.log, e.into()))?;
                     fold.proposal(event, proposal);
                 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
@@ -313,7 +314,7 @@ impl Subscriber for Proposals {
             .collect();
         for event in &events {
             let proposal: ProposalEvent =
-                serde_json::from_value(event.payload.clone()).map_err(|e| (event.log, e.into()))?;
+                ProposalEvent::deserialize(&event.payload).map_err(|e| (event.log, e.into()))?;
             let slot = rows.entry(event.aggregate_id.as_str()).or_default();
             apply(slot, &event.aggregate_id, proposal, event.recorded_at)
                 .map_err(|e| (event.log, e))?;
