@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// glibc's allocator spends a replay's time giving pages back and faulting them in again
+/// as each batch of JSON is parsed and dropped; mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     execops::telemetry::init_logging();

@@ -65,6 +65,8 @@ pub enum ReplayError {
     Busy(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error("a replay task ended abnormally: {0}")]
+    Task(String),
     #[error("{projection}: event {position} could not be applied: {source}")]
     Handler {
         projection: &'static str,
@@ -235,17 +237,43 @@ pub async fn run(
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let runs = projections.iter().map(|projection| {
-        let bar = bars.add(ProgressBar::new(total.max(0) as u64));
-        bar.set_style(style.clone());
-        bar.set_prefix(projection.name);
-        async move {
-            let result = replay(pool, *projection, mode, &bar).await;
-            bar.finish_and_clear();
-            result
-        }
-    });
-    futures::future::join_all(runs).await.into_iter().collect()
+    // A thread each, with a runtime and a connection of its own, so that the projections'
+    // own work (reading JSON above all) spreads over the cores.
+    let options = pool.connect_options();
+    let runs: Vec<_> = projections
+        .iter()
+        .map(|projection| {
+            let bar = bars.add(ProgressBar::new(total.max(0) as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(projection.name);
+            let (options, projection) = (options.clone(), *projection);
+            std::thread::spawn(move || -> Result<Report, ReplayError> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| ReplayError::Task(e.to_string()))?;
+                runtime.block_on(async {
+                    let pool = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .connect_with((*options).clone())
+                        .await?;
+                    let result = replay(&pool, projection, mode, &bar).await;
+                    bar.finish_and_clear();
+                    pool.close().await;
+                    result
+                })
+            })
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(runs.len());
+    for run in runs {
+        let report = tokio::task::spawn_blocking(move || run.join())
+            .await
+            .map_err(|e| ReplayError::Task(e.to_string()))?
+            .map_err(|_| ReplayError::Task("a replay thread panicked".into()))??;
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// One projection's replay.
@@ -465,7 +493,8 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             let types = self.subscriber.payload_types();
             let mut batch: Vec<StoredEvent> = match types {
                 Some(types) if self.subscriber.ignores_other_types() => {
-                    read_after_of(&mut *conn, at, BATCH, types).await?
+                    let skip = self.subscriber.ignores_sources();
+                    read_after_of(&mut *conn, at, BATCH, types, skip).await?
                 }
                 _ => read_after_with(&mut *conn, at, BATCH, types).await?,
             };

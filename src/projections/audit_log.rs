@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use serde::Deserialize;
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;

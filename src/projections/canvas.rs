@@ -521,6 +521,11 @@ impl Subscriber for Canvas {
         true
     }
 
+    /// Code hosts, chat, support and CRM send no money.
+    fn ignores_sources(&self) -> &'static [&'static str] {
+        &["github", "slack", "intercom", "hubspot"]
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,
@@ -604,7 +609,10 @@ impl Subscriber for Canvas {
             match event.aggregate_type.as_str() {
                 "Inbound" => {
                     let signal = SignalView::of(&event.payload).ok_or_else(|| {
-                        (event.log, HandlerError::from("a Received event without its signal"))
+                        (
+                            event.log,
+                            HandlerError::from("a Received event without its signal"),
+                        )
                     })?;
                     fold.signal(&event.aggregate_id, &signal);
                 }

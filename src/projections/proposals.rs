@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde::Deserialize;
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 

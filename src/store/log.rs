@@ -95,7 +95,7 @@ pub const READ_AFTER: &str =
          LIMIT $3";
 
 /// The query behind [`read_after_of`]: as [`READ_AFTER`], but `$4` selects the aggregate
-/// types read at all.
+/// types read at all, and `$5` names senders whose `Inbound` deliveries are skipped.
 pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
        aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
        recorded_at \
@@ -103,6 +103,7 @@ pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transact
      WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
        AND aggregate_type = ANY($4) \
+       AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
      ORDER BY events.transaction_id, events.position \
      LIMIT $3";
 
@@ -127,19 +128,22 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     rows.iter().map(from_row).collect()
 }
 
-/// As [`read_after`], but only the events of `aggregate_types`: the rows of other types are
-/// skipped in the database rather than sent and ignored.
+/// As [`read_after`], but only the events of `aggregate_types`, less the deliveries of the
+/// senders in `skip_sources`: the other rows are skipped in the database rather than sent
+/// and ignored.
 pub async fn read_after_of<'e, E: PgExecutor<'e>>(
     executor: E,
     after: LogPosition,
     limit: i64,
     aggregate_types: &[&str],
+    skip_sources: &[&str],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(READ_AFTER_OF)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
         .bind(aggregate_types)
+        .bind(skip_sources)
         .fetch_all(executor)
         .await?;
     rows.iter().map(from_row).collect()

@@ -44,6 +44,12 @@ pub trait Subscriber: Send + Sync + 'static {
         false
     }
 
+    /// Senders (the source part of an `Inbound` id) whose deliveries change nothing for this
+    /// subscriber, so that a rebuild need not read them; with [`Subscriber::ignores_other_types`].
+    fn ignores_sources(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Applies a batch in log order. Override it when a batch can be written in fewer
     /// statements than its events; the result must equal applying them one by one.
     fn handle_batch(

@@ -115,13 +115,13 @@ async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
     .expect("set up");
     for (name, sql) in [("read_after", READ_AFTER), ("read_after_of", READ_AFTER_OF)] {
         sqlx::raw_sql(&format!(
-            "PREPARE {name}(bigint, bigint, bigint, text[]) AS {sql}"
+            "PREPARE {name}(bigint, bigint, bigint, text[], text[]) AS {sql}"
         ))
         .execute(&mut *conn)
         .await
         .expect("prepared");
         let plan: serde_json::Value = sqlx::query_scalar(&format!(
-            "EXPLAIN (FORMAT JSON) EXECUTE {name}(0, 0, 500, '{{Inbound}}')"
+            "EXPLAIN (FORMAT JSON) EXECUTE {name}(0, 0, 500, '{{Inbound}}', '{{github}}')"
         ))
         .fetch_one(&mut *conn)
         .await
