@@ -464,23 +464,41 @@ pub async fn mrr(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> 
 /// First failure, customer, invoice, amount due, currency, recovered.
 type FailedRow = (DateTime<Utc>, Option<String>, String, i64, String, bool);
 
-/// Invoices whose first failed payment falls in the period, oldest first: when, the
-/// customer, the invoice, the amount due and whether it was recovered (the same invoice
-/// was paid after it failed, at any time since). Notes give, per currency, the count, the
-/// amount, and the share of that amount recovered.
+/// Invoices whose first failed payment falls in the period, the `top` most recent of them
+/// listed oldest first: when, the customer, the invoice, the amount due and whether it was
+/// recovered (the same invoice was paid after it failed, at any time since). Notes give,
+/// over every failure in the period, per currency, the count, the amount, and the share of
+/// that amount recovered.
 pub async fn failed_payments(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
-    let rows: Vec<FailedRow> = sqlx::query_as(
-        "SELECT first_failed_at, customer, invoice_id, amount, currency, paid_at IS NOT NULL \
+    // The totals over every failure; the list only the `top` most recent, oldest first.
+    let sums: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT currency, count(*), sum(amount)::bigint, \
+                count(*) FILTER (WHERE paid_at IS NOT NULL), \
+                coalesce(sum(amount) FILTER (WHERE paid_at IS NOT NULL), 0)::bigint \
          FROM canvas_failed_invoices \
          WHERE first_failed_at >= $1 AND first_failed_at < $2 \
            AND ($3::text IS NULL OR currency = $3) \
-         ORDER BY first_failed_at, invoice_id",
+         GROUP BY currency ORDER BY currency",
     )
     .bind(start_of(params.from))
     .bind(end_of(params.to))
     .bind(params.currency.as_deref())
     .fetch_all(pool)
     .await?;
+    let mut rows: Vec<FailedRow> = sqlx::query_as(
+        "SELECT first_failed_at, customer, invoice_id, amount, currency, paid_at IS NOT NULL \
+         FROM canvas_failed_invoices \
+         WHERE first_failed_at >= $1 AND first_failed_at < $2 \
+           AND ($3::text IS NULL OR currency = $3) \
+         ORDER BY first_failed_at DESC, invoice_id DESC LIMIT $4",
+    )
+    .bind(start_of(params.from))
+    .bind(end_of(params.to))
+    .bind(params.currency.as_deref())
+    .bind(i64::from(params.top))
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
     let mut out = answer(
         QueryName::FailedPayments,
         params,
@@ -494,15 +512,8 @@ pub async fn failed_payments(pool: &PgPool, params: &Params) -> Result<Answer, s
             "recovered",
         ],
     );
-    let mut totals: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    let listed = rows.len() as i64;
     for (at, customer, invoice, amount, currency, recovered) in rows {
-        let t = totals.entry(currency.clone()).or_default();
-        t.0 += 1;
-        t.1 += amount;
-        if recovered {
-            t.2 += 1;
-            t.3 += amount;
-        }
         out.rows.push(vec![
             Cell::Date {
                 value: at.date_naive(),
@@ -514,6 +525,19 @@ pub async fn failed_payments(pool: &PgPool, params: &Params) -> Result<Answer, s
             text(if recovered { "yes" } else { "no" }),
         ]);
     }
+    let all: i64 = sums.iter().map(|s| s.1).sum();
+    if all > listed {
+        out.notes.push(format!(
+            "the {listed} most recent of {all} failed payments are listed (top {})",
+            params.top
+        ));
+    }
+    let totals: BTreeMap<String, (i64, i64, i64, i64)> = sums
+        .into_iter()
+        .map(|(currency, count, amount, recovered_count, recovered)| {
+            (currency, (count, amount, recovered_count, recovered))
+        })
+        .collect();
     let mut bars = (vec![], vec![]);
     for (currency, (count, amount, recovered_count, recovered)) in &totals {
         let pct = share(*recovered, *amount)
