@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::domain::{InboundEvent, ProposalEvent};
 use crate::projections::audit_log::{AuditRow, Chain, AUDITED};
-use crate::store::log::{read_after_of, LogPosition, StoredEvent};
+use crate::store::log::{from_row, read_after_of, LogPosition, StoredEvent, COLUMNS};
 use crate::store::subscription::checkpoint;
 
 const BATCH: i64 = 2_000;
@@ -309,35 +309,15 @@ async fn stream(
     aggregate_type: &str,
     ids: &[String],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    use sqlx::Row;
-    let rows = sqlx::query(
-        "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
-           aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at \
-         FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
-         ORDER BY events.transaction_id, events.position",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
+         ORDER BY events.transaction_id, events.position"
+    ))
     .bind(aggregate_type)
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                log: LogPosition {
-                    transaction_id: row.try_get("transaction_id")?,
-                    position: row.try_get("position")?,
-                },
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: row.try_get("metadata")?,
-                recorded_at: row.try_get("recorded_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(from_row).collect()
 }
 
 /// The story of proposal `id`, from its events and the signals behind it, in log order.

@@ -725,7 +725,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             error,
-            "no projection \"router\"; the projections are event_counts, proposals, users, audit_log"
+            "no projection \"router\"; the projections are event_counts, proposals, users, audit_log, canvas"
         );
     }
 }

@@ -99,7 +99,8 @@ pub fn payload_hash(payload: &Value) -> String {
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Appends `value` as canonical JSON: object keys sorted at every depth, no white space.
+pub fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
+use crate::domain::values::write_canonical;
 use crate::domain::ProposalEvent;
 use crate::store::log::{LogPosition, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
@@ -210,40 +211,10 @@ pub fn row_hash(row: &AuditRow) -> String {
 /// the digest does not depend on how the JSON was spelled when it was stored.
 pub fn event_digest(payload: &Value, metadata: &Value) -> String {
     let mut text = String::new();
-    canonical_json(payload, &mut text);
+    write_canonical(payload, &mut text);
     text.push('\n');
-    canonical_json(metadata, &mut text);
+    write_canonical(metadata, &mut text);
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn canonical_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                canonical_json(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 /// The last row's `seq` and `hash`, or the genesis values.

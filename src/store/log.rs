@@ -45,10 +45,11 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+pub(crate) const COLUMNS: &str =
+    "transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
-fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
     Ok(StoredEvent {
         log: LogPosition {
             transaction_id: row.try_get("transaction_id")?,

@@ -223,7 +223,7 @@ async fn replay_refuses_bad_requests_with_a_clear_error_and_changes_nothing() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["replay", "--projection", "router", "--verify"],
-            "no projection \"router\"; the projections are event_counts, proposals, users, audit_log",
+            "no projection \"router\"; the projections are event_counts, proposals, users, audit_log, canvas",
         ),
         (
             &["replay", "--verify", "--yes"],
