@@ -108,6 +108,8 @@ impl History {
                 "deal.propertyChange",
                 "hubspot/deal.propertyChange.json",
             ),
+            ("bank", "expense.recorded", "std/bank/expense.recorded.json"),
+            ("bank", "expense.recorded", "std/bank/expense.recorded.json"),
         ] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("fixtures")
