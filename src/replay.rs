@@ -491,12 +491,13 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         let mut at = from;
         loop {
             let types = self.subscriber.payload_types();
+            let slim = self.subscriber.slim();
             let mut batch: Vec<StoredEvent> = match types {
                 Some(types) if self.subscriber.ignores_other_types() => {
                     let skip = self.subscriber.ignores_sources();
-                    read_after_of(&mut *conn, at, BATCH, types, skip).await?
+                    read_after_of(&mut *conn, at, BATCH, types, skip, slim.as_ref()).await?
                 }
-                _ => read_after_with(&mut *conn, at, BATCH, types).await?,
+                _ => read_after_with(&mut *conn, at, BATCH, types, slim.as_ref()).await?,
             };
             let full = batch.len() as i64 == BATCH;
             if let Some(limit) = limit {

@@ -50,19 +50,159 @@ pub(crate) const COLUMNS: &str =
      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
 pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    from_row_slim(row, None)
+}
+
+/// The parts of one aggregate type's payloads a reader keeps: the object keys it reads, at
+/// any depth. The parser skips every other key's value without building it, which is most
+/// of the cost of reading a provider's delivery that is kilobytes long for a few fields.
+#[derive(Clone, Copy, Debug)]
+pub struct Slim {
+    pub aggregate_type: &'static str,
+    pub keys: &'static [&'static str],
+}
+
+impl Slim {
+    /// `raw` as a JSON value with only the kept keys, at every depth.
+    pub fn decode(&self, raw: &str) -> serde_json::Result<Value> {
+        let mut deserializer = serde_json::Deserializer::from_str(raw);
+        let value = serde::de::DeserializeSeed::deserialize(Kept(self.keys), &mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
+}
+
+/// A JSON value in which objects keep only the keys listed.
+#[derive(Clone, Copy)]
+struct Kept(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Kept {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// A key checked against the list without being copied: `Some` when it is kept.
+struct KeptKey(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeptKey {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeptKey {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|kept| *kept == key))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Kept {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key_seed(KeptKey(self.0))? {
+            match key {
+                Some(key) => {
+                    object.insert(key.to_string(), map.next_value_seed(self)?);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// As [`from_row`], with the payloads of `slim`'s aggregate type slimmed.
+pub(crate) fn from_row_slim(
+    row: &sqlx::postgres::PgRow,
+    slim: Option<&Slim>,
+) -> Result<StoredEvent, sqlx::Error> {
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let payload = match slim.filter(|slim| slim.aggregate_type == aggregate_type) {
+        Some(slim) => match row.try_get::<Option<&serde_json::value::RawValue>, _>("payload")? {
+            Some(raw) => slim.decode(raw.get()).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "payload".into(),
+                source: Box::new(e),
+            })?,
+            None => Value::Null,
+        },
+        None => row
+            .try_get::<Option<Value>, _>("payload")?
+            .unwrap_or(Value::Null),
+    };
     Ok(StoredEvent {
         log: LogPosition {
             transaction_id: row.try_get("transaction_id")?,
             position: row.try_get("position")?,
         },
-        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_type,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: row
-            .try_get::<Option<Value>, _>("payload")?
-            .unwrap_or(Value::Null),
+        payload,
         metadata: row
             .try_get::<Option<Value>, _>("metadata")?
             .unwrap_or(Value::Null),
@@ -77,7 +217,7 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    read_after_with(executor, after, limit, None).await
+    read_after_with(executor, after, limit, None, None).await
 }
 
 /// The query behind [`read_after_with`]: `$1`/`$2` the position to read after, `$3` the
@@ -110,12 +250,14 @@ pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transact
 
 /// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
 /// and metadata; the others come as `null`, so a reader that needs few of them does not pay
-/// to fetch and parse the rest. `None` fetches every payload.
+/// to fetch and parse the rest. `None` fetches every payload. `slim` keeps only part of one
+/// aggregate type's payloads.
 pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     executor: E,
     after: LogPosition,
     limit: i64,
     payload_types: Option<&[&str]>,
+    slim: Option<&Slim>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let types: Option<Vec<String>> =
         payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
@@ -126,7 +268,7 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
         .bind(types)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(|row| from_row_slim(row, slim)).collect()
 }
 
 /// As [`read_after`], but only the events of `aggregate_types`, less the deliveries of the
@@ -138,6 +280,7 @@ pub async fn read_after_of<'e, E: PgExecutor<'e>>(
     limit: i64,
     aggregate_types: &[&str],
     skip_sources: &[&str],
+    slim: Option<&Slim>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(READ_AFTER_OF)
         .bind(after.transaction_id)
@@ -147,7 +290,7 @@ pub async fn read_after_of<'e, E: PgExecutor<'e>>(
         .bind(skip_sources)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(|row| from_row_slim(row, slim)).collect()
 }
 
 /// The last `count` readable events, oldest first: where `events tail` starts.
@@ -206,5 +349,30 @@ impl Backlog {
         self.oldest
             .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_slim_payload_keeps_the_listed_keys_at_every_depth_and_nothing_else() {
+        let slim = Slim {
+            aggregate_type: "Inbound",
+            keys: &["data", "id", "amount", "items"],
+        };
+        let raw = r#"{"data": {"id": "in_1", "amount": 12, "lines": {"data": [1, 2]},
+            "items": [{"id": "si_1", "price": {"id": "p"}}, 3, null, "x\"y", 1.5, true]},
+            "id": "evt_1", "type": "invoice.paid"}"#;
+        assert_eq!(
+            slim.decode(raw).expect("valid"),
+            json!({"data": {"id": "in_1", "amount": 12,
+                "items": [{"id": "si_1"}, 3, null, "x\"y", 1.5, true]}, "id": "evt_1"})
+        );
+        for bad in ["", "{", r#"{"data": }"#, r#"{"id": 1} trailing"#] {
+            assert!(slim.decode(bad).is_err(), "{bad:?} is refused");
+        }
     }
 }

@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
-use super::log::{read_after_with, LogPosition, StoredEvent};
+use super::log::{read_after_with, LogPosition, Slim, StoredEvent};
 
 /// The channel the `events` insert trigger notifies.
 pub const EVENTS_CHANNEL: &str = "execops_events";
@@ -42,6 +42,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// all. The live runner still reads every event, to move its checkpoint past them.
     fn ignores_other_types(&self) -> bool {
         false
+    }
+
+    /// The parts of one aggregate type's payloads this subscriber reads, when it reads few
+    /// of a large payload's fields; `None`, the default, decodes payloads whole.
+    fn slim(&self) -> Option<Slim> {
+        None
     }
 
     /// Senders (the source part of an `Inbound` id) whose deliveries change nothing for this
@@ -255,6 +261,7 @@ impl<S: Subscriber> Runner<S> {
                 checkpoint,
                 self.options.batch_size,
                 self.subscriber.payload_types(),
+                self.subscriber.slim().as_ref(),
             )
             .await?;
             if let Some(last) = batch.last().map(|e| e.log) {
