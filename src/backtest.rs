@@ -326,7 +326,8 @@ impl Replay {
         let then = Then::load(&mut self.conn, self.since).await?;
         let mut last = LogPosition::START;
         while last < end {
-            let batch = read_after_with(&mut self.conn, last, BATCH, Some(&["Inbound"]), None).await?;
+            let batch =
+                read_after_with(&mut self.conn, last, BATCH, Some(&["Inbound"]), None).await?;
             if batch.is_empty() {
                 break;
             }

@@ -76,11 +76,10 @@ fn periods(from: NaiveDate, to: NaiveDate, granularity: Granularity) -> Vec<Peri
     out
 }
 
-fn bounds(periods: &[Period]) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
-    (
-        periods.iter().map(|p| start_of(p.start)).collect(),
-        periods.iter().map(|p| end_of(p.stop)).collect(),
-    )
+/// The index of the period `day` falls in; periods are in order and do not overlap.
+fn period_of(periods: &[Period], day: NaiveDate) -> Option<usize> {
+    let n = periods.partition_point(|p| p.stop < day);
+    periods.get(n).filter(|p| p.start <= day).map(|_| n)
 }
 
 fn text(value: impl Into<String>) -> Cell {
@@ -142,46 +141,29 @@ async fn flows(
     periods: &[Period],
     currency: Option<&str>,
 ) -> Result<BTreeMap<(usize, String), Flows>, sqlx::Error> {
-    let (starts, ends) = bounds(periods);
-    let rows: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
-        "WITH p AS (SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[]) \
-                      WITH ORDINALITY AS p(lo, hi, n)), \
-         refunds AS (SELECT DISTINCT ON (object_id) currency, amount, occurred_at \
-                     FROM canvas_money WHERE kind = 'charge_refunded' \
-                     ORDER BY object_id, occurred_at DESC, inbound_id DESC), \
-         f AS ( \
-           SELECT (spent_on::timestamp AT TIME ZONE 'UTC') AS at, currency, \
-                  amount AS spend, 0::bigint AS revenue, 0::bigint AS refunds \
-             FROM canvas_expenses \
-           UNION ALL \
-           SELECT occurred_at, currency, 0, amount, 0 FROM canvas_money \
-            WHERE kind = 'invoice_paid' OR (kind = 'charge_succeeded' AND invoice_id IS NULL) \
-           UNION ALL \
-           SELECT occurred_at, currency, 0, 0, amount FROM refunds) \
-         SELECT p.n, f.currency, sum(f.spend)::bigint, sum(f.revenue)::bigint, \
-                sum(f.refunds)::bigint \
-         FROM p JOIN f ON f.at >= p.lo AND f.at < p.hi \
-         WHERE $3::text IS NULL OR f.currency = $3 \
-         GROUP BY p.n, f.currency",
+    let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
+        return Ok(BTreeMap::new());
+    };
+    let rows: Vec<(NaiveDate, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT day, currency, spend, revenue, refunds FROM canvas_daily_flows \
+         WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3)",
     )
-    .bind(&starts)
-    .bind(&ends)
+    .bind(first.start)
+    .bind(last.stop)
     .bind(currency)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(n, currency, spend, revenue, refunds)| {
-            (
-                (usize::try_from(n - 1).unwrap_or(0), currency),
-                Flows {
-                    spend,
-                    revenue,
-                    refunds,
-                },
-            )
-        })
-        .collect())
+    let mut flows: BTreeMap<(usize, String), Flows> = BTreeMap::new();
+    for (day, currency, spend, revenue, refunds) in rows {
+        let Some(n) = period_of(periods, day) else {
+            continue;
+        };
+        let f = flows.entry((n, currency)).or_default();
+        f.spend += spend;
+        f.revenue += revenue;
+        f.refunds += refunds;
+    }
+    Ok(flows)
 }
 
 /// Monthly burn: per period of the granularity and per currency, money out (spend),
@@ -375,40 +357,38 @@ pub async fn runway(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Erro
 /// `end = previous end + new + expansion − contraction − churn`.
 pub async fn mrr(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
     let periods = periods(params.from, params.to, params.granularity);
-    let (starts, ends) = bounds(&periods);
-    let rows: Vec<(i64, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "WITH p AS (SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[]) \
-                      WITH ORDINALITY AS p(lo, hi, n)), \
-         ends AS ( \
-           SELECT p.n, m.currency, sum(m.mrr_after)::bigint AS mrr FROM p CROSS JOIN LATERAL ( \
-             SELECT DISTINCT ON (subscription_id) currency, mrr_after FROM canvas_mrr_movements \
-             WHERE occurred_at < p.hi \
-             ORDER BY subscription_id, occurred_at DESC, inbound_id DESC) m \
-           GROUP BY p.n, m.currency), \
-         moves AS ( \
-           SELECT p.n, m.currency, \
-             sum(CASE WHEN m.mrr_before = 0 THEN m.mrr_after ELSE 0 END)::bigint AS new, \
-             sum(CASE WHEN m.mrr_before > 0 AND m.mrr_after > m.mrr_before \
-                      THEN m.mrr_after - m.mrr_before ELSE 0 END)::bigint AS expansion, \
-             sum(CASE WHEN m.mrr_after > 0 AND m.mrr_after < m.mrr_before \
-                      THEN m.mrr_before - m.mrr_after ELSE 0 END)::bigint AS contraction, \
-             sum(CASE WHEN m.mrr_after = 0 THEN m.mrr_before ELSE 0 END)::bigint AS churn \
-           FROM p JOIN canvas_mrr_movements m ON m.occurred_at >= p.lo AND m.occurred_at < p.hi \
-           GROUP BY p.n, m.currency) \
-         SELECT coalesce(e.n, v.n), coalesce(e.currency, v.currency), coalesce(e.mrr, 0), \
-                coalesce(v.new, 0), coalesce(v.expansion, 0), coalesce(v.contraction, 0), \
-                coalesce(v.churn, 0) \
-         FROM ends e FULL JOIN moves v ON v.n = e.n AND v.currency = e.currency \
-         WHERE $3::text IS NULL OR coalesce(e.currency, v.currency) = $3",
+    // The MRR at a day's end is every movement's `after - before` summed up to it.
+    let rows: Vec<(NaiveDate, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT $1::date - 1, currency, sum(net)::bigint, 0::bigint, 0::bigint, 0::bigint, \
+           0::bigint \
+         FROM canvas_daily_mrr WHERE day < $1 AND ($3::text IS NULL OR currency = $3) \
+         GROUP BY currency \
+         UNION ALL \
+         SELECT day, currency, net, new, expansion, contraction, churn FROM canvas_daily_mrr \
+         WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3) \
+         ORDER BY 1",
     )
-    .bind(&starts)
-    .bind(&ends)
+    .bind(params.from)
+    .bind(params.to)
     .bind(params.currency.as_deref())
     .fetch_all(pool)
     .await?;
+    let mut running: BTreeMap<String, i64> = BTreeMap::new();
+    let mut opening: BTreeMap<String, i64> = BTreeMap::new();
     let mut by: BTreeMap<(String, i64), [i64; 5]> = BTreeMap::new();
-    for (n, currency, end, new, expansion, contraction, churn) in rows {
-        by.insert((currency, n), [end, new, expansion, contraction, churn]);
+    for (day, currency, net, new, expansion, contraction, churn) in rows {
+        let mrr = running.entry(currency.clone()).or_default();
+        *mrr += net;
+        let Some(n) = period_of(&periods, day) else {
+            opening.insert(currency, *mrr);
+            continue;
+        };
+        let v = by.entry((currency, n as i64 + 1)).or_default();
+        v[0] = *mrr;
+        v[1] += new;
+        v[2] += expansion;
+        v[3] += contraction;
+        v[4] += churn;
     }
     let mut out = answer(
         QueryName::Mrr,
@@ -428,16 +408,20 @@ pub async fn mrr(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> 
             "churn",
         ],
     );
-    let mut currencies: Vec<String> = by.keys().map(|(c, _)| c.clone()).collect();
-    currencies.dedup();
+    let currencies: Vec<String> = running.keys().cloned().collect();
     let mut series = vec![];
     for currency in &currencies {
         let mut values = vec![];
+        // A period without movements ends where the one before it ended.
+        let mut end = opening.get(currency).copied().unwrap_or(0);
         for (i, period) in periods.iter().enumerate() {
-            let v = by
-                .get(&(currency.clone(), i as i64 + 1))
-                .copied()
-                .unwrap_or_default();
+            let v = match by.get(&(currency.clone(), i as i64 + 1)) {
+                Some(v) => {
+                    end = v[0];
+                    *v
+                }
+                None => [end, 0, 0, 0, 0],
+            };
             values.push(v[0]);
             let mut row = vec![text(period.label.clone()), text(currency.clone())];
             row.extend(v.iter().map(|m| cash(*m, currency)));
@@ -580,15 +564,16 @@ pub async fn spend_by_vendor(pool: &PgPool, params: &Params) -> Result<Answer, s
     let trailing = before - Months::new(3);
     let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "WITH cur AS ( \
-           SELECT lower(vendor) AS key, min(vendor) AS vendor, currency, sum(amount)::bigint AS amount \
-           FROM canvas_expenses \
-           WHERE spent_on BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3) \
-             AND ($4::text IS NULL OR lower(vendor) = lower($4)) \
-           GROUP BY lower(vendor), currency), \
+           SELECT vendor_key AS key, min(vendor) AS vendor, currency, \
+             sum(amount)::bigint AS amount \
+           FROM canvas_daily_vendor_spend \
+           WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3) \
+             AND ($4::text IS NULL OR vendor_key = lower($4)) \
+           GROUP BY vendor_key, currency), \
          prior AS ( \
-           SELECT lower(vendor) AS key, currency, sum(amount)::bigint AS amount \
-           FROM canvas_expenses WHERE spent_on >= $5 AND spent_on < $6 \
-           GROUP BY lower(vendor), currency), \
+           SELECT vendor_key AS key, currency, sum(amount)::bigint AS amount \
+           FROM canvas_daily_vendor_spend WHERE day >= $5 AND day < $6 \
+           GROUP BY vendor_key, currency), \
          ranked AS ( \
            SELECT cur.vendor, cur.currency, cur.amount, coalesce(prior.amount, 0) AS prior, \
              row_number() OVER (PARTITION BY cur.currency ORDER BY cur.amount DESC, cur.key) AS rank \
@@ -673,19 +658,31 @@ pub async fn spend_by_vendor(pool: &PgPool, params: &Params) -> Result<Answer, s
 /// nearest rank: the smallest time at least that share of decisions took no longer than).
 /// Times are when the draft and the decision were recorded in the log.
 pub async fn approval_latency(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT action_type, count(*), \
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY seconds), \
-           percentile_disc(0.9) WITHIN GROUP (ORDER BY seconds) \
-         FROM (SELECT action_type, \
-                 floor(extract(epoch FROM decided_at - drafted_at))::bigint AS seconds \
-               FROM canvas_proposals WHERE decided_at >= $1 AND decided_at < $2) d \
-         GROUP BY action_type ORDER BY action_type",
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT action_type, seconds, sum(approved + rejected)::bigint \
+         FROM canvas_daily_decisions WHERE day BETWEEN $1 AND $2 \
+         GROUP BY action_type, seconds ORDER BY action_type, seconds",
     )
-    .bind(start_of(params.from))
-    .bind(end_of(params.to))
+    .bind(params.from)
+    .bind(params.to)
     .fetch_all(pool)
     .await?;
+    let mut latencies: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for (action_type, seconds, decided) in counts {
+        latencies
+            .entry(action_type)
+            .or_default()
+            .push((seconds, decided));
+    }
+    let rows = latencies.into_iter().map(|(action_type, histogram)| {
+        let decided = histogram.iter().map(|(_, n)| n).sum();
+        (
+            action_type,
+            decided,
+            nearest_rank(&histogram, decided, 50),
+            nearest_rank(&histogram, decided, 90),
+        )
+    });
     let mut out = answer(
         QueryName::ApprovalLatency,
         params,
@@ -726,18 +723,30 @@ pub async fn approval_latency(pool: &PgPool, params: &Params) -> Result<Answer, 
     Ok(out)
 }
 
+/// The smallest value that at least `percent` of `total` observations do not exceed, from
+/// (value, count) pairs in ascending order of value: `percentile_disc`.
+fn nearest_rank(histogram: &[(i64, i64)], total: i64, percent: i64) -> i64 {
+    let mut seen = 0;
+    for (value, count) in histogram {
+        seen += count;
+        if seen * 100 >= total * percent {
+            return *value;
+        }
+    }
+    histogram.last().map(|(value, _)| *value).unwrap_or(0)
+}
+
 /// Per action type, the proposals decided in the period: approved, rejected, and the share
 /// approved (basis points, rounded down). Expired and superseded proposals were never
 /// decided and are left out.
 pub async fn precision(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT action_type, count(*) FILTER (WHERE decision = 'approved'), \
-           count(*) FILTER (WHERE decision = 'rejected') \
-         FROM canvas_proposals WHERE decided_at >= $1 AND decided_at < $2 \
+        "SELECT action_type, sum(approved)::bigint, sum(rejected)::bigint \
+         FROM canvas_daily_decisions WHERE day BETWEEN $1 AND $2 \
          GROUP BY action_type ORDER BY action_type",
     )
-    .bind(start_of(params.from))
-    .bind(end_of(params.to))
+    .bind(params.from)
+    .bind(params.to)
     .fetch_all(pool)
     .await?;
     let mut out = answer(
@@ -784,20 +793,15 @@ type OutcomeRow = (String, String, Option<String>, i64, Option<i64>);
 /// currency is `unknown` and the value is shown as bare minor units, never as money.
 pub async fn outcomes(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
     let rows: Vec<OutcomeRow> = sqlx::query_as(
-        "WITH o AS ( \
-           SELECT o.action_type, o.kind, o.value_cents, coalesce( \
-             (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
-             (SELECT m.currency FROM canvas_proposals p \
-                JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
-              WHERE p.proposal_id = o.proposal_id \
-              ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
-           FROM canvas_outcomes o WHERE o.at >= $1 AND o.at < $2) \
-         SELECT action_type, kind, currency, count(*), sum(value_cents)::bigint FROM o \
-         WHERE $3::text IS NULL OR currency = $3 \
-         GROUP BY action_type, kind, currency ORDER BY action_type, kind, currency NULLS LAST",
+        "SELECT action_type, kind, nullif(currency, ''), sum(outcomes)::bigint, \
+           sum(value)::bigint \
+         FROM canvas_daily_outcomes \
+         WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR currency = $3) \
+         GROUP BY action_type, kind, currency \
+         ORDER BY action_type, kind, nullif(currency, '') NULLS LAST",
     )
-    .bind(start_of(params.from))
-    .bind(end_of(params.to))
+    .bind(params.from)
+    .bind(params.to)
     .bind(params.currency.as_deref())
     .fetch_all(pool)
     .await?;
@@ -841,15 +845,12 @@ pub async fn outcomes(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Er
 /// share succeeded (basis points, rounded down). A retried proposal counts every attempt.
 pub async fn execution_success(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT split_part(action_type, '.', 1) AS adapter, \
-           count(*) FILTER (WHERE result = 'succeeded'), \
-           count(*) FILTER (WHERE result = 'failed'), \
-           count(*) FILTER (WHERE result = 'uncertain') \
-         FROM canvas_executions WHERE at >= $1 AND at < $2 \
-         GROUP BY 1 ORDER BY 1",
+        "SELECT adapter, sum(succeeded)::bigint, sum(failed)::bigint, sum(uncertain)::bigint \
+         FROM canvas_daily_executions WHERE day BETWEEN $1 AND $2 \
+         GROUP BY adapter ORDER BY adapter",
     )
-    .bind(start_of(params.from))
-    .bind(end_of(params.to))
+    .bind(params.from)
+    .bind(params.to)
     .fetch_all(pool)
     .await?;
     let mut out = answer(

@@ -7,7 +7,7 @@
 //! statements a batch at most, whatever its size. Every value comes from the events (a
 //! signal's `occurred_at`, an event's `recorded_at`), never from the clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -32,6 +32,12 @@ pub const TABLES: &[&str] = &[
     "canvas_proposals",
     "canvas_executions",
     "canvas_outcomes",
+    "canvas_daily_flows",
+    "canvas_daily_mrr",
+    "canvas_daily_vendor_spend",
+    "canvas_daily_decisions",
+    "canvas_daily_outcomes",
+    "canvas_daily_executions",
 ];
 
 #[derive(Clone, Debug)]
@@ -669,8 +675,241 @@ impl Subscriber for Canvas {
                 _ => {}
             }
         }
-        write(conn, &fold).await.map_err(failed)
+        let days = days_touched(conn, &fold).await.map_err(failed)?;
+        write(conn, &fold).await.map_err(failed)?;
+        sum_days(conn, days).await.map_err(failed)
     }
+}
+
+/// The days whose daily sums a batch changes, per daily table.
+#[derive(Debug, Default)]
+struct Days {
+    flows: BTreeSet<NaiveDate>,
+    mrr: BTreeSet<NaiveDate>,
+    vendors: BTreeSet<NaiveDate>,
+    decisions: BTreeSet<NaiveDate>,
+    outcomes: BTreeSet<NaiveDate>,
+    executions: BTreeSet<NaiveDate>,
+    /// Charges whose earlier refund reports this batch supersedes: their days are found once
+    /// the batch's reports are written.
+    refunded: Vec<String>,
+}
+
+/// What the batch's facts touch, and the days of the rows they replace (an expense
+/// corrected to another date, an attempt whose result came later), read before writing.
+async fn days_touched(conn: &mut PgConnection, fold: &Fold) -> Result<Days, sqlx::Error> {
+    let mut days = Days::default();
+    for m in &fold.money {
+        if matches!(
+            m.kind,
+            "invoice_paid" | "charge_succeeded" | "charge_refunded"
+        ) {
+            days.flows.insert(m.occurred_at.date_naive());
+        }
+        if m.kind == "charge_refunded" {
+            days.refunded.push(m.object_id.clone());
+        }
+    }
+    for e in fold.expenses.values() {
+        days.flows.insert(e.spent_on);
+        days.vendors.insert(e.spent_on);
+    }
+    if !fold.expenses.is_empty() {
+        let (sources, ids): (Vec<&str>, Vec<&str>) = fold
+            .expenses
+            .keys()
+            .map(|(s, id)| (s.as_str(), id.as_str()))
+            .unzip();
+        let before: Vec<(NaiveDate,)> = sqlx::query_as(
+            "SELECT e.spent_on FROM unnest($1::text[], $2::text[]) AS k(source, expense_id) \
+             JOIN canvas_expenses e USING (source, expense_id)",
+        )
+        .bind(sources)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (day,) in before {
+            days.flows.insert(day);
+            days.vendors.insert(day);
+        }
+    }
+    for m in &fold.movements {
+        days.mrr.insert(m.occurred_at.date_naive());
+    }
+    for p in changed(&fold.proposals, &fold.proposals_before) {
+        if let Some(at) = p.decided_at {
+            days.decisions.insert(at.date_naive());
+        }
+    }
+    for o in &fold.outcomes {
+        days.outcomes.insert(o.at.date_naive());
+    }
+    for e in fold.executions.values() {
+        days.executions.insert(e.at.date_naive());
+    }
+    if !fold.executions.is_empty() {
+        let (ids, attempts): (Vec<&str>, Vec<i32>) = fold
+            .executions
+            .keys()
+            .map(|(id, attempt)| (id.as_str(), *attempt))
+            .unzip();
+        let before: Vec<(DateTime<Utc>,)> = sqlx::query_as(
+            "SELECT e.at FROM unnest($1::text[], $2::int[]) AS k(proposal_id, attempt) \
+             JOIN canvas_executions e USING (proposal_id, attempt)",
+        )
+        .bind(ids)
+        .bind(attempts)
+        .fetch_all(&mut *conn)
+        .await?;
+        days.executions
+            .extend(before.into_iter().map(|(at,)| at.date_naive()));
+    }
+    Ok(days)
+}
+
+/// A day's bounds as timestamps, for the facts kept by the instant: `d.day` from
+/// `unnest($1::date[]) AS d(day)`.
+macro_rules! on_day {
+    ($column:literal) => {
+        concat!(
+            $column,
+            " >= d.day::timestamp AT TIME ZONE 'UTC' AND ",
+            $column,
+            " < (d.day + 1)::timestamp AT TIME ZONE 'UTC'"
+        )
+    };
+}
+
+/// Sums each touched day again from the facts, the batch's included: a day's row is
+/// deleted and written anew, so a day whose facts moved elsewhere is left with none.
+async fn sum_days(conn: &mut PgConnection, mut days: Days) -> Result<(), sqlx::Error> {
+    if !days.refunded.is_empty() {
+        let earlier: Vec<(NaiveDate,)> = sqlx::query_as(
+            "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date FROM canvas_money \
+             WHERE kind = 'charge_refunded' AND object_id = ANY($1)",
+        )
+        .bind(&days.refunded)
+        .fetch_all(&mut *conn)
+        .await?;
+        days.flows.extend(earlier.into_iter().map(|(day,)| day));
+    }
+    let sums: [(&BTreeSet<NaiveDate>, &str, &str); 6] = [
+        (
+            &days.flows,
+            "canvas_daily_flows",
+            concat!(
+                "INSERT INTO canvas_daily_flows (day, currency, spend, revenue, refunds) \
+                 SELECT day, currency, sum(spend)::bigint, sum(revenue)::bigint, \
+                   sum(refunds)::bigint \
+                 FROM ( \
+                   SELECT spent_on AS day, currency, amount AS spend, 0::bigint AS revenue, \
+                     0::bigint AS refunds \
+                   FROM canvas_expenses WHERE spent_on = ANY($1) \
+                   UNION ALL \
+                   SELECT d.day, m.currency, 0, m.amount, 0 \
+                   FROM unnest($1::date[]) AS d(day) JOIN canvas_money m ON ",
+                on_day!("m.occurred_at"),
+                " WHERE m.kind = 'invoice_paid' \
+                     OR (m.kind = 'charge_succeeded' AND m.invoice_id IS NULL) \
+                   UNION ALL \
+                   SELECT d.day, r.currency, 0, 0, r.amount \
+                   FROM unnest($1::date[]) AS d(day) JOIN canvas_money r ON ",
+                on_day!("r.occurred_at"),
+                " WHERE r.kind = 'charge_refunded' AND NOT EXISTS ( \
+                     SELECT 1 FROM canvas_money later \
+                     WHERE later.kind = 'charge_refunded' AND later.object_id = r.object_id \
+                       AND (later.occurred_at, later.inbound_id) > (r.occurred_at, r.inbound_id)) \
+                 ) f GROUP BY day, currency"
+            ),
+        ),
+        (
+            &days.mrr,
+            "canvas_daily_mrr",
+            concat!(
+                "INSERT INTO canvas_daily_mrr (day, currency, net, new, expansion, contraction, \
+                   churn) \
+                 SELECT d.day, m.currency, sum(m.mrr_after - m.mrr_before)::bigint, \
+                   sum(CASE WHEN m.mrr_before = 0 THEN m.mrr_after ELSE 0 END)::bigint, \
+                   sum(CASE WHEN m.mrr_before > 0 AND m.mrr_after > m.mrr_before \
+                            THEN m.mrr_after - m.mrr_before ELSE 0 END)::bigint, \
+                   sum(CASE WHEN m.mrr_after > 0 AND m.mrr_after < m.mrr_before \
+                            THEN m.mrr_before - m.mrr_after ELSE 0 END)::bigint, \
+                   sum(CASE WHEN m.mrr_after = 0 THEN m.mrr_before ELSE 0 END)::bigint \
+                 FROM unnest($1::date[]) AS d(day) JOIN canvas_mrr_movements m ON ",
+                on_day!("m.occurred_at"),
+                " GROUP BY d.day, m.currency"
+            ),
+        ),
+        (
+            &days.vendors,
+            "canvas_daily_vendor_spend",
+            "INSERT INTO canvas_daily_vendor_spend (day, currency, vendor_key, vendor, amount) \
+             SELECT spent_on, currency, lower(vendor), min(vendor), sum(amount)::bigint \
+             FROM canvas_expenses WHERE spent_on = ANY($1) \
+             GROUP BY spent_on, currency, lower(vendor)",
+        ),
+        (
+            &days.decisions,
+            "canvas_daily_decisions",
+            concat!(
+                "INSERT INTO canvas_daily_decisions (day, action_type, seconds, approved, \
+                   rejected) \
+                 SELECT d.day, p.action_type, \
+                   floor(extract(epoch FROM p.decided_at - p.drafted_at))::bigint, \
+                   count(*) FILTER (WHERE p.decision = 'approved'), \
+                   count(*) FILTER (WHERE p.decision = 'rejected') \
+                 FROM unnest($1::date[]) AS d(day) JOIN canvas_proposals p ON ",
+                on_day!("p.decided_at"),
+                " GROUP BY 1, 2, 3"
+            ),
+        ),
+        (
+            &days.outcomes,
+            "canvas_daily_outcomes",
+            concat!(
+                "INSERT INTO canvas_daily_outcomes (day, action_type, kind, currency, outcomes, \
+                   value) \
+                 SELECT day, action_type, kind, coalesce(currency, ''), count(*), \
+                   sum(value_cents)::bigint \
+                 FROM (SELECT d.day, o.action_type, o.kind, o.value_cents, coalesce( \
+                   (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
+                   (SELECT m.currency FROM canvas_proposals p \
+                      JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
+                    WHERE p.proposal_id = o.proposal_id \
+                    ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
+                   FROM unnest($1::date[]) AS d(day) JOIN canvas_outcomes o ON ",
+                on_day!("o.at"),
+                ") o GROUP BY 1, 2, 3, 4"
+            ),
+        ),
+        (
+            &days.executions,
+            "canvas_daily_executions",
+            concat!(
+                "INSERT INTO canvas_daily_executions (day, adapter, succeeded, failed, \
+                   uncertain) \
+                 SELECT d.day, split_part(e.action_type, '.', 1), \
+                   count(*) FILTER (WHERE e.result = 'succeeded'), \
+                   count(*) FILTER (WHERE e.result = 'failed'), \
+                   count(*) FILTER (WHERE e.result = 'uncertain') \
+                 FROM unnest($1::date[]) AS d(day) JOIN canvas_executions e ON ",
+                on_day!("e.at"),
+                " GROUP BY 1, 2"
+            ),
+        ),
+    ];
+    for (days, table, sum) in sums {
+        if days.is_empty() {
+            continue;
+        }
+        let days: Vec<NaiveDate> = days.iter().copied().collect();
+        sqlx::query(&format!("DELETE FROM {table} WHERE day = ANY($1)"))
+            .bind(&days)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(sum).bind(&days).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Only what changed, in a fixed order so that two writers never lock rows in opposite
@@ -900,7 +1139,10 @@ mod tests {
             paths.sort();
             for path in paths {
                 let text = std::fs::read_to_string(&path).expect("fixture");
-                deliveries.push((source.to_string(), serde_json::from_str(&text).expect("json")));
+                deliveries.push((
+                    source.to_string(),
+                    serde_json::from_str(&text).expect("json"),
+                ));
             }
         }
         assert!(deliveries.len() > 10, "the fixtures are there");
@@ -916,7 +1158,10 @@ mod tests {
             }});
             let text = event.to_string();
             whole.push((format!("{source}:evt_{n}"), event));
-            slimmed.push((format!("{source}:evt_{n}"), slim.decode(&text).expect("slim")));
+            slimmed.push((
+                format!("{source}:evt_{n}"),
+                slim.decode(&text).expect("slim"),
+            ));
         }
         let fold = |events: &[(String, Value)]| {
             let mut fold = Fold::default();
@@ -946,8 +1191,17 @@ mod tests {
                 .collect()
         };
         assert_eq!(touched(&stored(&slimmed)), touched(&stored(&whole)));
-        assert!(slimmed.iter().map(|(_, v)| v.to_string().len()).sum::<usize>() * 3
-            < whole.iter().map(|(_, v)| v.to_string().len()).sum::<usize>());
+        assert!(
+            slimmed
+                .iter()
+                .map(|(_, v)| v.to_string().len())
+                .sum::<usize>()
+                * 3
+                < whole
+                    .iter()
+                    .map(|(_, v)| v.to_string().len())
+                    .sum::<usize>()
+        );
     }
 
     #[test]

@@ -90,7 +90,10 @@ struct KeptKey(&'static [&'static str]);
 impl<'de> serde::de::DeserializeSeed<'de> for KeptKey {
     type Value = Option<&'static str>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
@@ -182,10 +185,12 @@ pub(crate) fn from_row_slim(
     let aggregate_type: String = row.try_get("aggregate_type")?;
     let payload = match slim.filter(|slim| slim.aggregate_type == aggregate_type) {
         Some(slim) => match row.try_get::<Option<&serde_json::value::RawValue>, _>("payload")? {
-            Some(raw) => slim.decode(raw.get()).map_err(|e| sqlx::Error::ColumnDecode {
-                index: "payload".into(),
-                source: Box::new(e),
-            })?,
+            Some(raw) => slim
+                .decode(raw.get())
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "payload".into(),
+                    source: Box::new(e),
+                })?,
             None => Value::Null,
         },
         None => row

@@ -1013,3 +1013,84 @@ async fn canvas_refuses_or_safely_answers_hostile_parameters() {
     );
     app.stop().await;
 }
+
+/// The daily sums behind the queries follow the facts when a fact moves: an expense
+/// corrected to another day and currency leaves its first day, and a refund reported out of
+/// order counts once, on the day of the latest report.
+#[tokio::test]
+async fn canvas_daily_sums_follow_corrections_and_reports_out_of_order() {
+    let app = TestApp::spawn_with(configured()).await;
+    expense(&app, "exp_move", "Linear", 10_000, "usd", "2026-11-03").await;
+    settle(&app).await;
+    projections_idle(app.store.pool()).await;
+    let early = params("2026-11-01", "2026-11-05");
+    assert_eq!(
+        shown(&ask(&app, QueryName::SpendByVendor, &early).await),
+        rows(&[&["Linear", "usd", "$100.00", "$0.00", ""]])
+    );
+    expense(&app, "exp_move", "Linear", 7_000, "eur", "2026-11-20").await;
+    for (evt, when, refunded) in [
+        ("evt_rf_late", "2026-11-10T10:00:00Z", 3_000),
+        ("evt_rf_early", "2026-11-08T10:00:00Z", 1_000),
+    ] {
+        send_changed(&app, "stripe/charge.succeeded.json", |json| {
+            json["id"] = json!(evt);
+            json["type"] = json!("charge.refunded");
+            json["created"] = json!(at(when).timestamp());
+            let o = &mut json["data"]["object"];
+            o["id"] = json!("ch_rf");
+            o["currency"] = json!("usd");
+            o["amount"] = json!(5_000);
+            o["amount_refunded"] = json!(refunded);
+        })
+        .await;
+        settle(&app).await;
+    }
+    projections_idle(app.store.pool()).await;
+    let spend = ask(&app, QueryName::SpendByVendor, &early).await;
+    assert!(spend.rows.is_empty(), "{:?}", shown(&spend));
+    assert_eq!(
+        shown(
+            &ask(
+                &app,
+                QueryName::SpendByVendor,
+                &params("2026-11-20", "2026-11-20")
+            )
+            .await
+        ),
+        rows(&[&["Linear", "eur", "€70.00", "€0.00", ""]])
+    );
+    let by_day = Params {
+        granularity: execops::canvas::Granularity::Day,
+        currency: Some("usd".into()),
+        ..params("2026-11-03", "2026-11-10")
+    };
+    let burn = shown(&ask(&app, QueryName::Burn, &by_day).await);
+    let day_of = |d: &str| burn.iter().find(|row| row[0] == d).cloned();
+    assert_eq!(
+        day_of("2026-11-03").map(|row| row[2].clone()),
+        Some("$0.00".into()),
+        "{burn:?}"
+    );
+    assert_eq!(
+        day_of("2026-11-08").map(|row| row[4].clone()),
+        Some("$0.00".into()),
+        "{burn:?}"
+    );
+    assert_eq!(
+        day_of("2026-11-10").map(|row| row[4].clone()),
+        Some("$30.00".into()),
+        "{burn:?}"
+    );
+    let verify = crate::audit::execops(
+        &app.database_url,
+        &["replay", "--verify", "--projection", "canvas"],
+    );
+    let report = crate::audit::stdout(&verify);
+    assert!(
+        verify.status.success() && report.contains("canvas: no difference"),
+        "{report}{}",
+        crate::audit::stderr(&verify)
+    );
+    app.stop().await;
+}
