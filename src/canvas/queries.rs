@@ -842,7 +842,8 @@ pub async fn outcomes(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Er
 
 /// Per adapter (the action type's prefix: `slack`, `email`, `stripe`, `github`, `webhook`),
 /// the execution attempts that ended in the period: succeeded, failed, uncertain, and the
-/// share succeeded (basis points, rounded down). A retried proposal counts every attempt.
+/// share succeeded (basis points, rounded down). A retried proposal counts every attempt; an
+/// uncertain attempt that a person then marked done counts as succeeded.
 pub async fn execution_success(pool: &PgPool, params: &Params) -> Result<Answer, sqlx::Error> {
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT adapter, sum(succeeded)::bigint, sum(failed)::bigint, sum(uncertain)::bigint \

@@ -202,6 +202,8 @@ struct Fold {
     proposals_before: HashMap<String, ProposalFact>,
     executions: BTreeMap<(String, i32), Execution>,
     outcomes: Vec<Outcome>,
+    /// Proposals whose uncertain attempt a person marked done: it happened after all.
+    marked_done: Vec<String>,
 }
 
 /// Every key [`Fold::signal`] and [`touched`] read from a delivery, at any depth: the rest
@@ -501,6 +503,7 @@ impl Fold {
             E::ExecutionSucceeded { attempt, .. } => execution(attempt, "succeeded"),
             E::ExecutionFailed { attempt, .. } => execution(attempt, "failed"),
             E::ExecutionUncertain { attempt, .. } => execution(attempt, "uncertain"),
+            E::MarkedDone { .. } => self.marked_done.push(id.to_string()),
             E::OutcomeRecorded {
                 kind, value_cents, ..
             } => self.outcomes.push(Outcome {
@@ -675,8 +678,23 @@ impl Subscriber for Canvas {
                 _ => {}
             }
         }
-        let days = days_touched(conn, &fold).await.map_err(failed)?;
+        let mut days = days_touched(conn, &fold).await.map_err(failed)?;
         write(conn, &fold).await.map_err(failed)?;
+        if !fold.marked_done.is_empty() {
+            let done: Vec<(DateTime<Utc>,)> = sqlx::query_as(
+                "UPDATE canvas_executions e SET result = 'succeeded' \
+                 WHERE e.proposal_id = ANY($1) AND e.result = 'uncertain' \
+                   AND e.attempt = (SELECT max(attempt) FROM canvas_executions l \
+                                    WHERE l.proposal_id = e.proposal_id) \
+                 RETURNING e.at",
+            )
+            .bind(&fold.marked_done)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed)?;
+            days.executions
+                .extend(done.into_iter().map(|(at,)| at.date_naive()));
+        }
         sum_days(conn, days).await.map_err(failed)
     }
 }

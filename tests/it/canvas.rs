@@ -1046,7 +1046,41 @@ async fn canvas_daily_sums_follow_corrections_and_reports_out_of_order() {
         .await;
         settle(&app).await;
     }
+    // Uncertain on 4 Nov, then a person marked it done: it happened.
+    stream(
+        &app,
+        "p_done",
+        "slack.post_message",
+        &[],
+        "2026-11-04T10:00:00Z",
+        vec![
+            ("2026-11-04T10:05:00Z", approved(), json!({})),
+            ("2026-11-04T10:06:00Z", started(1), json!({})),
+            (
+                "2026-11-04T10:07:00Z",
+                ProposalEvent::ExecutionUncertain {
+                    attempt: 1,
+                    reason: "timeout".into(),
+                },
+                json!({}),
+            ),
+            (
+                "2026-11-12T09:00:00Z",
+                ProposalEvent::MarkedDone {
+                    actor: "ada@example.com".into(),
+                    role: Role::Approver,
+                    note: Some("it was posted".into()),
+                },
+                json!({}),
+            ),
+        ],
+    )
+    .await;
     projections_idle(app.store.pool()).await;
+    assert_eq!(
+        shown(&ask(&app, QueryName::ExecutionSuccess, &early).await),
+        rows(&[&["slack", "1", "0", "0", "100.0 %"]])
+    );
     let spend = ask(&app, QueryName::SpendByVendor, &early).await;
     assert!(spend.rows.is_empty(), "{:?}", shown(&spend));
     assert_eq!(
