@@ -598,3 +598,72 @@ async fn a_link_to_a_proposal_that_changed_since_is_refused() {
     assert_eq!(decisions(&app, &id).await, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_link_held_by_the_requester_cannot_approve_their_own_proposal() {
+    let (Setup { app, .. }, id, mail) = emailed(Some(SECRET)).await;
+    // No email goes to the requester; a link made out to them anyway meets the same rule.
+    let mut claims: LinkClaims =
+        serde_json::from_value(claims_of(&token_after(&mail, "Approve:"))).expect("claims");
+    claims.approver = REQUESTER.into();
+    claims.nonce = nonce();
+    let own = LinkKey::from_bytes(SECRET.as_bytes()).sign(&claims);
+    let (status, html) = post(&app, &own, &[]).await;
+    assert_eq!(status, 403, "{html}");
+    assert!(
+        html.contains("may not approve a proposal they requested"),
+        "{html}"
+    );
+    assert_eq!(events_of(&app, &id).await, ["Drafted"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mailbox_the_server_refuses_for_good_is_recorded_and_skipped() {
+    let Setup { app, smtp } = setup(Some(SECRET)).await;
+    // The test server answers 550 for `nobody@…`.
+    person(&app, "nobody@example.com", Role::Approver).await;
+    let id = draft(&app, "outage", Urgency::High).await;
+    mails(&smtp, 2).await;
+    idle(&app).await;
+    let failure: Option<String> = sqlx::query_scalar(
+        "SELECT failure FROM approval_emails WHERE proposal_id = $1 AND approver = $2",
+    )
+    .bind(&id)
+    .bind("nobody@example.com")
+    .fetch_one(app.store.pool())
+    .await
+    .expect("a row for the refused address");
+    assert!(
+        failure.is_some_and(|f| f.contains("550")),
+        "recorded with the refusal"
+    );
+    assert_eq!(smtp.messages().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_mail_server_is_retried_without_sending_anyone_a_second_email() {
+    let Setup { app, smtp } = setup(Some(SECRET)).await;
+    // The test server answers 451 for `later@…`, after Ann's and Boss's emails went out.
+    person(&app, "later@example.com", Role::Approver).await;
+    let id = draft(&app, "outage", Urgency::High).await;
+    mails(&smtp, 2).await;
+    // Let the runner fail and retry a few times (100 ms, 200 ms, 400 ms …).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut to: Vec<String> = smtp.messages().iter().map(|m| m.to.join(",")).collect();
+    to.sort();
+    assert_eq!(to, ["ann@example.com", "boss@example.com"], "once each");
+    let later = count(
+        app.store.pool(),
+        "SELECT count(*) FROM approval_emails WHERE approver = 'later@example.com'",
+    )
+    .await;
+    assert_eq!(later, 0, "not recorded: it will be tried again");
+    let behind = backlog(app.store.pool(), "email_approvals")
+        .await
+        .expect("a backlog");
+    assert!(behind.events > 0, "the event waits for the mail server");
+    assert_eq!(events_of(&app, &id).await, ["Drafted"]);
+    app.stop().await;
+}
