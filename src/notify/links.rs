@@ -109,6 +109,14 @@ impl LinkKey {
         if let Some(secret) = &config.secret {
             return Ok(Self::from_bytes(secret.expose_secret().as_bytes()));
         }
+        let stored = || {
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT secret FROM approval_link_keys WHERE id = 1")
+                .fetch_optional(pool)
+        };
+        // Read first: showing a link writes nothing once the key exists.
+        if let Some(secret) = stored().await? {
+            return Ok(Self::from_bytes(&secret));
+        }
         let mut fresh = vec![0u8; 32];
         OsRng.fill_bytes(&mut fresh);
         sqlx::query(
@@ -117,11 +125,9 @@ impl LinkKey {
         .bind(&fresh)
         .execute(pool)
         .await?;
-        let stored: Vec<u8> =
-            sqlx::query_scalar("SELECT secret FROM approval_link_keys WHERE id = 1")
-                .fetch_one(pool)
-                .await?;
-        Ok(Self::from_bytes(&stored))
+        // Whoever inserted first, every process now reads the same key.
+        let secret = stored().await?.ok_or(sqlx::Error::RowNotFound)?;
+        Ok(Self::from_bytes(&secret))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
