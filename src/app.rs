@@ -10,6 +10,7 @@ use crate::adapters::Adapters;
 use crate::config::Config;
 use crate::executor::outcomes::Outcomes;
 use crate::executor::{ExecutionQueue, Executor};
+use crate::notify::email::EmailApprovals;
 use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
@@ -97,6 +98,16 @@ impl App {
             )
             .run(shutdown_rx.clone()),
         );
+        match EmailApprovals::new(pool.clone(), config) {
+            Ok(Some(notifier)) => {
+                tasks.spawn(
+                    Runner::new(pool.clone(), notifier, options.clone(), &subscriptions)
+                        .run(shutdown_rx.clone()),
+                );
+            }
+            Ok(None) => tracing::info!("approval emails are off: SMTP_URL is not set"),
+            Err(problem) => tracing::error!(%problem, "approval emails are off"),
+        }
         let adapters = Adapters::new(&config.adapters);
         tasks.spawn(
             Executor::new(

@@ -44,6 +44,28 @@ pub struct Config {
     pub adapters: AdapterConfig,
     /// Retries, rate limits, circuit breakers and the undo window.
     pub execution: ExecutionConfig,
+    /// Signed approval links in emails (`EXECOPS_LINK_SECRET`, `EXECOPS_LINK_TTL`).
+    pub links: LinkConfig,
+}
+
+/// How approval links in emails are signed and how long they live.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// `EXECOPS_LINK_SECRET`, at least 32 bytes; unset, a key is generated at first start and
+    /// kept in Postgres, so every process on the database shares it.
+    pub secret: Option<SecretString>,
+    /// `EXECOPS_LINK_TTL`, default `72h`: a link expires this long after its email is sent,
+    /// or earlier if the proposal itself expires earlier.
+    pub ttl: Duration,
+}
+
+impl Config {
+    /// Where people reach ExecOps: `EXECOPS_PUBLIC_URL`, else `http://{EXECOPS_ADDR}`.
+    pub fn public_base(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+    }
 }
 
 /// An OpenAI-compatible chat completions endpoint that may improve a draft's wording.
@@ -163,6 +185,7 @@ impl Config {
                 min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,
                 window: parse(&get, "EXECOPS_PRECISION_WINDOW", "20")?,
             },
+            links: links(&get)?,
             llm: match get("EXECOPS_LLM_URL") {
                 None => None,
                 Some(url) => Some(LlmConfig {
@@ -301,6 +324,43 @@ fn adapters(get: &impl Fn(&str) -> Option<String>) -> Result<AdapterConfig, Conf
         outbound_secret: outbound_secret.map(SecretString::from),
         timeout: Duration::from_millis(parse(get, "EXECOPS_ADAPTER_TIMEOUT_MS", "10000")?),
     })
+}
+
+fn links(get: &impl Fn(&str) -> Option<String>) -> Result<LinkConfig, ConfigError> {
+    let secret = get("EXECOPS_LINK_SECRET");
+    if secret.as_ref().is_some_and(|s| s.len() < 32) {
+        return Err(ConfigError {
+            key: "EXECOPS_LINK_SECRET",
+            problem: "must be at least 32 bytes; leave it unset to have one generated".into(),
+        });
+    }
+    let raw = get("EXECOPS_LINK_TTL").unwrap_or_else(|| "72h".into());
+    let ttl = parse_duration(&raw)
+        .filter(|ttl| !ttl.is_zero())
+        .ok_or_else(|| ConfigError {
+            key: "EXECOPS_LINK_TTL",
+            problem: format!("{raw:?} is not a duration such as 72h, 90m, 3d or 600s"),
+        })?;
+    Ok(LinkConfig {
+        secret: secret.map(SecretString::from),
+        ttl,
+    })
+}
+
+/// `600s`, `90m`, `72h`, `3d`.
+fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(seconds).map(Duration::from_secs)
 }
 
 fn execution(get: &impl Fn(&str) -> Option<String>) -> Result<ExecutionConfig, ConfigError> {
@@ -443,6 +503,41 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(error.contains(expected), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn link_settings_default_to_three_days_and_a_generated_key() {
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.links.ttl, Duration::from_secs(72 * 3600));
+        assert!(c.links.secret.is_none());
+        assert_eq!(c.public_base(), "http://127.0.0.1:8080");
+        let c = config(&[
+            ("EXECOPS_LINK_TTL", "90m"),
+            ("EXECOPS_PUBLIC_URL", "https://ops.example.com/"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.links.ttl, Duration::from_secs(90 * 60));
+        assert_eq!(c.public_base(), "https://ops.example.com");
+    }
+
+    #[test]
+    fn bad_link_settings_are_refused_with_the_reason() {
+        for (key, raw, expected) in [
+            ("EXECOPS_LINK_TTL", "72", "not a duration"),
+            ("EXECOPS_LINK_TTL", "3w", "not a duration"),
+            ("EXECOPS_LINK_TTL", "0h", "not a duration"),
+            ("EXECOPS_LINK_TTL", "h", "not a duration"),
+            ("EXECOPS_LINK_SECRET", "short", "at least 32 bytes"),
+        ] {
+            let error = config(&[(key, raw)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.starts_with(key) && error.contains(expected),
+                "{raw}: {error}"
+            );
         }
     }
 

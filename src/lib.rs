@@ -10,6 +10,8 @@
 //!   Postgres when no `DATABASE_URL` is given.
 //! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
+//! - [`notify`] tells approvers that a proposal waits: an email per proposal with signed,
+//!   single-use approval links, which [`web`] turns into a decision only on a confirming POST.
 //! - [`projections`] are the read models the pages use, each rebuilt from the log by a
 //!   checkpointed subscriber; [`replay`] rebuilds or checks them beside the live ones, and
 //!   [`audit`] tells a proposal's story and verifies the hash-chained audit log.
@@ -30,6 +32,7 @@ pub mod demo;
 pub mod domain;
 pub mod executor;
 pub mod ingest;
+pub mod notify;
 pub mod projections;
 pub mod replay;
 pub mod router;

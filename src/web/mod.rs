@@ -6,6 +6,7 @@ pub mod api;
 pub mod canvas;
 pub mod error;
 pub mod execution;
+pub mod links;
 mod ops;
 pub mod pages;
 pub mod session;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/proposals/{id}/preview", post(execution::preview))
         .route("/proposals/{id}/undo", post(execution::undo))
         .route("/proposals/{id}/resolve", post(execution::resolve))
+        .route("/links/{token}", get(links::show).post(links::confirm))
         .route(
             "/settings",
             get(execution::settings).post(execution::change_settings),

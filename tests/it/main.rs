@@ -11,6 +11,7 @@ mod canvas;
 mod canvas_web;
 mod cli;
 mod common;
+mod email_links;
 pub mod execution;
 mod ops;
 pub mod pages;
