@@ -44,6 +44,9 @@ pub struct Config {
     pub adapters: AdapterConfig,
     /// Retries, rate limits, circuit breakers and the undo window.
     pub execution: ExecutionConfig,
+    /// `EXECOPS_SLACK_APPROVALS_CHANNEL`: where high-urgency proposals are posted with
+    /// Approve and Reject buttons. Unset, each linked approver and admin gets a DM.
+    pub slack_approvals_channel: Option<String>,
 }
 
 /// An OpenAI-compatible chat completions endpoint that may improve a draft's wording.
@@ -158,6 +161,8 @@ impl Config {
             policies: policies(&get)?,
             adapters: adapters(&get)?,
             execution: execution(&get)?,
+            slack_approvals_channel: get("EXECOPS_SLACK_APPROVALS_CHANNEL")
+                .map(|c| c.trim().to_string()),
             precision: PrecisionConfig {
                 floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,
                 min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,
