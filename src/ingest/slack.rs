@@ -245,6 +245,8 @@ pub enum Command {
         proposal_id: String,
         reason: Option<String>,
         user_id: String,
+        /// Where a result that takes longer than the answer may wait goes.
+        response_url: Option<String>,
     },
     /// Anything else: how to use it, with what was wrong when something was.
     Help(Option<String>),
@@ -292,6 +294,7 @@ pub fn command(fields: &Value) -> Result<Command, IngestError> {
         proposal_id: id.to_string(),
         reason,
         user_id,
+        response_url: response_url(fields.get("response_url")).ok(),
     })
 }
 
@@ -403,6 +406,7 @@ mod tests {
             proposal_id: ID.into(),
             reason: reason.map(str::to_string),
             user_id: "U0ADA".into(),
+            response_url: None,
         };
         let help = |why: &str| Command::Help(Some(why.to_string()));
         for (text, expected) in [

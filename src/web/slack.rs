@@ -195,6 +195,34 @@ pub async fn run_command(
     }
 }
 
+/// The answer of a command's decision if it comes within `budget`; otherwise a note that it
+/// follows, and the answer is posted to `response_url` (shown to the same person) when done.
+pub async fn within_budget(
+    state: &AppState,
+    mut work: tokio::task::JoinHandle<String>,
+    budget: std::time::Duration,
+    response_url: Option<String>,
+) -> String {
+    match tokio::time::timeout(budget, &mut work).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a Slack command's decision failed");
+            "Something went wrong and has been logged; nothing may have been decided.".into()
+        }
+        Err(_) => {
+            let slack = state.adapters.slack.clone();
+            tokio::spawn(async move {
+                let Ok(text) = work.await else { return };
+                let Some(url) = response_url else { return };
+                if let Err(error) = slack.respond(&url, &ephemeral(&text)).await {
+                    tracing::warn!(%error, "the late answer to a Slack command was not delivered");
+                }
+            });
+            "ExecOps is still deciding; the result will follow here.".into()
+        }
+    }
+}
+
 pub const HELP: &str = "Usage:\n\
     • `/execops`: the top of Today's Moves\n\
     • `/execops approve PROPOSAL_ID`\n\

@@ -211,16 +211,24 @@ pub async fn slack_commands(
             proposal_id,
             reason,
             user_id,
+            response_url,
         }) => {
-            super::slack::run_command(
-                &state,
-                &user_id,
-                &proposal_id,
-                approve,
-                reason,
-                metadata(&headers),
-            )
-            .await
+            let work = tokio::spawn({
+                let state = state.clone();
+                let metadata = metadata(&headers);
+                async move {
+                    super::slack::run_command(
+                        &state,
+                        &user_id,
+                        &proposal_id,
+                        approve,
+                        reason,
+                        metadata,
+                    )
+                    .await
+                }
+            });
+            super::slack::within_budget(&state, work, SLACK_ACK_BUDGET, response_url).await
         }
     };
     // Slack shows `text` to the person who typed the command, and only to them.

@@ -1160,3 +1160,45 @@ async fn the_link_slack_command_links_relinks_unlinks_and_refuses_bad_input() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_slash_decision_slower_than_slacks_deadline_is_answered_later_in_private() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, None).await;
+    // Slack takes its time to vouch for ada's address.
+    Mock::given(method("GET"))
+        .and(path("/users.info"))
+        .and(wiremock::matchers::query_param("user", "U0SLOW"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "user": {"id": "U0SLOW", "is_email_confirmed": true, "profile": {"email": ADA}}}))
+                .set_delay(Duration::from_millis(2_500)),
+        )
+        .with_priority(1)
+        .mount(&world.fakes.slack)
+        .await;
+    let id = draft(&world.app, "slow", Urgency::High, None).await;
+    settle(&world.app).await;
+    let started = std::time::Instant::now();
+    let (status, answer) = slash(&world, "U0SLOW", &format!("approve {id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        answer["text"],
+        "ExecOps is still deciding; the result will follow here."
+    );
+    let late = world.answer("slash").await;
+    assert_eq!(late["response_type"], "ephemeral");
+    assert!(
+        late["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved by <@U0SLOW> (ada@example.com)"),
+        "{late}"
+    );
+    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+}
