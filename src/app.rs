@@ -13,6 +13,7 @@ use crate::executor::{ExecutionQueue, Executor};
 use crate::notify::email::EmailApprovals;
 use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::router::Router;
+use crate::slack_approvals::SlackApprovals;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -109,6 +110,26 @@ impl App {
             Err(problem) => tracing::error!(%problem, "approval emails are off"),
         }
         let adapters = Adapters::new(&config.adapters);
+        if adapters.slack.configured() {
+            // One event a transaction: its posts happen before the checkpoint commits, so a
+            // retry after a failure repeats as few of them as possible.
+            tasks.spawn(
+                Runner::new(
+                    pool.clone(),
+                    SlackApprovals::new(
+                        adapters.slack.clone(),
+                        config.slack_approvals_channel.clone(),
+                        config.public_url.clone(),
+                    ),
+                    RunnerOptions {
+                        batch_size: 1,
+                        ..options.clone()
+                    },
+                    &subscriptions,
+                )
+                .run(shutdown_rx.clone()),
+            );
+        }
         tasks.spawn(
             Executor::new(
                 store.clone(),

@@ -161,6 +161,14 @@ enum UserCli {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Say which Slack member a person is (their member id, `U…`, from "Copy member ID" in
+    /// their Slack profile), so their Approve and Reject clicks in Slack count as theirs.
+    LinkSlack {
+        email: String,
+        slack_user_id: String,
+    },
+    /// Forget a person's Slack member: their clicks in Slack are refused again.
+    UnlinkSlack { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +273,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     password_stdin,
                 },
         } => add_user(config, &email, &role, password_stdin).await,
+        Command::User {
+            command:
+                UserCli::LinkSlack {
+                    email,
+                    slack_user_id,
+                },
+        } => link_slack(config, &email, Some(&slack_user_id)).await,
+        Command::User {
+            command: UserCli::UnlinkSlack { email },
+        } => link_slack(config, &email, None).await,
         Command::Token {
             command: TokenCli::Create { email },
         } => create_token(config, &email).await,
@@ -579,6 +597,60 @@ async fn add_user(
         println!("password: {password}");
         println!("(shown once; it is stored only as a hash)");
     }
+    Ok(())
+}
+
+/// Links a person to a Slack member, or unlinks them when `member` is `None`.
+async fn link_slack(config: Config, email: &str, member: Option<&str>) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
+    use crate::store::CommandError;
+    let email = Email::parse(email)?;
+    let member = member.map(SlackUserId::parse).transpose()?;
+    let db = Database::open(&config).await?;
+    let result = async {
+        if let Some(member) = &member {
+            let holder = crate::projections::users::linked_elsewhere(
+                &db.pool,
+                member.as_str(),
+                email.as_str(),
+            )
+            .await?;
+            if let Some(holder) = holder {
+                anyhow::bail!(
+                    "Slack member {member} is already linked to {holder}; \
+                     unlink it first with `execops user unlink-slack {holder}`"
+                );
+            }
+        }
+        let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
+        let command = match &member {
+            Some(member) => UserCommand::LinkSlack {
+                slack_user_id: member.clone(),
+                by: "cli".into(),
+            },
+            None => UserCommand::UnlinkSlack { by: "cli".into() },
+        };
+        let metadata = std::collections::HashMap::from([("via".to_string(), "cli".to_string())]);
+        match store.user(&email, command, metadata).await {
+            Ok(()) => Ok(match &member {
+                Some(member) => format!("linked {email} to Slack member {member}"),
+                None => format!("unlinked {email} from Slack"),
+            }),
+            Err(CommandError::Refused(UserError::AlreadyLinked(member))) => {
+                Ok(format!("{email} was already linked to Slack member {member}"))
+            }
+            Err(CommandError::Refused(UserError::NoSuchUser)) => Err(anyhow::anyhow!(
+                "no ExecOps user {email}; add them first with `execops user add {email} --role approver`"
+            )),
+            Err(CommandError::Refused(UserError::NotLinked)) => {
+                Err(anyhow::anyhow!("{email} is not linked to a Slack member"))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+    .await;
+    db.close().await?;
+    println!("{}", result?);
     Ok(())
 }
 

@@ -46,6 +46,9 @@ pub struct Config {
     pub execution: ExecutionConfig,
     /// Signed approval links in emails (`EXECOPS_LINK_SECRET`, `EXECOPS_LINK_TTL`).
     pub links: LinkConfig,
+    /// `EXECOPS_SLACK_APPROVALS_CHANNEL`: where high-urgency proposals are posted with
+    /// Approve and Reject buttons. Unset, each linked approver and admin gets a DM.
+    pub slack_approvals_channel: Option<String>,
 }
 
 /// How approval links in emails are signed and how long they live.
@@ -180,6 +183,8 @@ impl Config {
             policies: policies(&get)?,
             adapters: adapters(&get)?,
             execution: execution(&get)?,
+            slack_approvals_channel: get("EXECOPS_SLACK_APPROVALS_CHANNEL")
+                .map(|c| c.trim().to_string()),
             precision: PrecisionConfig {
                 floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,
                 min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,

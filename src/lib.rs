@@ -12,6 +12,9 @@
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
 //! - [`notify`] tells approvers that a proposal waits: an email per proposal with signed,
 //!   single-use approval links, which [`web`] turns into a decision only on a confirming POST.
+//! - [`slack_approvals`] tells approvers in Slack that a high-urgency proposal waits, with
+//!   Approve and Reject buttons; `web::slack` decides on their clicks through the same path
+//!   as the pages and the API.
 //! - [`projections`] are the read models the pages use, each rebuilt from the log by a
 //!   checkpointed subscriber; [`replay`] rebuilds or checks them beside the live ones, and
 //!   [`audit`] tells a proposal's story and verifies the hash-chained audit log.
@@ -37,6 +40,7 @@ pub mod projections;
 pub mod replay;
 pub mod router;
 pub mod send;
+pub mod slack_approvals;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -57,6 +57,89 @@ impl Slack {
     }
 }
 
+/// What Slack's `users.info` says about a member's email address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEmail {
+    pub email: Option<String>,
+    /// Slack confirmed the member owns the address (`is_email_confirmed`).
+    pub confirmed: bool,
+}
+
+impl Slack {
+    /// Whether a bot token is set, without which nothing can be posted or looked up.
+    pub fn configured(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// `chat.postMessage` with Block Kit `blocks` and `text` as the notification fallback.
+    pub async fn post_blocks(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+    ) -> Result<Value, AdapterError> {
+        let body = json!({ "channel": channel, "text": text, "blocks": blocks });
+        let answer = self
+            .call("chat.postMessage", &body)?
+            .send(&self.http, "Slack")
+            .await?;
+        judge(&answer)
+    }
+
+    /// `users.info`: a member's email address and whether Slack confirmed it. Needs the
+    /// `users:read` and `users:read.email` scopes.
+    pub async fn member_email(&self, user_id: &str) -> Result<MemberEmail, AdapterError> {
+        let token = self.token.as_ref().ok_or_else(|| {
+            super::not_set(
+                "SLACK_BOT_TOKEN",
+                "ExecOps has no bot token to look Slack members up with",
+            )
+        })?;
+        let mut url = url::Url::parse(&format!("{}/users.info", self.base))
+            .map_err(|e| AdapterError::Permanent(format!("SLACK_API_BASE is not a URL: {e}")))?;
+        url.query_pairs_mut().append_pair("user", user_id);
+        let request = HttpRequest {
+            method: Method::GET,
+            url: url.to_string(),
+            headers: vec![],
+            bearer: Some(token.clone()),
+            body: vec![],
+        };
+        let body = judge(&request.send(&self.http, "Slack").await?)?;
+        let user = &body["user"];
+        Ok(MemberEmail {
+            email: user
+                .pointer("/profile/email")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            confirmed: user["is_email_confirmed"].as_bool() == Some(true),
+        })
+    }
+
+    /// Answers an interaction or a slash command through its `response_url`: Slack takes a
+    /// JSON message there (no token) for 30 minutes, up to five times.
+    pub async fn respond(&self, response_url: &str, message: &Value) -> Result<(), AdapterError> {
+        let request = HttpRequest::json(
+            Method::POST,
+            response_url.to_string(),
+            None,
+            "application/json; charset=utf-8",
+            message,
+        );
+        let answer = request.send(&self.http, "Slack").await?;
+        if answer.status.is_success() {
+            Ok(())
+        } else {
+            Err(status_error(
+                "Slack",
+                answer.status,
+                &answer.headers,
+                &answer.text,
+            ))
+        }
+    }
+}
+
 /// Slack's answer as JSON when it says `"ok": true`, else the error sorted.
 fn judge(answer: &HttpAnswer) -> Result<Value, AdapterError> {
     if !answer.status.is_success() {

@@ -39,6 +39,37 @@ impl std::fmt::Display for Email {
     }
 }
 
+/// A Slack member id: `U` (or `W` on Enterprise Grid) and upper-case letters and digits,
+/// as Slack shows it in a profile's "Copy member ID".
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SlackUserId(String);
+
+impl SlackUserId {
+    pub fn parse(raw: &str) -> Result<Self, UserError> {
+        let id = raw.trim();
+        let mut chars = id.chars();
+        let valid = matches!(chars.next(), Some('U' | 'W'))
+            && (3..=32).contains(&id.len())
+            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if valid {
+            Ok(Self(id.to_string()))
+        } else {
+            Err(UserError::InvalidSlackUserId(raw.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SlackUserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
     Add {
@@ -64,6 +95,15 @@ pub enum UserCommand {
     },
     RevokeToken {
         token_id: String,
+        by: String,
+    },
+    /// Say which Slack member this person is, so their clicks in Slack count as theirs.
+    /// Linking again to another member replaces the link.
+    LinkSlack {
+        slack_user_id: SlackUserId,
+        by: String,
+    },
+    UnlinkSlack {
         by: String,
     },
 }
@@ -93,6 +133,16 @@ pub enum UserEvent {
         token_id: String,
         by: String,
     },
+    /// `by` is who linked it: a person, `cli`, or `slack:verified-email` when Slack vouched
+    /// for the member's confirmed email address.
+    SlackLinked {
+        slack_user_id: SlackUserId,
+        by: String,
+    },
+    SlackUnlinked {
+        slack_user_id: SlackUserId,
+        by: String,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -103,6 +153,8 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordSet { .. } => "PasswordSet",
             UserEvent::TokenIssued { .. } => "TokenIssued",
             UserEvent::TokenRevoked { .. } => "TokenRevoked",
+            UserEvent::SlackLinked { .. } => "SlackLinked",
+            UserEvent::SlackUnlinked { .. } => "SlackUnlinked",
         }
         .to_string()
     }
@@ -126,6 +178,12 @@ pub enum UserError {
     TokenExists(String),
     #[error("no live token {0}")]
     NoSuchToken(String),
+    #[error("{0:?} is not a Slack member id (U or W followed by capital letters and digits)")]
+    InvalidSlackUserId(String),
+    #[error("this person is already linked to Slack member {0}")]
+    AlreadyLinked(SlackUserId),
+    #[error("this person is not linked to a Slack member")]
+    NotLinked,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -134,6 +192,8 @@ pub struct User {
     role: Option<Role>,
     live_tokens: Vec<String>,
     revoked_tokens: Vec<String>,
+    #[serde(default)]
+    slack_user_id: Option<SlackUserId>,
 }
 
 impl Aggregate for User {
@@ -198,6 +258,16 @@ impl Aggregate for User {
                 }
                 UserEvent::TokenRevoked { token_id, by }
             }
+            UserCommand::LinkSlack { slack_user_id, by } => {
+                if self.slack_user_id.as_ref() == Some(&slack_user_id) {
+                    return Err(UserError::AlreadyLinked(slack_user_id));
+                }
+                UserEvent::SlackLinked { slack_user_id, by }
+            }
+            UserCommand::UnlinkSlack { by } => {
+                let slack_user_id = self.slack_user_id.clone().ok_or(UserError::NotLinked)?;
+                UserEvent::SlackUnlinked { slack_user_id, by }
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -216,6 +286,10 @@ impl Aggregate for User {
                 self.live_tokens.retain(|t| *t != token_id);
                 self.revoked_tokens.push(token_id);
             }
+            UserEvent::SlackLinked { slack_user_id, .. } => {
+                self.slack_user_id = Some(slack_user_id);
+            }
+            UserEvent::SlackUnlinked { .. } => self.slack_user_id = None,
         }
     }
 }
@@ -303,5 +377,92 @@ mod tests {
                 by: "cli".into(),
             })
             .then_expect_error(UserError::TokenExists("t1".into()));
+    }
+
+    fn member(raw: &str) -> SlackUserId {
+        SlackUserId::parse(raw).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn slack_member_ids_are_checked() {
+        assert_eq!(member(" U012AB3CD ").as_str(), "U012AB3CD");
+        assert_eq!(member("W0123ABC").as_str(), "W0123ABC");
+        for bad in [
+            "",
+            "U",
+            "U1",
+            "u012ab3cd",
+            "C012AB3CD",
+            "U012 AB3",
+            "U012-AB3",
+            "@ada",
+        ] {
+            assert_eq!(
+                SlackUserId::parse(bad),
+                Err(UserError::InvalidSlackUserId(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert!(SlackUserId::parse(&format!("U{}", "A".repeat(40))).is_err());
+    }
+
+    #[test]
+    fn a_person_is_linked_to_a_slack_member_and_relinked_to_another() {
+        let linked = UserEvent::SlackLinked {
+            slack_user_id: member("U1AAA"),
+            by: "cli".into(),
+        };
+        TestFramework::<User>::with(())
+            .given(vec![added()])
+            .when(UserCommand::LinkSlack {
+                slack_user_id: member("U1AAA"),
+                by: "cli".into(),
+            })
+            .then_expect_events(vec![linked.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![added(), linked.clone()])
+            .when(UserCommand::LinkSlack {
+                slack_user_id: member("U1AAA"),
+                by: "cli".into(),
+            })
+            .then_expect_error(UserError::AlreadyLinked(member("U1AAA")));
+        TestFramework::<User>::with(())
+            .given(vec![added(), linked])
+            .when(UserCommand::LinkSlack {
+                slack_user_id: member("U2BBB"),
+                by: "slack:verified-email".into(),
+            })
+            .then_expect_events(vec![UserEvent::SlackLinked {
+                slack_user_id: member("U2BBB"),
+                by: "slack:verified-email".into(),
+            }]);
+    }
+
+    #[test]
+    fn only_a_linked_person_is_unlinked_and_nobody_unknown_is_linked() {
+        TestFramework::<User>::with(())
+            .given(vec![added()])
+            .when(UserCommand::UnlinkSlack { by: "cli".into() })
+            .then_expect_error(UserError::NotLinked);
+        TestFramework::<User>::with(())
+            .given(vec![
+                added(),
+                UserEvent::SlackLinked {
+                    slack_user_id: member("U1AAA"),
+                    by: "cli".into(),
+                },
+            ])
+            .when(UserCommand::UnlinkSlack { by: "cli".into() })
+            .then_expect_events(vec![UserEvent::SlackUnlinked {
+                slack_user_id: member("U1AAA"),
+                by: "cli".into(),
+            }]);
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(UserCommand::LinkSlack {
+                slack_user_id: member("U1AAA"),
+                by: "cli".into(),
+            })
+            .then_expect_error(UserError::NoSuchUser);
     }
 }

@@ -53,6 +53,8 @@ pub enum IngestError {
     MalformedForm(String),
     #[error("the body has no {0}")]
     MissingField(&'static str),
+    #[error("the body's {0} is not valid: {1}")]
+    InvalidField(&'static str, String),
 }
 
 impl IngestError {
@@ -78,6 +80,7 @@ impl IngestError {
             IngestError::MalformedJson(_) => "malformed_json",
             IngestError::MalformedForm(_) => "malformed_form",
             IngestError::MissingField(_) => "missing_field",
+            IngestError::InvalidField(..) => "invalid_field",
         }
     }
 }

@@ -96,6 +96,38 @@ impl Subscriber for Users {
                     .execute(conn)
                     .await?;
             }
+            UserEvent::SlackLinked { slack_user_id, .. } => {
+                // The commands check that nobody else holds the member; should two links
+                // race, the later one wins here rather than stopping the projection.
+                sqlx::query(
+                    "UPDATE users SET slack_user_id = NULL, updated_at = $3 \
+                     WHERE slack_user_id = $2 AND email <> $1",
+                )
+                .bind(email)
+                .bind(slack_user_id.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE users SET slack_user_id = $2, updated_at = $3 WHERE email = $1",
+                )
+                .bind(email)
+                .bind(slack_user_id.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            UserEvent::SlackUnlinked { slack_user_id, .. } => {
+                sqlx::query(
+                    "UPDATE users SET slack_user_id = NULL, updated_at = $3 \
+                     WHERE email = $1 AND slack_user_id = $2",
+                )
+                .bind(email)
+                .bind(slack_user_id.as_str())
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
         }
         Ok(())
     }
@@ -141,4 +173,79 @@ pub async fn credentials(
             hash,
         ))
     }))
+}
+
+/// The person linked to a Slack member, if any.
+pub async fn actor_for_slack(
+    pool: &PgPool,
+    slack_user_id: &str,
+) -> Result<Option<Actor>, sqlx::Error> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT email, role FROM users WHERE slack_user_id = $1")
+            .bind(slack_user_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(|(email, role)| {
+        Some(Actor {
+            email,
+            role: parse_role(&role)?,
+        })
+    }))
+}
+
+/// A person by email, with the Slack member they are linked to.
+pub async fn person_with_slack(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Option<(Actor, Option<String>)>, sqlx::Error> {
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT email, role, slack_user_id FROM users WHERE email = $1")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(|(email, role, slack)| {
+        Some((
+            Actor {
+                email,
+                role: parse_role(&role)?,
+            },
+            slack,
+        ))
+    }))
+}
+
+/// The Slack members of the people who may decide, with their emails, in email order.
+pub async fn slack_deciders<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email, slack_user_id FROM users \
+         WHERE slack_user_id IS NOT NULL AND role IN ('admin', 'approver') ORDER BY email",
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Who else the event log says is linked to a Slack member: read from the `User` streams
+/// rather than the `users` table, so the command line sees links a server has not projected
+/// yet.
+pub async fn linked_elsewhere(
+    pool: &PgPool,
+    slack_user_id: &str,
+    email: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT aggregate_id FROM ( \
+             SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type, payload FROM events \
+             WHERE aggregate_type = 'User' AND event_type IN ('SlackLinked', 'SlackUnlinked') \
+             ORDER BY aggregate_id, sequence DESC \
+         ) last \
+         WHERE event_type = 'SlackLinked' AND payload -> 'SlackLinked' ->> 'slack_user_id' = $1 \
+           AND aggregate_id <> $2 \
+         ORDER BY aggregate_id LIMIT 1",
+    )
+    .bind(slack_user_id)
+    .bind(email)
+    .fetch_optional(pool)
+    .await
 }

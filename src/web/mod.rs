@@ -10,6 +10,7 @@ pub mod links;
 mod ops;
 pub mod pages;
 pub mod session;
+pub mod slack;
 mod webhooks;
 
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/slack/commands", post(webhooks::slack_commands))
         .route(
             "/webhooks/slack/interactions",
-            webhooks::endpoint(&webhooks::SLACK_INTERACTIONS),
+            post(webhooks::slack_interactions),
         )
         .route("/webhooks/hubspot", post(webhooks::hubspot))
         .route(

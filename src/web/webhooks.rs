@@ -167,6 +167,22 @@ pub fn endpoint(sender: &'static Sender) -> MethodRouter<AppState> {
     )
 }
 
+/// The one signal a Slack delivery carries (Slack sends one event a request).
+fn slack_payload(ingested: &Ingested) -> Option<&Value> {
+    match ingested {
+        Ingested::Signals(signals) => signals.first().map(|s| &s.payload),
+        Ingested::Reply(_) => None,
+    }
+}
+
+fn accepted(answer: &Value) -> bool {
+    answer["status"] == "accepted"
+}
+
+/// How long an interaction's answer may wait for its decision before Slack's 3 s are at
+/// risk; past it the decision and the message update finish after the acknowledgement.
+const SLACK_ACK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2_000);
+
 #[tracing::instrument(skip_all, fields(source = "slack"))]
 pub async fn slack_commands(
     State(state): State<AppState>,
@@ -174,21 +190,76 @@ pub async fn slack_commands(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let ingested = take(&state, &SLACK_COMMANDS, &headers, body).await?;
-    let command = match &ingested {
-        Ingested::Signals(signals) => signals
-            .first()
-            .and_then(|s| s.payload.get("command"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        Ingested::Reply(_) => None,
+    let payload = slack_payload(&ingested).cloned().unwrap_or(Value::Null);
+    let asked = match payload.get("command").and_then(Value::as_str) {
+        Some("/execops") => Some(slack::command(&payload)?),
+        _ => None,
     };
     let mut answer = record(&state, &headers, ingested).await?;
+    let text = match asked {
+        None => "ExecOps received your command.".to_string(),
+        Some(slack::Command::TodaysMoves) => todays_moves_text(&state).await?,
+        Some(slack::Command::Help(why)) => match why {
+            Some(why) => format!("{why}.\n{}", super::slack::HELP),
+            None => super::slack::HELP.to_string(),
+        },
+        Some(slack::Command::Decide { .. }) if !accepted(&answer) => {
+            "This command was already received; it was not run again.".to_string()
+        }
+        Some(slack::Command::Decide {
+            approve,
+            proposal_id,
+            reason,
+            user_id,
+            response_url,
+        }) => {
+            let work = tokio::spawn({
+                let state = state.clone();
+                let metadata = metadata(&headers);
+                async move {
+                    super::slack::run_command(
+                        &state,
+                        &user_id,
+                        &proposal_id,
+                        approve,
+                        reason,
+                        metadata,
+                    )
+                    .await
+                }
+            });
+            super::slack::within_budget(&state, work, SLACK_ACK_BUDGET, response_url).await
+        }
+    };
     // Slack shows `text` to the person who typed the command, and only to them.
     answer["response_type"] = json!("ephemeral");
-    answer["text"] = json!(match command.as_deref() {
-        Some("/execops") => todays_moves_text(&state).await?,
-        _ => "ExecOps received your command.".to_string(),
-    });
+    answer["text"] = json!(text);
+    Ok(Json(answer))
+}
+
+/// `POST /webhooks/slack/interactions`: recorded like any delivery; a click on an ExecOps
+/// button is then decided, once, for the person linked to the Slack member.
+#[tracing::instrument(skip_all, fields(source = "slack"))]
+pub async fn slack_interactions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let ingested = take(&state, &SLACK_INTERACTIONS, &headers, body).await?;
+    let click = match slack_payload(&ingested) {
+        Some(payload) => slack::click(payload)?,
+        None => None,
+    };
+    let answer = record(&state, &headers, ingested).await?;
+    if let (Some(click), true) = (click, accepted(&answer)) {
+        let work = tokio::spawn(super::slack::act_on_click(
+            state.clone(),
+            click,
+            metadata(&headers),
+        ));
+        // Usually done well within the budget; if not, it carries on after the answer.
+        let _ = tokio::time::timeout(SLACK_ACK_BUDGET, work).await;
+    }
     Ok(Json(answer))
 }
 

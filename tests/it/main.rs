@@ -19,6 +19,7 @@ pub mod policies;
 mod projections;
 mod replay;
 mod serve;
+mod slack_approvals;
 mod store;
 mod subscriptions;
 pub mod webhooks;

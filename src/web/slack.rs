@@ -1,0 +1,230 @@
+//! Approvals in Slack, the inbound half: a click on an Approve or Reject button, or
+//! `/execops approve|reject`, is mapped to the ExecOps person linked to the Slack member and
+//! decided through [`super::api::decide`], the path every channel shares, so the role,
+//! self-approval and payload-hash checks are the same ones. The webhook handlers call these
+//! only after the delivery's `Received` event is committed, and only for a new delivery: a
+//! replayed click is a duplicate and decides nothing.
+//!
+//! A Slack member who is not linked yet is linked when Slack vouches for them: `users.info`
+//! says their email address is confirmed and it is an ExecOps person's. Anyone else is
+//! refused with a message only they see, and nothing changes.
+
+use std::collections::HashMap;
+
+use super::api::{decide, DecisionRequest};
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::Actor;
+use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
+use crate::ingest::slack::Click;
+use crate::projections::users::{actor_for_slack, person_with_slack};
+use crate::slack_approvals::{decided_message, ephemeral};
+use crate::store::CommandError;
+
+/// Who linked a member whose confirmed email address Slack reported.
+pub const VERIFIED_EMAIL: &str = "slack:verified-email";
+
+const NOT_LINKED: &str = "Your Slack account is not linked to an ExecOps user, so nothing was \
+     decided. Ask an ExecOps admin to run `execops user link-slack YOUR_EMAIL YOUR_MEMBER_ID`.";
+
+/// The ExecOps person behind a Slack member, or the sentence that refuses them.
+async fn person_of(state: &AppState, member: &str) -> Result<Actor, String> {
+    let pool = state.store.pool();
+    let internal = |error: &dyn std::fmt::Display| {
+        tracing::error!(%error, "looking up a Slack member failed");
+        "ExecOps could not look you up just now; nothing was decided. Try again.".to_string()
+    };
+    if let Some(actor) = actor_for_slack(pool, member)
+        .await
+        .map_err(|e| internal(&e))?
+    {
+        return Ok(actor);
+    }
+    let slack = &state.adapters.slack;
+    if !slack.configured() {
+        return Err(NOT_LINKED.into());
+    }
+    let vouched = match slack.member_email(member).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%member, %error, "users.info failed; the member stays unlinked");
+            return Err(NOT_LINKED.into());
+        }
+    };
+    let (true, Some(address)) = (vouched.confirmed, vouched.email) else {
+        return Err(NOT_LINKED.into());
+    };
+    let Some((actor, linked)) = person_with_slack(pool, &address)
+        .await
+        .map_err(|e| internal(&e))?
+    else {
+        return Err(NOT_LINKED.into());
+    };
+    if linked.as_deref().is_some_and(|other| other != member) {
+        return Err(format!(
+            "{} is linked to another Slack account, so nothing was decided.",
+            actor.email
+        ));
+    }
+    let (Ok(email), Ok(slack_user_id)) = (Email::parse(&actor.email), SlackUserId::parse(member))
+    else {
+        return Err(NOT_LINKED.into());
+    };
+    let metadata = HashMap::from([("via".to_string(), "slack".to_string())]);
+    let command = UserCommand::LinkSlack {
+        slack_user_id,
+        by: VERIFIED_EMAIL.into(),
+    };
+    match state.store.user(&email, command, metadata).await {
+        Ok(()) | Err(CommandError::Refused(UserError::AlreadyLinked(_))) => {
+            tracing::info!(%member, email = %actor.email, "Slack member linked by verified email");
+            Ok(actor)
+        }
+        Err(error) => Err(internal(&error)),
+    }
+}
+
+/// Why a decision was refused, in a sentence for the person in Slack.
+fn refusal(error: ApiError) -> String {
+    let why = match error {
+        ApiError::Forbidden(message)
+        | ApiError::NotFound(message)
+        | ApiError::Conflict { message, .. }
+        | ApiError::BadRequest { message, .. } => message,
+        ApiError::Unavailable(_) => {
+            "ExecOps could not reach its database; try again in a moment".into()
+        }
+        other => {
+            tracing::error!(error = ?other, "a decision from Slack failed");
+            "something went wrong and has been logged".into()
+        }
+    };
+    format!("Nothing was decided: {why}.")
+}
+
+/// Decides for the Slack member `member` and says how it went: the line for the message on
+/// success, the refusal otherwise.
+async fn decide_for(
+    state: &AppState,
+    member: &str,
+    id: &str,
+    approve: bool,
+    shown_hash: Option<String>,
+    reason: Option<String>,
+    mut metadata: HashMap<String, String>,
+) -> Result<String, String> {
+    let actor = person_of(state, member).await?;
+    metadata.insert("via".into(), "slack".into());
+    metadata.insert("slack_user_id".into(), member.to_string());
+    let who = format!("<@{member}> ({})", actor.email);
+    let reason = match (approve, reason) {
+        (true, _) => None,
+        (false, Some(reason)) => Some(reason),
+        // A button has no room for a reason; the message says so before it is clicked.
+        (false, None) => Some(format!("Rejected in Slack by {}", actor.email)),
+    };
+    let request = DecisionRequest {
+        approve,
+        comment: None,
+        reason: reason.clone(),
+        shown_hash,
+        metadata,
+    };
+    match decide(state, &actor, id, request).await {
+        Ok(_) if approve => Ok(format!("Approved by {who}")),
+        Ok(_) => Ok(format!("Rejected by {who}: {}", reason.unwrap_or_default())),
+        Err(error) => Err(refusal(error)),
+    }
+}
+
+/// Acts on a button click and answers through its `response_url`: the message is replaced
+/// by who decided, or the clicker alone is told why nothing happened.
+#[tracing::instrument(skip_all, fields(proposal = %click.proposal_id, member = %click.user_id))]
+pub async fn act_on_click(state: AppState, click: Click, metadata: HashMap<String, String>) {
+    let outcome = decide_for(
+        &state,
+        &click.user_id,
+        &click.proposal_id,
+        click.approve,
+        Some(click.payload_hash.clone()),
+        None,
+        metadata,
+    )
+    .await;
+    let answer = match &outcome {
+        Ok(line) => {
+            let title =
+                crate::projections::proposals::by_id(state.store.pool(), &click.proposal_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|p| p.title)
+                    .unwrap_or_else(|| "Proposal".into());
+            decided_message(
+                &title,
+                &click.proposal_id,
+                line,
+                state.config.public_url.as_deref(),
+            )
+        }
+        Err(refused) => ephemeral(refused),
+    };
+    if let Err(error) = state
+        .adapters
+        .slack
+        .respond(&click.response_url, &answer)
+        .await
+    {
+        tracing::warn!(%error, "the answer to a Slack click could not be delivered");
+    }
+}
+
+/// `/execops approve ID` or `/execops reject ID reason`: the answer shown to the person who
+/// typed it.
+pub async fn run_command(
+    state: &AppState,
+    member: &str,
+    id: &str,
+    approve: bool,
+    reason: Option<String>,
+    metadata: HashMap<String, String>,
+) -> String {
+    match decide_for(state, member, id, approve, None, reason, metadata).await {
+        Ok(line) => format!("{line}. Proposal `{id}`."),
+        Err(refused) => refused,
+    }
+}
+
+/// The answer of a command's decision if it comes within `budget`; otherwise a note that it
+/// follows, and the answer is posted to `response_url` (shown to the same person) when done.
+pub async fn within_budget(
+    state: &AppState,
+    mut work: tokio::task::JoinHandle<String>,
+    budget: std::time::Duration,
+    response_url: Option<String>,
+) -> String {
+    match tokio::time::timeout(budget, &mut work).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "a Slack command's decision failed");
+            "Something went wrong and has been logged; nothing may have been decided.".into()
+        }
+        Err(_) => {
+            let slack = state.adapters.slack.clone();
+            tokio::spawn(async move {
+                let Ok(text) = work.await else { return };
+                let Some(url) = response_url else { return };
+                if let Err(error) = slack.respond(&url, &ephemeral(&text)).await {
+                    tracing::warn!(%error, "the late answer to a Slack command was not delivered");
+                }
+            });
+            "ExecOps is still deciding; the result will follow here.".into()
+        }
+    }
+}
+
+pub const HELP: &str = "Usage:\n\
+    • `/execops`: the top of Today's Moves\n\
+    • `/execops approve PROPOSAL_ID`\n\
+    • `/execops reject PROPOSAL_ID reason…`\n\
+    • `/execops help`: this text";

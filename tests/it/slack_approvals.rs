@@ -1,0 +1,1204 @@
+//! Approvals in Slack end to end: the approval message reaches a local Slack with its
+//! buttons and the bot token; clicks and `/execops approve|reject`, signed as Slack signs
+//! them, decide once through the shared decision path for the person linked to the Slack
+//! member, and everyone else is told why nothing happened.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use execops::domain::user::{Email, SlackUserId, UserCommand};
+use execops::domain::{ProposalCommand, Role, Urgency};
+use execops::ingest::slack::sign;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::api::person;
+use crate::common::{count, eventually, TestApp};
+use crate::execution::{events_of, payload_of, proposal, Fakes, SLACK_TOKEN};
+use crate::policies::settle;
+use crate::webhooks::SECRETS;
+
+const ADA: &str = "ada@example.com";
+const BOB: &str = "bob@example.com";
+const VIC: &str = "vic@example.com";
+const CAL: &str = "cal@example.com";
+const REQ: &str = "req@example.com";
+
+fn signing_secret() -> &'static str {
+    SECRETS
+        .iter()
+        .find(|(k, _)| *k == "SLACK_SIGNING_SECRET")
+        .map(|(_, v)| *v)
+        .expect("a Slack signing secret in the test settings")
+}
+
+/// Slack's `users.info` as it answers with the bot token: what each member's profile says.
+#[derive(Clone, Default)]
+struct Members(Arc<Mutex<HashMap<String, Value>>>);
+
+impl Members {
+    fn say(&self, member: &str, email: &str, confirmed: bool) {
+        self.0.lock().expect("lock").insert(
+            member.to_string(),
+            json!({"id": member, "is_email_confirmed": confirmed, "profile": {"email": email}}),
+        );
+    }
+}
+
+impl Respond for Members {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let authorised = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {SLACK_TOKEN}").as_str());
+        if !authorised {
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "not_authed"}));
+        }
+        let member = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "user")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        match self.0.lock().expect("lock").get(&member) {
+            Some(user) => {
+                ResponseTemplate::new(200).set_body_json(json!({"ok": true, "user": user}))
+            }
+            None => ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "user_not_found"})),
+        }
+    }
+}
+
+/// A local Slack: `chat.postMessage`, `users.info` and response URLs; and ExecOps on it.
+struct World {
+    app: TestApp,
+    fakes: Fakes,
+    members: Members,
+}
+
+impl World {
+    async fn start(extra: &[(&str, &str)]) -> Self {
+        let fakes = Fakes::start().await;
+        fakes.slack_accepts().await;
+        let members = Members::default();
+        Mock::given(method("GET"))
+            .and(path("/users.info"))
+            .respond_with(members.clone())
+            .mount(&fakes.slack)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex("^/respond/"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+            .mount(&fakes.slack)
+            .await;
+        let mut settings = vec![("EXECOPS_PUBLIC_URL", "https://execops.example.com")];
+        settings.extend_from_slice(extra);
+        let app = TestApp::spawn_with(fakes.config(&settings)).await;
+        Self {
+            app,
+            fakes,
+            members,
+        }
+    }
+
+    /// Adds a person, linked to `member` when given, and waits until both show.
+    async fn person(&self, email: &str, role: Role, member: Option<&str>) {
+        person(&self.app, email, role).await;
+        if let Some(member) = member {
+            link(&self.app, email, member).await;
+        }
+    }
+
+    fn response_url(&self, tag: &str) -> String {
+        format!("{}/respond/{tag}", self.fakes.slack.uri())
+    }
+
+    /// What reached the response URL `tag`.
+    async fn responses(&self, tag: &str) -> Vec<Value> {
+        let wanted = format!("/respond/{tag}");
+        self.fakes
+            .slack
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == wanted)
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
+    }
+
+    /// Waits for the one answer to the click whose response URL is `tag`.
+    async fn answer(&self, tag: &str) -> Value {
+        eventually(
+            Duration::from_secs(10),
+            "the answer through response_url",
+            || async { !self.responses(tag).await.is_empty() },
+        )
+        .await;
+        let answers = self.responses(tag).await;
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        answers[0].clone()
+    }
+
+    async fn approval_posts(&self) -> Vec<(String, Value)> {
+        self.fakes
+            .slack
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/chat.postMessage")
+            .map(|r| {
+                let auth = r
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                (auth, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+}
+
+async fn link(app: &TestApp, email: &str, member: &str) {
+    let address = Email::parse(email).expect("an email");
+    app.store
+        .user(
+            &address,
+            UserCommand::LinkSlack {
+                slack_user_id: SlackUserId::parse(member).expect("a member id"),
+                by: "test".into(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .expect("linked");
+    let pool = app.store.pool().clone();
+    eventually(Duration::from_secs(10), "the link projected", || {
+        let pool = pool.clone();
+        async move {
+            execops::projections::users::actor_for_slack(&pool, member)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        }
+    })
+    .await;
+}
+
+/// Drafts a proposal as the router would, with the urgency and requester given; the action
+/// is an email, which no Slack call carries out.
+async fn draft(app: &TestApp, name: &str, urgency: Urgency, requested_by: Option<&str>) -> String {
+    let mut draft = proposal(
+        name,
+        "email.send",
+        json!({"to": "customer@example.com", "subject": "Your card", "body": "Please update it."}),
+    );
+    draft.urgency = urgency;
+    draft.requested_by = requested_by.map(str::to_string);
+    let id = draft.id.to_string();
+    app.store
+        .proposal(&id, ProposalCommand::Draft(draft), HashMap::new())
+        .await
+        .expect("drafted");
+    id
+}
+
+async fn hash_of(app: &TestApp, id: &str) -> String {
+    payload_of(app, id, "Drafted").await["payload_hash"]
+        .as_str()
+        .expect("a payload hash")
+        .to_string()
+}
+
+static TRIGGERS: AtomicU32 = AtomicU32::new(0);
+
+fn trigger_id() -> String {
+    format!(
+        "{}.{}.test",
+        std::process::id(),
+        TRIGGERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A block_actions payload as Slack sends it for a click on an ExecOps button.
+fn click(action_id: &str, member: &str, value: &str, response_url: &str) -> Value {
+    json!({
+        "type": "block_actions",
+        "user": {"id": member, "username": "someone", "name": "someone", "team_id": "T111"},
+        "api_app_id": "A111",
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "D111", "is_ephemeral": false},
+        "trigger_id": trigger_id(),
+        "team": {"id": "T111", "domain": "example"},
+        "channel": {"id": "D111", "name": "directmessage"},
+        "response_url": response_url,
+        "actions": [{
+            "action_id": action_id,
+            "block_id": "execops_decision",
+            "text": {"type": "plain_text", "text": "Approve"},
+            "value": value,
+            "type": "button",
+            "action_ts": "1700000001.000200"
+        }]
+    })
+}
+
+fn interaction_body(payload: &Value) -> String {
+    serde_urlencoded::to_string([("payload", payload.to_string())]).expect("a form")
+}
+
+/// Posts `body` to `path` signed with `secret` at `at` (unix seconds).
+async fn deliver(app: &TestApp, path: &str, body: &str, at: i64, secret: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", at.to_string())
+        .header("x-slack-signature", sign(secret, at, body.as_bytes()))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn press(world: &World, payload: &Value) -> (u16, Value) {
+    let body = interaction_body(payload);
+    deliver(
+        &world.app,
+        "/webhooks/slack/interactions",
+        &body,
+        Utc::now().timestamp(),
+        signing_secret(),
+    )
+    .await
+}
+
+async fn slash(world: &World, member: &str, text: &str) -> (u16, Value) {
+    let body = serde_urlencoded::to_string([
+        ("token", "legacy-verification-token"),
+        ("team_id", "T111"),
+        ("channel_id", "D111"),
+        ("user_id", member),
+        ("user_name", "someone"),
+        ("command", "/execops"),
+        ("text", text),
+        ("response_url", &world.response_url("slash")),
+        ("trigger_id", &trigger_id()),
+    ])
+    .expect("a form");
+    deliver(
+        &world.app,
+        "/webhooks/slack/commands",
+        &body,
+        Utc::now().timestamp(),
+        signing_secret(),
+    )
+    .await
+}
+
+async fn decisions(app: &TestApp, id: &str) -> Vec<String> {
+    events_of(app, id)
+        .await
+        .into_iter()
+        .filter(|e| e == "Approved" || e == "Rejected")
+        .collect()
+}
+
+async fn inbound_count(app: &TestApp) -> i64 {
+    count(
+        app.store.pool(),
+        "SELECT count(*) FROM events WHERE aggregate_type = 'Inbound'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_high_urgency_proposal_reaches_each_linked_approver_with_buttons_and_the_bot_token() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(BOB, Role::Admin, Some("U0BOB")).await;
+    world.person(VIC, Role::Viewer, Some("U0VIC")).await;
+    world.person(CAL, Role::Approver, None).await;
+    world.person(REQ, Role::Approver, Some("U0REQ")).await;
+    // Drafted first, so the subscriber has passed it by the time the second is announced.
+    let quiet = draft(&world.app, "quiet", Urgency::Medium, None).await;
+    let id = draft(&world.app, "loud", Urgency::Critical, Some(REQ)).await;
+    eventually(Duration::from_secs(10), "two approval messages", || async {
+        world.approval_posts().await.len() >= 2
+    })
+    .await;
+    settle(&world.app).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let posts = world.approval_posts().await;
+    let mut channels: Vec<&str> = posts
+        .iter()
+        .map(|(_, body)| body["channel"].as_str().unwrap_or_default())
+        .collect();
+    channels.sort();
+    // Not the viewer, not the unlinked approver, not the person who asked for it.
+    assert_eq!(channels, ["U0ADA", "U0BOB"]);
+    let hash = hash_of(&world.app, &id).await;
+    for (auth, body) in &posts {
+        assert_eq!(auth, &format!("Bearer {SLACK_TOKEN}"));
+        assert!(!body.to_string().contains(&quiet), "{body}");
+        assert_eq!(
+            body["text"],
+            format!("Waiting for your decision: Test loud")
+        );
+        let blocks = body["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["text"], "Test loud");
+        let fields = blocks[1]["fields"].to_string();
+        for shown in [
+            "*Score*\\n50",
+            "*Urgency*\\ncritical",
+            "*Action*\\n`email.send`",
+        ] {
+            assert!(fields.contains(shown), "{shown} in {fields}");
+        }
+        assert!(blocks[2].to_string().contains(&format!(
+            "<https://execops.example.com/proposals/{id}|Open in ExecOps>"
+        )));
+        let actions = blocks
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .expect("an actions block");
+        let buttons = actions["elements"].as_array().expect("buttons");
+        assert_eq!(buttons.len(), 2);
+        let value = format!("{id}:{hash}");
+        assert_eq!(buttons[0]["action_id"], "execops_approve");
+        assert_eq!(buttons[0]["style"], "primary");
+        assert_eq!(buttons[0]["value"], value.as_str());
+        assert_eq!(buttons[0]["text"]["text"], "Approve");
+        assert_eq!(buttons[1]["action_id"], "execops_reject");
+        assert_eq!(buttons[1]["style"], "danger");
+        assert_eq!(buttons[1]["value"], value.as_str());
+        assert_eq!(buttons[1]["confirm"]["confirm"]["text"], "Reject");
+        assert_eq!(buttons[1]["confirm"]["deny"]["text"], "Cancel");
+    }
+    // Telling approvers needs no approval and changes nothing about the proposal.
+    assert_eq!(events_of(&world.app, &id).await, ["Drafted"]);
+}
+
+#[tokio::test]
+async fn with_an_approvals_channel_the_message_goes_there_instead_of_direct_messages() {
+    let world = World::start(&[("EXECOPS_SLACK_APPROVALS_CHANNEL", "C0APPROVALS")]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    let id = draft(&world.app, "channel", Urgency::High, None).await;
+    eventually(Duration::from_secs(10), "the approval message", || async {
+        !world.approval_posts().await.is_empty()
+    })
+    .await;
+    settle(&world.app).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let posts = world.approval_posts().await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0].1["channel"], "C0APPROVALS");
+    assert!(posts[0].1.to_string().contains(&id));
+}
+
+#[tokio::test]
+async fn a_linked_approvers_click_approves_once_and_the_message_then_says_who() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    let id = draft(&world.app, "click", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    let payload = click(
+        "execops_approve",
+        "U0ADA",
+        &format!("{id}:{hash}"),
+        &world.response_url("approve"),
+    );
+    let body = interaction_body(&payload);
+    let at = Utc::now().timestamp();
+    let (status, answer) = deliver(
+        &world.app,
+        "/webhooks/slack/interactions",
+        &body,
+        at,
+        signing_secret(),
+    )
+    .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+
+    let update = world.answer("approve").await;
+    assert_eq!(update["replace_original"], true);
+    let line = "Approved by <@U0ADA> (ada@example.com)";
+    assert!(
+        update["text"].as_str().unwrap_or_default().contains(line),
+        "{update}"
+    );
+    assert!(update["blocks"].to_string().contains(line), "{update}");
+    assert!(
+        update["blocks"].to_string().contains("Test click"),
+        "{update}"
+    );
+    assert!(
+        !update["blocks"].to_string().contains("execops_approve"),
+        "the buttons are gone: {update}"
+    );
+    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+    let approved = payload_of(&world.app, &id, "Approved").await;
+    assert_eq!(approved["actor"], ADA);
+    assert_eq!(approved["role"], "approver");
+    assert_eq!(approved["payload_hash"], hash.as_str());
+    let metadata: Value = sqlx::query_scalar(
+        "SELECT metadata FROM events WHERE aggregate_id = $1 AND event_type = 'Approved'",
+    )
+    .bind(&id)
+    .fetch_one(world.app.store.pool())
+    .await
+    .expect("the approval's metadata");
+    assert_eq!(metadata["via"], "slack");
+    assert_eq!(metadata["slack_user_id"], "U0ADA");
+
+    // The same click again, as a replay: acknowledged, and nothing more happens.
+    let (status, answer) = deliver(
+        &world.app,
+        "/webhooks/slack/interactions",
+        &body,
+        at,
+        signing_secret(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+    assert_eq!(world.responses("approve").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_reject_click_records_who_rejected_it_in_slack_as_the_reason() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    let id = draft(&world.app, "reject", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    let (status, _) = press(
+        &world,
+        &click(
+            "execops_reject",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("reject"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let update = world.answer("reject").await;
+    assert!(
+        update["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Rejected by <@U0ADA> (ada@example.com)"),
+        "{update}"
+    );
+    assert_eq!(decisions(&world.app, &id).await, ["Rejected"]);
+    let rejected = payload_of(&world.app, &id, "Rejected").await;
+    assert_eq!(rejected["actor"], ADA);
+    assert_eq!(rejected["reason"], "Rejected in Slack by ada@example.com");
+}
+
+#[tokio::test]
+async fn stale_or_badly_signed_clicks_are_refused_and_nothing_is_stored_or_decided() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    let id = draft(&world.app, "forged", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    let now = Utc::now().timestamp();
+    let cases = [
+        ("stale", now - 301, signing_secret(), "stale_timestamp"),
+        (
+            "from the future",
+            now + 301,
+            signing_secret(),
+            "stale_timestamp",
+        ),
+        (
+            "wrong secret",
+            now,
+            "not-the-signing-secret",
+            "bad_signature",
+        ),
+    ];
+    for (what, at, secret, code) in cases {
+        let payload = click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("forged"),
+        );
+        let (status, answer) = deliver(
+            &world.app,
+            "/webhooks/slack/interactions",
+            &interaction_body(&payload),
+            at,
+            secret,
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (401, Some(code)),
+            "{what}"
+        );
+    }
+    // A signature for other bytes than those sent.
+    let payload = click(
+        "execops_approve",
+        "U0ADA",
+        &format!("{id}:{hash}"),
+        &world.response_url("forged"),
+    );
+    let signed_for = interaction_body(&payload);
+    let sent = signed_for.replace("U0ADA", "U0EVE");
+    let response = world
+        .app
+        .client
+        .post(world.app.url("/webhooks/slack/interactions"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            sign(signing_secret(), now, signed_for.as_bytes()),
+        )
+        .body(sent)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 401, "altered body");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inbound_count(&world.app).await, 0);
+    assert!(decisions(&world.app, &id).await.is_empty());
+    assert!(world.responses("forged").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unlinked_member_is_refused_in_private_and_nothing_changes() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, None).await;
+    // Slack knows ada's address but has not confirmed it; eve's is nobody's at ExecOps;
+    // U0GHOST is unknown to Slack.
+    world.members.say("U0ADA", ADA, false);
+    world.members.say("U0EVE", "eve@example.com", true);
+    let id = draft(&world.app, "unlinked", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    for member in ["U0ADA", "U0EVE", "U0GHOST"] {
+        let tag = format!("unlinked-{member}");
+        let (status, answer) = press(
+            &world,
+            &click(
+                "execops_approve",
+                member,
+                &format!("{id}:{hash}"),
+                &world.response_url(&tag),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("accepted")),
+            "{member}"
+        );
+        let refusal = world.answer(&tag).await;
+        assert_eq!(refusal["response_type"], "ephemeral", "{member}");
+        assert_eq!(refusal["replace_original"], false, "{member}");
+        assert!(
+            refusal["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not linked"),
+            "{member}: {refusal}"
+        );
+    }
+    assert!(decisions(&world.app, &id).await.is_empty());
+    let links = count(
+        world.app.store.pool(),
+        "SELECT count(*) FROM events WHERE event_type = 'SlackLinked'",
+    )
+    .await;
+    assert_eq!(links, 0);
+}
+
+#[tokio::test]
+async fn a_member_whose_confirmed_email_is_an_approvers_is_linked_and_their_click_counts() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, None).await;
+    world.members.say("U0ADA", "Ada@Example.com", true);
+    let id = draft(&world.app, "verified", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    let (status, _) = press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("verified"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let update = world.answer("verified").await;
+    assert!(
+        update["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved by <@U0ADA> (ada@example.com)"),
+        "{update}"
+    );
+    assert_eq!(payload_of(&world.app, &id, "Approved").await["actor"], ADA);
+    let linked: Value = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = 'User' AND event_type = 'SlackLinked'",
+    )
+    .fetch_one(world.app.store.pool())
+    .await
+    .expect("a link");
+    assert_eq!(
+        linked,
+        json!({"SlackLinked": {"slack_user_id": "U0ADA", "by": "slack:verified-email"}})
+    );
+    let pool = world.app.store.pool().clone();
+    eventually(Duration::from_secs(10), "the link projected", || async {
+        execops::projections::users::actor_for_slack(&pool, "U0ADA")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|actor| actor.email == ADA)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clicks_the_decision_rules_refuse_get_a_private_answer_and_decide_nothing() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(VIC, Role::Viewer, Some("U0VIC")).await;
+    world.person(REQ, Role::Approver, Some("U0REQ")).await;
+    let requested = draft(&world.app, "requested", Urgency::High, Some(REQ)).await;
+    let decided = draft(&world.app, "decided", Urgency::High, None).await;
+    settle(&world.app).await;
+    let requested_hash = hash_of(&world.app, &requested).await;
+    let decided_hash = hash_of(&world.app, &decided).await;
+    let value = format!("{requested}:{requested_hash}");
+    // `decided` is approved by ada first; a second click on it finds it decided.
+    press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{decided}:{decided_hash}"),
+            &world.response_url("first"),
+        ),
+    )
+    .await;
+    world.answer("first").await;
+    settle(&world.app).await;
+    let other_hash = "0".repeat(64);
+    let cases = [
+        (
+            "viewer",
+            click(
+                "execops_approve",
+                "U0VIC",
+                &value,
+                &world.response_url("viewer"),
+            ),
+            "a viewer may not decide",
+        ),
+        (
+            "viewer rejecting",
+            click(
+                "execops_reject",
+                "U0VIC",
+                &value,
+                &world.response_url("viewer-reject"),
+            ),
+            "a viewer may not decide",
+        ),
+        (
+            "requester",
+            click(
+                "execops_approve",
+                "U0REQ",
+                &value,
+                &world.response_url("requester"),
+            ),
+            "may not approve a proposal they requested",
+        ),
+        (
+            "changed payload",
+            click(
+                "execops_approve",
+                "U0ADA",
+                &format!("{requested}:{other_hash}"),
+                &world.response_url("changed"),
+            ),
+            "the action shown is not the action drafted",
+        ),
+        (
+            "already decided",
+            click(
+                "execops_reject",
+                "U0ADA",
+                &format!("{decided}:{decided_hash}"),
+                &world.response_url("again"),
+            ),
+            "not pending",
+        ),
+        (
+            "no such proposal",
+            click(
+                "execops_approve",
+                "U0ADA",
+                &format!("00000000-0000-4000-8000-000000000000:{other_hash}"),
+                &world.response_url("missing"),
+            ),
+            "no proposal",
+        ),
+    ];
+    for (what, payload, words) in cases {
+        let tag = payload["response_url"]
+            .as_str()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let (status, _) = press(&world, &payload).await;
+        assert_eq!(status, 200, "{what}");
+        let refusal = world.answer(&tag).await;
+        assert_eq!(refusal["response_type"], "ephemeral", "{what}");
+        let text = refusal["text"].as_str().unwrap_or_default();
+        assert!(text.starts_with("Nothing was decided"), "{what}: {text}");
+        assert!(text.contains(words), "{what}: {text}");
+    }
+    assert!(decisions(&world.app, &requested).await.is_empty());
+    assert_eq!(decisions(&world.app, &decided).await, ["Approved"]);
+}
+
+#[tokio::test]
+async fn slash_commands_approve_and_reject_and_refuse_as_the_buttons_do() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(VIC, Role::Viewer, Some("U0VIC")).await;
+    let first = draft(&world.app, "slash-approve", Urgency::High, None).await;
+    let second = draft(&world.app, "slash-reject", Urgency::Low, None).await;
+    settle(&world.app).await;
+
+    let (status, answer) = slash(&world, "U0VIC", &format!("approve {first}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response_type"], "ephemeral");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a viewer may not decide"),
+        "{answer}"
+    );
+    let (_, answer) = slash(&world, "U0NOBODY", &format!("approve {first}")).await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not linked"),
+        "{answer}"
+    );
+    assert!(decisions(&world.app, &first).await.is_empty());
+
+    for (text, words) in [
+        ("approve", "approve needs a proposal id"),
+        ("approve 42", "\"42\" is not a proposal id"),
+        (
+            &format!("reject {second}") as &str,
+            "a rejection needs a reason",
+        ),
+        ("launch the rocket", "unknown command \"launch\""),
+        ("help", "/execops approve PROPOSAL_ID"),
+    ] {
+        let (status, answer) = slash(&world, "U0ADA", text).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(answer["response_type"], "ephemeral", "{text}");
+        let said = answer["text"].as_str().unwrap_or_default();
+        assert!(said.contains(words), "{text}: {said}");
+        assert!(said.contains("Usage"), "{text}: {said}");
+    }
+
+    let (_, answer) = slash(&world, "U0ADA", &format!("approve {first}")).await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved by <@U0ADA> (ada@example.com)"),
+        "{answer}"
+    );
+    let (_, answer) = slash(
+        &world,
+        "U0ADA",
+        &format!("reject {second} not this quarter"),
+    )
+    .await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Rejected by <@U0ADA> (ada@example.com): not this quarter"),
+        "{answer}"
+    );
+    assert_eq!(decisions(&world.app, &first).await, ["Approved"]);
+    assert_eq!(decisions(&world.app, &second).await, ["Rejected"]);
+    assert_eq!(
+        payload_of(&world.app, &second, "Rejected").await["reason"],
+        "not this quarter"
+    );
+    settle(&world.app).await;
+    let (_, answer) = slash(&world, "U0ADA", &format!("approve {first}")).await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not pending"),
+        "{answer}"
+    );
+    assert_eq!(decisions(&world.app, &first).await, ["Approved"]);
+}
+
+#[tokio::test]
+async fn malformed_interaction_payloads_are_refused_with_a_clear_error_and_store_nothing() {
+    let world = World::start(&[]).await;
+    let id = "6f1c2d4e-9a3b-4c5d-8e7f-0a1b2c3d4e5f";
+    let hash = "ab".repeat(32);
+    let good = || {
+        click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("bad"),
+        )
+    };
+    let without = |pointer: &str| {
+        let mut payload = good();
+        let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
+        if let Some(Value::Object(map)) = payload.pointer_mut(parent) {
+            map.remove(key);
+        }
+        interaction_body(&payload)
+    };
+    let with = |pointer: &str, value: Value| {
+        let mut payload = good();
+        if let Some(slot) = payload.pointer_mut(pointer) {
+            *slot = value;
+        }
+        interaction_body(&payload)
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "no payload field",
+            "text=hello".into(),
+            "missing_field",
+            "payload",
+        ),
+        (
+            "payload is not JSON",
+            "payload=%7Bnot-json".into(),
+            "malformed_json",
+            "not valid JSON",
+        ),
+        ("no type", without("/type"), "missing_field", "type"),
+        (
+            "no actions",
+            without("/actions"),
+            "missing_field",
+            "actions",
+        ),
+        ("no user", without("/user"), "missing_field", "user.id"),
+        (
+            "no response_url",
+            without("/response_url"),
+            "missing_field",
+            "response_url",
+        ),
+        (
+            "no button value",
+            without("/actions/0/value"),
+            "missing_field",
+            "actions[].value",
+        ),
+        (
+            "value without a hash",
+            with("/actions/0/value", json!(id)),
+            "invalid_field",
+            "PROPOSAL_ID:PAYLOAD_HASH",
+        ),
+        (
+            "value with a bad id",
+            with("/actions/0/value", json!(format!("P-1:{hash}"))),
+            "invalid_field",
+            "not a proposal id",
+        ),
+        (
+            "value with a bad hash",
+            with("/actions/0/value", json!(format!("{id}:xyz"))),
+            "invalid_field",
+            "not a payload hash",
+        ),
+        (
+            "response_url not a URL",
+            with("/response_url", json!("hooks")),
+            "invalid_field",
+            "response_url",
+        ),
+        (
+            "response_url not http",
+            with("/response_url", json!("file:///etc/passwd")),
+            "invalid_field",
+            "http(s)",
+        ),
+    ];
+    for (what, body, code, words) in cases {
+        let (status, answer) = deliver(
+            &world.app,
+            "/webhooks/slack/interactions",
+            &body,
+            Utc::now().timestamp(),
+            signing_secret(),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(code)),
+            "{what}: {answer}"
+        );
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{what}: {message}");
+    }
+    assert_eq!(inbound_count(&world.app).await, 0);
+    assert!(world.responses("bad").await.is_empty());
+    // Another app's button is none of ExecOps's business: recorded, nothing else.
+    let (status, answer) = press(
+        &world,
+        &click(
+            "another_apps_button",
+            "U0ADA",
+            "anything",
+            &world.response_url("other"),
+        ),
+    )
+    .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    assert_eq!(inbound_count(&world.app).await, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(world.responses("other").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_escalation_tells_the_linked_deciders_it_names() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(BOB, Role::Admin, Some("U0BOB")).await;
+    world.person(VIC, Role::Viewer, Some("U0VIC")).await;
+    world.person(CAL, Role::Approver, None).await;
+    // Medium: no message when drafted.
+    let id = draft(&world.app, "escalated", Urgency::Medium, None).await;
+    settle(&world.app).await;
+    assert!(world.approval_posts().await.is_empty());
+    // The escalation rules record this; it is appended here as they will store it.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Proposal', $1, 2, 'Escalated', '1.0', $2, '{}')",
+    )
+    .bind(&id)
+    .bind(json!({"Escalated": {"at": Utc::now(), "level": 1, "to": [ADA, VIC, CAL]}}))
+    .execute(world.app.store.pool())
+    .await
+    .expect("an Escalated event");
+    eventually(
+        Duration::from_secs(10),
+        "the escalation message",
+        || async { !world.approval_posts().await.is_empty() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = world.approval_posts().await;
+    // Only ada: bob was not named, vic may not decide, cal is not linked.
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0].1["channel"], "U0ADA");
+    assert_eq!(
+        posts[0].1["text"],
+        "Escalated to you (level 1): Test escalated"
+    );
+    let hash = hash_of(&world.app, &id).await;
+    assert!(posts[0].1["blocks"]
+        .to_string()
+        .contains(&format!("{id}:{hash}")));
+}
+
+fn execops(url: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_execops"))
+        .env("DATABASE_URL", url)
+        .args(args)
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_link_slack_command_links_relinks_unlinks_and_refuses_bad_input() {
+    let (db, store) = crate::common::store().await;
+    for (email, role) in [(ADA, Role::Approver), (BOB, Role::Admin)] {
+        let address = Email::parse(email).expect("an email");
+        store
+            .user(
+                &address,
+                UserCommand::Add {
+                    email: address.clone(),
+                    role,
+                    password_hash: "$argon2id$test".into(),
+                    by: "test".into(),
+                },
+                HashMap::new(),
+            )
+            .await
+            .expect("added");
+    }
+    let url = db.url.as_str();
+    let events = || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE event_type IN ('SlackLinked', 'SlackUnlinked')",
+        )
+        .await
+    };
+    let (ok, out) = execops(url, &["user", "link-slack", "Ada@Example.com", "U0ADA"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("linked ada@example.com to Slack member U0ADA"),
+        "{out}"
+    );
+    let (ok, out) = execops(url, &["user", "link-slack", ADA, "U0ADA"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("already linked"), "{out}");
+    assert_eq!(events().await, 1);
+
+    for (args, words) in [
+        (
+            vec!["user", "link-slack", "nobody@example.com", "U0NOBODY"],
+            "no ExecOps user nobody@example.com",
+        ),
+        (
+            vec!["user", "link-slack", ADA, "C0CHANNEL"],
+            "is not a Slack member id",
+        ),
+        (
+            vec!["user", "link-slack", ADA, "u0lower"],
+            "is not a Slack member id",
+        ),
+        (
+            vec!["user", "link-slack", ADA, "@ada"],
+            "is not a Slack member id",
+        ),
+        (
+            vec!["user", "link-slack", "not-an-email", "U0ADA"],
+            "is not an email address",
+        ),
+        (
+            vec!["user", "link-slack", BOB, "U0ADA"],
+            "already linked to ada@example.com",
+        ),
+        (
+            vec!["user", "unlink-slack", BOB],
+            "bob@example.com is not linked",
+        ),
+        (vec!["user", "link-slack", ADA], "SLACK_USER_ID"),
+    ] {
+        let (ok, out) = execops(url, &args);
+        assert!(!ok, "{args:?} succeeded: {out}");
+        assert!(out.contains(words), "{args:?}: {out}");
+    }
+    assert_eq!(events().await, 1, "refusals record nothing");
+
+    // Relinking replaces the link; unlinking frees the member for someone else.
+    let (ok, out) = execops(url, &["user", "link-slack", ADA, "U0ADA2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = execops(url, &["user", "link-slack", BOB, "U0ADA"]);
+    assert!(ok, "{out}");
+    let (ok, out) = execops(url, &["user", "unlink-slack", ADA]);
+    assert!(ok, "{out}");
+    assert!(out.contains("unlinked ada@example.com from Slack"), "{out}");
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type || ':' || aggregate_id FROM events \
+         WHERE event_type IN ('SlackLinked', 'SlackUnlinked') ORDER BY position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        kinds,
+        [
+            "SlackLinked:ada@example.com",
+            "SlackLinked:ada@example.com",
+            "SlackLinked:bob@example.com",
+            "SlackUnlinked:ada@example.com"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_slash_decision_slower_than_slacks_deadline_is_answered_later_in_private() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, None).await;
+    // Slack takes its time to vouch for ada's address.
+    Mock::given(method("GET"))
+        .and(path("/users.info"))
+        .and(wiremock::matchers::query_param("user", "U0SLOW"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "user": {"id": "U0SLOW", "is_email_confirmed": true, "profile": {"email": ADA}}}))
+                .set_delay(Duration::from_millis(2_500)),
+        )
+        .with_priority(1)
+        .mount(&world.fakes.slack)
+        .await;
+    let id = draft(&world.app, "slow", Urgency::High, None).await;
+    settle(&world.app).await;
+    let started = std::time::Instant::now();
+    let (status, answer) = slash(&world, "U0SLOW", &format!("approve {id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        answer["text"],
+        "ExecOps is still deciding; the result will follow here."
+    );
+    let late = world.answer("slash").await;
+    assert_eq!(late["response_type"], "ephemeral");
+    assert!(
+        late["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved by <@U0SLOW> (ada@example.com)"),
+        "{late}"
+    );
+    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+}
