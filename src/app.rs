@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use crate::adapters::llm::Wording;
 use crate::adapters::Adapters;
 use crate::config::Config;
+use crate::deadlines::Deadlines;
 use crate::executor::outcomes::Outcomes;
 use crate::executor::{ExecutionQueue, Executor};
 use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
@@ -42,7 +43,8 @@ impl App {
             config.policies.clone(),
             config.precision.clone(),
             config.llm.clone().map(Wording::new),
-        );
+        )
+        .with_approvals(config.approvals.clone());
         let options = RunnerOptions::default();
         tasks.spawn(
             Runner::new(pool.clone(), EventCounts, options.clone(), &subscriptions)
@@ -92,6 +94,15 @@ impl App {
             Runner::new(
                 pool.clone(),
                 Outcomes::new(store.clone()),
+                options.clone(),
+                &subscriptions,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(
+                pool.clone(),
+                Deadlines::new(store.clone()),
                 options.clone(),
                 &subscriptions,
             )

@@ -10,6 +10,7 @@
 //!   Postgres when no `DATABASE_URL` is given.
 //! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
+//!   [`deadlines`] expires and escalates waiting proposals whenever an event or a read comes.
 //! - [`projections`] are the read models the pages use, each rebuilt from the log by a
 //!   checkpointed subscriber; [`replay`] rebuilds or checks them beside the live ones, and
 //!   [`audit`] tells a proposal's story and verifies the hash-chained audit log.
@@ -26,6 +27,7 @@ pub mod backtest;
 pub mod canvas;
 pub mod cli;
 pub mod config;
+pub mod deadlines;
 pub mod demo;
 pub mod domain;
 pub mod executor;
