@@ -16,6 +16,7 @@ mod ops;
 pub mod pages;
 pub mod policies;
 mod projections;
+mod quorum;
 mod replay;
 mod serve;
 mod store;
