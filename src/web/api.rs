@@ -274,13 +274,17 @@ pub async fn list(
         limit + 1,
     )
     .await?;
-    settle_rows(&state.store, &mut rows, "api").await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|p| encode_cursor(p.created_at, &p.id))
     } else {
         None
     };
+    settle_rows(&state.store, &mut rows, "api").await?;
+    // Settling may have expired rows asked for as pending: they are that no longer.
+    if let Some(status) = query.status.as_deref() {
+        rows.retain(|row| row.status == status);
+    }
     Ok(Json(ProposalPage {
         items: rows.iter().map(item).collect(),
         next_cursor,

@@ -340,6 +340,7 @@ async fn escalation_and_expiry_happen_on_the_next_event_after_their_time() {
 async fn escalation_and_expiry_happen_on_the_next_read_and_an_expired_proposal_is_not_decided() {
     let app = TestApp::spawn_with(with(&LADDER)).await;
     let ada = person(&app, "ada@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "ada@example.com").await;
     send_fixture(&app, "stripe/invoice.payment_failed.json").await;
     settle(&app).await;
     let id = proposal_of(&app, "email.send").await;
@@ -353,15 +354,27 @@ async fn escalation_and_expiry_happen_on_the_next_read_and_an_expired_proposal_i
         .await
         .contains(&"Escalated".to_string()));
 
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    // The page lists it no more: settled on the read, before the projection catches up.
-    let cookie = sign_in(&app, "ada@example.com").await;
     let (_, inbox, _) = page(&app, Some(&cookie), "/inbox").await;
-    assert!(!inbox.contains(&id), "{inbox}");
+    assert!(
+        inbox.contains(&id),
+        "still pending before its expiry: {inbox}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Listed no more: settled on the read, before the projection catches up.
+    let (status, pending) = call(&app, "GET", "/api/v1/proposals?status=pending", &ada, None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = pending["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|p| p["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!ids.contains(&id.as_str()), "{pending}");
     assert_eq!(
         events_of(&app, &id).await.last().map(String::as_str),
         Some("Expired")
     );
+    let (_, inbox, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert!(!inbox.contains(&id), "{inbox}");
 
     let (status, body) = approve(&app, &ada, &id).await;
     assert_eq!(
