@@ -154,10 +154,12 @@ fn commands() -> Vec<ProposalCommand> {
             actor: "approver@example.com".into(),
             role: Role::Approver,
         },
+        C::Escalate { at: at() },
     ]
 }
 
-/// The four execution-time commands (preview, defer, mark done, retry) in a state.
+/// The four execution-time commands (preview, defer, mark done, retry) in a state, and an
+/// escalation (the draft of the table has no ladder).
 fn late(s: Status) -> Vec<Expect> {
     use ProposalError as X;
     use Status as S;
@@ -183,7 +185,12 @@ fn late(s: Status) -> Vec<Expect> {
     } else {
         Err(X::CannotRetry(s))
     };
-    vec![preview, defer, mark_done, retry]
+    let escalate = match s {
+        S::NotDrafted => Err(X::NotDrafted),
+        S::Pending => Err(X::NoFurtherEscalation),
+        other => Err(X::NotPending(other)),
+    };
+    vec![preview, defer, mark_done, retry, escalate]
 }
 
 fn revision(inbound_id: &str) -> Revision {
@@ -408,7 +415,7 @@ fn every_command_in_every_state_is_allowed_or_refused_as_the_table_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13 * 17);
+    assert_eq!(checked, 13 * 18);
 }
 
 // ---- The rules the product promises, one by one. ----
