@@ -43,6 +43,7 @@ async fn draft_and_approve(store: &Store, name: &str) -> anyhow::Result<String> 
         subject_key: name.into(),
         requested_by: None,
         outcome_key: None,
+        terms: Default::default(),
     };
     let id = id.to_string();
     store
@@ -53,6 +54,7 @@ async fn draft_and_approve(store: &Store, name: &str) -> anyhow::Result<String> 
         role: Role::Approver,
         comment: None,
         payload_hash: payload_hash(&action),
+        identities: vec![],
     };
     store
         .proposal(&id, ProposalCommand::Approve(decision), HashMap::new())

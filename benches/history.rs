@@ -258,6 +258,7 @@ impl History {
             subject_key: format!("invoice:in_{i:09}"),
             requested_by: None,
             outcome_key: Some(format!("paid:in_{i:09}")),
+            terms: Default::default(),
         };
         let pid = id.to_string();
         let mut sequence = 0;
@@ -295,6 +296,7 @@ impl History {
             role: Role::Approver,
             comment: Some("go".into()),
             payload_hash: hash,
+            identities: vec![],
         };
         match n % 10 {
             0..=6 => {

@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
                     subject_key: format!("invoice:{i}"),
                     requested_by: None,
                     outcome_key: None,
+                    terms: Default::default(),
                 };
                 let t = Instant::now();
                 store

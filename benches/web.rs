@@ -45,6 +45,7 @@ async fn draft(app: &App, from: usize, to: usize) -> anyhow::Result<()> {
                     subject_key: format!("bench:{i}"),
                     requested_by: None,
                     outcome_key: None,
+                    terms: Default::default(),
                 };
                 store
                     .proposal(&id.to_string(), ProposalCommand::Draft(draft), HashMap::new())

@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use crate::adapters::llm::Wording;
 use crate::adapters::Adapters;
 use crate::config::Config;
+use crate::deadlines::Deadlines;
 use crate::executor::outcomes::Outcomes;
 use crate::executor::{ExecutionQueue, Executor};
 use crate::notify::email::EmailApprovals;
@@ -44,7 +45,8 @@ impl App {
             config.policies.clone(),
             config.precision.clone(),
             config.llm.clone().map(Wording::new),
-        );
+        )
+        .with_approvals(config.approvals.clone());
         let options = RunnerOptions::default();
         tasks.spawn(
             Runner::new(pool.clone(), EventCounts, options.clone(), &subscriptions)
@@ -94,6 +96,15 @@ impl App {
             Runner::new(
                 pool.clone(),
                 Outcomes::new(store.clone()),
+                options.clone(),
+                &subscriptions,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        tasks.spawn(
+            Runner::new(
+                pool.clone(),
+                Deadlines::new(store.clone()),
                 options.clone(),
                 &subscriptions,
             )

@@ -341,7 +341,7 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Story, ShowError> {
         steps: Vec::new(),
     };
     let mut signals: Vec<String> = Vec::new();
-    let mut action = Value::Null;
+    let mut seen = Seen::default();
     for proposal in &decoded {
         match proposal {
             ProposalEvent::Drafted { draft, .. } | ProposalEvent::DraftSuppressed { draft, .. } => {
@@ -373,7 +373,7 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Story, ShowError> {
     for (event, proposal) in all {
         let (what, details) = match &proposal {
             None => signal_step(&event),
-            Some(p) => proposal_step(p, &mut action, &story.action_type),
+            Some(p) => proposal_step(p, &mut seen, &story.action_type),
         };
         let elapsed_ms = start
             .map(|s| (event.recorded_at - s).num_milliseconds().max(0))
@@ -437,27 +437,61 @@ fn signal_step(event: &StoredEvent) -> (String, Value) {
     }
 }
 
-fn proposal_step(event: &ProposalEvent, action: &mut Value, action_type: &str) -> (String, Value) {
+/// What the story has seen so far that a later step's line needs.
+#[derive(Default)]
+struct Seen {
+    action: Value,
+    approvals: u32,
+    approvals_needed: u32,
+    rejections: u32,
+    rejections_needed: u32,
+}
+
+fn proposal_step(event: &ProposalEvent, seen: &mut Seen, action_type: &str) -> (String, Value) {
     use ProposalEvent as E;
+    let action = &mut seen.action;
     match event {
         E::Drafted {
             draft,
             payload_hash,
         } => {
             *action = draft.action.clone();
+            seen.approvals_needed = draft.terms.approvals_needed;
+            seen.rejections_needed = draft.terms.rejections_needed;
+            let mut details = json!({
+                "reasoning": draft.reasoning,
+                "drivers": draft.drivers,
+                "score": draft.score,
+                "urgency": draft.urgency,
+                "due_by": draft.due_by,
+                "owner": draft.owner,
+                "action_type": draft.action_type,
+                "action": draft.action,
+                "payload_hash": payload_hash,
+            });
+            // Terms are shown where they say something: drafts made before quorums and
+            // deadlines existed read as they always did.
+            let terms = &draft.terms;
+            if let Value::Object(map) = &mut details {
+                if let Some(by) = &draft.requested_by {
+                    map.insert("requested_by".into(), json!(by));
+                }
+                if terms.approvals_needed > 1 {
+                    map.insert("approvals_needed".into(), json!(terms.approvals_needed));
+                }
+                if terms.rejections_needed > 1 {
+                    map.insert("rejections_needed".into(), json!(terms.rejections_needed));
+                }
+                if let Some(at) = terms.expires_at {
+                    map.insert("expires_at".into(), json!(at));
+                }
+                if !terms.escalations.is_empty() {
+                    map.insert("escalations".into(), json!(terms.escalations));
+                }
+            }
             (
                 format!("drafted \"{}\", score {}", draft.title, draft.score),
-                json!({
-                    "reasoning": draft.reasoning,
-                    "drivers": draft.drivers,
-                    "score": draft.score,
-                    "urgency": draft.urgency,
-                    "due_by": draft.due_by,
-                    "owner": draft.owner,
-                    "action_type": draft.action_type,
-                    "action": draft.action,
-                    "payload_hash": payload_hash,
-                }),
+                details,
             )
         }
         E::DraftSuppressed { draft, reason, .. } => {
@@ -478,6 +512,8 @@ fn proposal_step(event: &ProposalEvent, action: &mut Value, action_type: &str) -
             payload_hash,
         } => {
             *action = revision.action.clone();
+            seen.approvals = 0;
+            seen.rejections = 0;
             (
                 format!(
                     "revised by signal {}, score now {}",
@@ -492,14 +528,51 @@ fn proposal_step(event: &ProposalEvent, action: &mut Value, action_type: &str) -
                 }),
             )
         }
-        E::Approved(decision) => (
-            format!(
-                "approved by {} ({})",
-                decision.actor,
-                text_of(&decision.role)
-            ),
-            json!({ "comment": decision.comment, "payload_hash": decision.payload_hash }),
-        ),
+        E::ApprovalAdded(decision) => {
+            seen.approvals += 1;
+            (
+                format!(
+                    "approval {} of {} by {} ({}); still pending",
+                    seen.approvals,
+                    seen.approvals_needed,
+                    decision.actor,
+                    text_of(&decision.role)
+                ),
+                json!({ "comment": decision.comment, "payload_hash": decision.payload_hash }),
+            )
+        }
+        E::Approved(decision) => {
+            seen.approvals += 1;
+            let quorum = if seen.approvals_needed > 1 {
+                format!(
+                    ", approval {} of {}: quorum reached",
+                    seen.approvals, seen.approvals_needed
+                )
+            } else {
+                String::new()
+            };
+            (
+                format!(
+                    "approved by {} ({}){quorum}",
+                    decision.actor,
+                    text_of(&decision.role)
+                ),
+                json!({ "comment": decision.comment, "payload_hash": decision.payload_hash }),
+            )
+        }
+        E::RejectionAdded { decision, reason } => {
+            seen.rejections += 1;
+            (
+                format!(
+                    "rejection {} of {} by {} ({}); still pending: {reason}",
+                    seen.rejections,
+                    seen.rejections_needed,
+                    decision.actor,
+                    text_of(&decision.role)
+                ),
+                json!({ "reason": reason, "comment": decision.comment }),
+            )
+        }
         E::Rejected { decision, reason } => (
             format!(
                 "rejected by {} ({}): {reason}",
@@ -509,6 +582,10 @@ fn proposal_step(event: &ProposalEvent, action: &mut Value, action_type: &str) -
             json!({ "reason": reason, "comment": decision.comment }),
         ),
         E::Expired { at } => ("expired undecided".into(), json!({ "at": at })),
+        E::Escalated { at, level, to } => (
+            format!("escalated to level {level}: {}", to.join(", ")),
+            json!({ "at": at, "level": level, "to": to }),
+        ),
         E::Superseded { by, reason } => (
             format!("superseded: {reason}"),
             json!({ "by": by, "reason": reason }),

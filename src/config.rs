@@ -10,6 +10,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::domain::policies::{PolicyConfig, PrecisionConfig};
+use crate::domain::quorum::{ApprovalRules, QuorumRule, QuorumSelector, RejectionRule};
+use crate::domain::user::Email;
 use crate::ingest::{standard, BUILT_IN_SOURCES};
 
 #[derive(Clone, Debug)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub execution: ExecutionConfig,
     /// Signed approval links in emails (`EXECOPS_LINK_SECRET`, `EXECOPS_LINK_TTL`).
     pub links: LinkConfig,
+    /// Quorums, rejections, expiry and escalation (`EXECOPS_QUORUM`, `EXECOPS_PROPOSAL_TTL`, …).
+    pub approvals: ApprovalRules,
     /// `EXECOPS_SLACK_APPROVALS_CHANNEL`: where high-urgency proposals are posted with
     /// Approve and Reject buttons. Unset, each linked approver and admin gets a DM.
     pub slack_approvals_channel: Option<String>,
@@ -185,6 +189,7 @@ impl Config {
             execution: execution(&get)?,
             slack_approvals_channel: get("EXECOPS_SLACK_APPROVALS_CHANNEL")
                 .map(|c| c.trim().to_string()),
+            approvals: approvals(&get)?,
             precision: PrecisionConfig {
                 floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,
                 min_decisions: parse(&get, "EXECOPS_PRECISION_MIN_DECISIONS", "10")?,
@@ -387,6 +392,143 @@ fn execution(get: &impl Fn(&str) -> Option<String>) -> Result<ExecutionConfig, C
     })
 }
 
+fn approvals(get: &impl Fn(&str) -> Option<String>) -> Result<ApprovalRules, ConfigError> {
+    let defaults = ApprovalRules::default();
+    let quorum = match get("EXECOPS_QUORUM") {
+        Some(raw) => parse_quorum(&raw).map_err(|problem| ConfigError {
+            key: "EXECOPS_QUORUM",
+            problem,
+        })?,
+        None => defaults.quorum,
+    };
+    let rejection = match get("EXECOPS_QUORUM_REJECTION").as_deref().map(str::trim) {
+        None | Some("veto") => RejectionRule::Veto,
+        Some("quorum") => RejectionRule::Quorum,
+        Some(other) => {
+            return Err(ConfigError {
+                key: "EXECOPS_QUORUM_REJECTION",
+                problem: format!("{other:?} is not veto or quorum"),
+            })
+        }
+    };
+    let duration = |key: &'static str, default: Option<chrono::Duration>| match get(key) {
+        None => Ok(default),
+        Some(raw) => parse_deadline(&raw).map_err(|problem| ConfigError { key, problem }),
+    };
+    let ladder = match get("EXECOPS_ESCALATION_LADDER") {
+        Some(raw) => parse_ladder(&raw).map_err(|problem| ConfigError {
+            key: "EXECOPS_ESCALATION_LADDER",
+            problem,
+        })?,
+        None => defaults.ladder,
+    };
+    Ok(ApprovalRules {
+        quorum,
+        rejection,
+        ttl: duration("EXECOPS_PROPOSAL_TTL", defaults.ttl)?,
+        escalate_after: duration("EXECOPS_ESCALATE_AFTER", defaults.escalate_after)?,
+        ladder,
+    })
+}
+
+/// `stripe.refund:2, github.*:2, amount>=100000:3, *:2`: a selector and the approvals it
+/// takes. The strictest matching rule applies.
+fn parse_quorum(raw: &str) -> Result<Vec<QuorumRule>, String> {
+    let mut rules = Vec::new();
+    for item in list(raw) {
+        let (selector, n) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item:?} is not SELECTOR:N (e.g. stripe.refund:2)"))?;
+        let approvals: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=20).contains(n))
+            .ok_or_else(|| format!("{item:?}: the approvals must be a number from 1 to 20"))?;
+        let selector = selector.trim();
+        let valid_name = |name: &str| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        };
+        let selector = if selector == "*" {
+            QuorumSelector::Any
+        } else if let Some(min) = selector.strip_prefix("amount>=") {
+            let min: i64 = min.trim().parse().ok().filter(|m| *m >= 0).ok_or_else(|| {
+                format!("{item:?}: the amount must be a whole number of minor units (cents)")
+            })?;
+            QuorumSelector::AmountAtLeast(min)
+        } else if let Some(prefix) = selector.strip_suffix('*') {
+            if !valid_name(prefix) {
+                return Err(format!(
+                    "{item:?}: {selector:?} is not an action type prefix"
+                ));
+            }
+            QuorumSelector::Prefix(prefix.to_string())
+        } else if valid_name(selector) {
+            QuorumSelector::ActionType(selector.to_string())
+        } else {
+            return Err(format!(
+                "{item:?}: {selector:?} is not an action type, a prefix ending in *, \
+                 amount>=CENTS or *"
+            ));
+        };
+        rules.push(QuorumRule {
+            selector,
+            approvals,
+        });
+    }
+    Ok(rules)
+}
+
+/// `90s`, `30m`, `4h`, `3d`; `never` for no deadline.
+fn parse_deadline(raw: &str) -> Result<Option<chrono::Duration>, String> {
+    let raw = raw.trim();
+    if raw == "never" {
+        return Ok(None);
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: i64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        format!("{raw:?} is not a positive duration like 90s, 30m, 4h, 3d or never")
+    })?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{raw:?} has no unit; write 90s, 30m, 4h, 3d or never"
+            ))
+        }
+    };
+    n.checked_mul(seconds)
+        .filter(|s| *s <= 366 * 86_400)
+        .map(|s| Some(chrono::Duration::seconds(s)))
+        .ok_or_else(|| format!("{raw:?} is longer than a year"))
+}
+
+/// `lead@x.com; cfo@x.com, ceo@x.com`: levels separated by `;`, emails by `,`.
+fn parse_ladder(raw: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut ladder = Vec::new();
+    for (i, level) in raw.split(';').enumerate() {
+        let emails = list(level);
+        if emails.is_empty() {
+            return Err(format!("level {} names nobody", i + 1));
+        }
+        let mut parsed = Vec::new();
+        for email in emails {
+            let email = Email::parse(&email)
+                .map_err(|_| format!("level {}: {email:?} is not an email", i + 1))?;
+            parsed.push(email.as_str().to_string());
+        }
+        ladder.push(parsed);
+    }
+    Ok(ladder)
+}
+
 /// `bank=whsec_…,spend=whsec_…` (commas or white space between pairs).
 fn parse_standard_secrets(
     raw: Option<String>,
@@ -542,6 +684,95 @@ mod tests {
             assert!(
                 error.starts_with(key) && error.contains(expected),
                 "{raw}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn approval_rules_are_read_with_their_defaults() {
+        let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.approvals, ApprovalRules::default());
+        let c = config(&[
+            (
+                "EXECOPS_QUORUM",
+                "stripe.refund:2, github.*:2, amount>=100000:3, *:1",
+            ),
+            ("EXECOPS_QUORUM_REJECTION", "quorum"),
+            ("EXECOPS_PROPOSAL_TTL", "3d"),
+            ("EXECOPS_ESCALATE_AFTER", "never"),
+            (
+                "EXECOPS_ESCALATION_LADDER",
+                "Lead@x.com; cfo@x.com, ceo@x.com",
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.approvals.quorum,
+            vec![
+                QuorumRule {
+                    selector: QuorumSelector::ActionType("stripe.refund".into()),
+                    approvals: 2
+                },
+                QuorumRule {
+                    selector: QuorumSelector::Prefix("github.".into()),
+                    approvals: 2
+                },
+                QuorumRule {
+                    selector: QuorumSelector::AmountAtLeast(100_000),
+                    approvals: 3
+                },
+                QuorumRule {
+                    selector: QuorumSelector::Any,
+                    approvals: 1
+                },
+            ]
+        );
+        assert_eq!(c.approvals.rejection, RejectionRule::Quorum);
+        assert_eq!(c.approvals.ttl, Some(chrono::Duration::days(3)));
+        assert_eq!(c.approvals.escalate_after, None);
+        assert_eq!(
+            c.approvals.ladder,
+            vec![
+                vec!["lead@x.com".to_string()],
+                vec!["cfo@x.com".to_string(), "ceo@x.com".to_string()]
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_approval_rules_are_refused_naming_the_key() {
+        let cases = [
+            ("EXECOPS_QUORUM", "stripe.refund", "is not SELECTOR:N"),
+            ("EXECOPS_QUORUM", "stripe.refund:0", "from 1 to 20"),
+            ("EXECOPS_QUORUM", "stripe.refund:two", "from 1 to 20"),
+            ("EXECOPS_QUORUM", "amount>=1.5:2", "minor units"),
+            ("EXECOPS_QUORUM", "amount>=-5:2", "minor units"),
+            ("EXECOPS_QUORUM", "Stripe Refund:2", "is not an action type"),
+            (
+                "EXECOPS_QUORUM_REJECTION",
+                "majority",
+                "is not veto or quorum",
+            ),
+            ("EXECOPS_PROPOSAL_TTL", "72", "has no unit"),
+            ("EXECOPS_PROPOSAL_TTL", "0h", "positive duration"),
+            ("EXECOPS_PROPOSAL_TTL", "-3h", "positive duration"),
+            ("EXECOPS_ESCALATE_AFTER", "4 hours", "has no unit"),
+            ("EXECOPS_ESCALATE_AFTER", "400d", "longer than a year"),
+            (
+                "EXECOPS_ESCALATION_LADDER",
+                "lead@x.com;;ceo@x.com",
+                "level 2 names nobody",
+            ),
+            ("EXECOPS_ESCALATION_LADDER", "lead", "is not an email"),
+        ];
+        for (key, raw, expected) in cases {
+            let error = config(&[(key, raw)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.starts_with(&format!("{key}:")) && error.contains(expected),
+                "{key}={raw}: {error}"
             );
         }
     }

@@ -10,6 +10,7 @@
 //!   Postgres when no `DATABASE_URL` is given.
 //! - [`router`] turns signals into proposals; [`executor`] carries out approved proposals
 //!   through the [`adapters`] behind the guardrails, and attributes outcomes to them.
+//!   [`deadlines`] expires and escalates waiting proposals whenever an event or a read comes.
 //! - [`notify`] tells approvers that a proposal waits: an email per proposal with signed,
 //!   single-use approval links, which [`web`] turns into a decision only on a confirming POST.
 //! - [`slack_approvals`] tells approvers in Slack that a high-urgency proposal waits, with
@@ -31,6 +32,7 @@ pub mod backtest;
 pub mod canvas;
 pub mod cli;
 pub mod config;
+pub mod deadlines;
 pub mod demo;
 pub mod domain;
 pub mod executor;

@@ -43,6 +43,29 @@ impl Signal {
     pub fn inbound_id(&self) -> InboundId {
         InboundId::new(&self.source, &self.external_id)
     }
+
+    /// The person whose act this signal is, where the sender names one: the Slack user who
+    /// posted, ran the command or pressed the button (`slack:U…`), the GitHub account that
+    /// caused the delivery (`github:login`). A proposal they trigger is theirs, and they may
+    /// not approve it. Senders that report what happened to a customer or a system name
+    /// nobody on the team.
+    pub fn requested_by(&self) -> Option<String> {
+        let text = |pointer: &str| {
+            self.payload
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        match self.source.as_str() {
+            "slack" => text("/event/user")
+                .or_else(|| text("/user_id"))
+                .or_else(|| text("/user/id"))
+                .map(|user| format!("slack:{user}")),
+            "github" => text("/sender/login").map(|login| format!("github:{login}")),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +162,51 @@ mod tests {
             .given(vec![InboundEvent::Received(signal())])
             .when(InboundCommand::Receive(signal()))
             .then_expect_error(InboundError::Duplicate);
+    }
+
+    #[test]
+    fn the_person_behind_a_signal_is_named_where_the_sender_says() {
+        let cases = [
+            (
+                "slack",
+                json!({"event": {"type": "message", "user": "U1"}}),
+                Some("slack:U1"),
+            ),
+            (
+                "slack",
+                json!({"command": "/execops", "user_id": "U2"}),
+                Some("slack:U2"),
+            ),
+            (
+                "slack",
+                json!({"type": "block_actions", "user": {"id": "U3"}}),
+                Some("slack:U3"),
+            ),
+            (
+                "slack",
+                json!({"event": {"type": "message", "user": " "}}),
+                None,
+            ),
+            (
+                "github",
+                json!({"sender": {"login": "octocat"}}),
+                Some("github:octocat"),
+            ),
+            ("github", json!({"action": "completed"}), None),
+            ("stripe", json!({"sender": {"login": "x"}}), None),
+        ];
+        for (source, payload, expected) in cases {
+            let signal = Signal {
+                source: source.into(),
+                payload: payload.clone(),
+                ..signal()
+            };
+            assert_eq!(
+                signal.requested_by().as_deref(),
+                expected,
+                "{source} {payload}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod policies;
 pub mod priority;
 pub mod proposal;
+pub mod quorum;
 pub mod user;
 pub mod values;
 
@@ -15,4 +16,5 @@ pub use proposal::{
     Decision, Proposal, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, Revision,
     Status,
 };
+pub use quorum::{ApprovalRules, ApprovalTerms, EscalationStep};
 pub use values::{payload_hash, ProposalId, Role, Urgency, Vertical};

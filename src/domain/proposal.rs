@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
+use super::quorum::ApprovalTerms;
 use super::values::{payload_hash, ProposalId, Role, Urgency, Vertical};
 
 /// Everything a policy decides about a proposal before a person sees it.
@@ -36,6 +37,9 @@ pub struct ProposalDraft {
     /// the outcome attributor keys it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome_key: Option<String>,
+    /// What its approval takes: quorum, rejections, expiry, escalation ladder.
+    #[serde(flatten, default)]
+    pub terms: ApprovalTerms,
 }
 
 /// A newer signal's version of a pending proposal on the same subject.
@@ -59,6 +63,20 @@ pub struct Decision {
     pub role: Role,
     pub comment: Option<String>,
     pub payload_hash: String,
+    /// The names the decider goes by elsewhere (`slack:U…`, `github:login`), looked up
+    /// before the command, so a proposal they requested under any of them is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+}
+
+impl Decision {
+    /// Whether the decider is `who`, under their email or any other name they go by.
+    fn is(&self, who: &str) -> bool {
+        let who = who.trim();
+        std::iter::once(&self.actor)
+            .chain(&self.identities)
+            .any(|name| name.trim().eq_ignore_ascii_case(who))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +93,13 @@ pub enum ProposalCommand {
         decision: Decision,
         reason: String,
     },
+    /// Expire it undecided; `at` is now, and it is refused before the proposal's expiry.
     Expire {
+        at: DateTime<Utc>,
+    },
+    /// Tell the next level of the escalation ladder; `at` is now, refused before that
+    /// level's time.
+    Escalate {
         at: DateTime<Utc>,
     },
     Supersede {
@@ -151,7 +175,16 @@ pub enum ProposalEvent {
         revision: Revision,
         payload_hash: String,
     },
+    /// An approval short of the quorum; the proposal stays pending.
+    ApprovalAdded(Decision),
+    /// The approval that completes the quorum (the only one, with a quorum of 1).
     Approved(Decision),
+    /// A rejection short of the rejections needed; the proposal stays pending.
+    RejectionAdded {
+        #[serde(flatten)]
+        decision: Decision,
+        reason: String,
+    },
     Rejected {
         #[serde(flatten)]
         decision: Decision,
@@ -159,6 +192,12 @@ pub enum ProposalEvent {
     },
     Expired {
         at: DateTime<Utc>,
+    },
+    /// The approvers of ladder level `level` are to be told it still waits.
+    Escalated {
+        at: DateTime<Utc>,
+        level: u32,
+        to: Vec<String>,
     },
     Superseded {
         by: Option<ProposalId>,
@@ -233,6 +272,9 @@ impl ProposalEvent {
             E::ExecutionUncertain { .. } => Some(Status::Uncertain),
             E::RolledBack { .. } => Some(Status::RolledBack),
             E::Revised { .. }
+            | E::ApprovalAdded(_)
+            | E::RejectionAdded { .. }
+            | E::Escalated { .. }
             | E::Previewed { .. }
             | E::ExecutionDeferred { .. }
             | E::OutcomeRecorded { .. } => None,
@@ -246,9 +288,12 @@ impl DomainEvent for ProposalEvent {
             ProposalEvent::Drafted { .. } => "Drafted",
             ProposalEvent::DraftSuppressed { .. } => "DraftSuppressed",
             ProposalEvent::Revised { .. } => "Revised",
+            ProposalEvent::ApprovalAdded(_) => "ApprovalAdded",
             ProposalEvent::Approved(_) => "Approved",
+            ProposalEvent::RejectionAdded { .. } => "RejectionAdded",
             ProposalEvent::Rejected { .. } => "Rejected",
             ProposalEvent::Expired { .. } => "Expired",
+            ProposalEvent::Escalated { .. } => "Escalated",
             ProposalEvent::Superseded { .. } => "Superseded",
             ProposalEvent::Previewed { .. } => "Previewed",
             ProposalEvent::ExecutionDeferred { .. } => "ExecutionDeferred",
@@ -314,6 +359,16 @@ pub enum ProposalError {
     RoleMayNotDecide(Role),
     #[error("a person may not approve a proposal they requested")]
     SelfApproval,
+    #[error("{0} has already approved this proposal; an approval counts once")]
+    AlreadyApprovedBy(String),
+    #[error("{0} has already rejected this proposal")]
+    AlreadyRejectedBy(String),
+    #[error("the proposal is not due to expire until {0}")]
+    NotExpiredYet(DateTime<Utc>),
+    #[error("the next escalation is not due until {0}")]
+    EscalationNotDue(DateTime<Utc>),
+    #[error("every level of the escalation ladder has been told")]
+    NoFurtherEscalation,
     #[error("the action shown is not the action drafted; reload it and decide again")]
     PayloadChanged,
     #[error("the proposal is {0} and has no approval to execute")]
@@ -350,6 +405,16 @@ pub struct Proposal {
     succeeded_at: Option<DateTime<Utc>>,
     result: Value,
     outcomes: Vec<String>,
+    #[serde(default)]
+    terms: ApprovalTerms,
+    /// Who approved so far, in order; and who rejected.
+    #[serde(default)]
+    approved_by: Vec<String>,
+    #[serde(default)]
+    rejected_by: Vec<String>,
+    /// The ladder levels told so far.
+    #[serde(default)]
+    escalation_level: u32,
 }
 
 impl Proposal {
@@ -388,6 +453,57 @@ impl Proposal {
 
     pub fn succeeded_at(&self) -> Option<DateTime<Utc>> {
         self.succeeded_at
+    }
+
+    /// What its approval takes, as drafted.
+    pub fn terms(&self) -> &ApprovalTerms {
+        &self.terms
+    }
+
+    /// The people who approved it so far, in order.
+    pub fn approved_by(&self) -> &[String] {
+        &self.approved_by
+    }
+
+    /// The people who rejected it so far, in order.
+    pub fn rejected_by(&self) -> &[String] {
+        &self.rejected_by
+    }
+
+    pub fn escalation_level(&self) -> u32 {
+        self.escalation_level
+    }
+
+    /// The next ladder level to tell, if any is left.
+    pub fn next_escalation(&self) -> Option<&crate::domain::quorum::EscalationStep> {
+        self.terms
+            .escalations
+            .get(usize::try_from(self.escalation_level).unwrap_or(usize::MAX))
+    }
+
+    /// What is overdue at `now` while it is pending: expiry first (an expired proposal
+    /// needs no escalation), else the next escalation.
+    pub fn due(&self, now: DateTime<Utc>) -> Option<ProposalCommand> {
+        if self.status != Status::Pending {
+            return None;
+        }
+        if self.terms.expires_at.is_some_and(|end| end <= now) {
+            return Some(ProposalCommand::Expire { at: now });
+        }
+        self.next_escalation()
+            .filter(|step| step.at <= now)
+            .map(|_| ProposalCommand::Escalate { at: now })
+    }
+
+    fn check_second_decision(&self, decision: &Decision) -> Result<(), ProposalError> {
+        let same = |who: &String| who.eq_ignore_ascii_case(&decision.actor);
+        if self.approved_by.iter().any(same) {
+            return Err(ProposalError::AlreadyApprovedBy(decision.actor.clone()));
+        }
+        if self.rejected_by.iter().any(same) {
+            return Err(ProposalError::AlreadyRejectedBy(decision.actor.clone()));
+        }
+        Ok(())
     }
 
     /// Whether an attempt may start now: approved, or failed in a way worth retrying.
@@ -478,24 +594,56 @@ impl Proposal {
             }
             C::Approve(decision) => {
                 self.check_decider(&decision)?;
-                if self.requested_by.as_deref() == Some(decision.actor.as_str()) {
+                if self.requested_by.as_deref().is_some_and(|r| decision.is(r)) {
                     return Err(ProposalError::SelfApproval);
                 }
                 if decision.payload_hash != self.payload_hash {
                     return Err(ProposalError::PayloadChanged);
                 }
-                Ok(E::Approved(decision))
+                self.check_second_decision(&decision)?;
+                let approvals = self.approved_by.len() as u64 + 1;
+                if approvals >= u64::from(self.terms.approvals_needed) {
+                    Ok(E::Approved(decision))
+                } else {
+                    Ok(E::ApprovalAdded(decision))
+                }
             }
             C::Reject { decision, reason } => {
                 self.check_decider(&decision)?;
                 if decision.payload_hash != self.payload_hash {
                     return Err(ProposalError::PayloadChanged);
                 }
-                Ok(E::Rejected { decision, reason })
+                self.check_second_decision(&decision)?;
+                let rejections = self.rejected_by.len() as u64 + 1;
+                if rejections >= u64::from(self.terms.rejections_needed) {
+                    Ok(E::Rejected { decision, reason })
+                } else {
+                    Ok(E::RejectionAdded { decision, reason })
+                }
             }
             C::Expire { at } => {
                 self.check_pending()?;
+                // A proposal drafted without an expiry may still be expired by hand.
+                if let Some(end) = self.terms.expires_at {
+                    if at < end {
+                        return Err(ProposalError::NotExpiredYet(end));
+                    }
+                }
                 Ok(E::Expired { at })
+            }
+            C::Escalate { at } => {
+                self.check_pending()?;
+                let step = self
+                    .next_escalation()
+                    .ok_or(ProposalError::NoFurtherEscalation)?;
+                if at < step.at {
+                    return Err(ProposalError::EscalationNotDue(step.at));
+                }
+                Ok(E::Escalated {
+                    at,
+                    level: self.escalation_level + 1,
+                    to: step.to.clone(),
+                })
             }
             C::Supersede { by, reason } => {
                 self.check_pending()?;
@@ -666,6 +814,7 @@ impl Aggregate for Proposal {
                 self.inbound_ids = draft.inbound_ids;
                 self.action_type = draft.action_type;
                 self.action = draft.action;
+                self.terms = draft.terms;
             }
             E::DraftSuppressed { draft, .. } => self.id = Some(draft.id),
             E::Revised {
@@ -675,6 +824,9 @@ impl Aggregate for Proposal {
                 self.payload_hash = payload_hash;
                 self.inbound_ids.push(revision.inbound_id);
                 self.action = revision.action;
+                // Approvals and rejections so far were of another payload.
+                self.approved_by.clear();
+                self.rejected_by.clear();
             }
             E::ExecutionStarted { attempt, .. } => self.attempts = attempt,
             E::ExecutionSucceeded { result, at, .. } => {
@@ -683,9 +835,14 @@ impl Aggregate for Proposal {
             }
             E::ExecutionFailed { retryable, .. } => self.last_failure_retryable = retryable,
             E::OutcomeRecorded { kind, .. } => self.outcomes.push(kind),
-            E::Approved(_)
-            | E::Rejected { .. }
-            | E::Expired { .. }
+            E::ApprovalAdded(decision) | E::Approved(decision) => {
+                self.approved_by.push(decision.actor)
+            }
+            E::RejectionAdded { decision, .. } | E::Rejected { decision, .. } => {
+                self.rejected_by.push(decision.actor)
+            }
+            E::Escalated { level, .. } => self.escalation_level = level,
+            E::Expired { .. }
             | E::Superseded { .. }
             | E::Previewed { .. }
             | E::ExecutionDeferred { .. }

@@ -164,6 +164,30 @@ impl DomainEvent for UserEvent {
     }
 }
 
+/// The accounts a person is known by outside ExecOps, as people link them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkedAccounts {
+    /// Their Slack member id, `U…`.
+    pub slack_user_id: Option<String>,
+    /// Their GitHub login.
+    pub github_login: Option<String>,
+}
+
+/// Every name `email` goes by in the signals that can request a proposal, in the form the
+/// router records as `requested_by` (`slack:U…`, `github:login`), for the self-approval
+/// check. A new kind of link adds one line here.
+pub fn identities_of(email: &Email, links: &LinkedAccounts) -> Vec<String> {
+    let mut names = vec![email.as_str().to_string()];
+    names.extend(links.slack_user_id.iter().map(|id| format!("slack:{id}")));
+    names.extend(
+        links
+            .github_login
+            .iter()
+            .map(|login| format!("github:{login}")),
+    );
+    names
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
     #[error("{0:?} is not an email address")]
@@ -297,6 +321,23 @@ impl Aggregate for User {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_person_goes_by_their_email_and_each_linked_account() {
+        let email = Email::parse("Ada@Example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            identities_of(&email, &LinkedAccounts::default()),
+            ["ada@example.com"]
+        );
+        let links = LinkedAccounts {
+            slack_user_id: Some("U123".into()),
+            github_login: Some("ada".into()),
+        };
+        assert_eq!(
+            identities_of(&email, &links),
+            ["ada@example.com", "slack:U123", "github:ada"]
+        );
+    }
     use cqrs_es::test::TestFramework;
 
     fn email() -> Email {

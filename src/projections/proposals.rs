@@ -61,11 +61,33 @@ struct Row {
     last_error: Option<String>,
     executed_at: Option<DateTime<Utc>>,
     outcome: Option<String>,
+    approved_by: Value,
+    approvals_needed: i32,
+    rejected_by: Value,
+    rejections_needed: i32,
+    expires_at: Option<DateTime<Utc>>,
+    escalations: Value,
+    escalation_level: i32,
+    escalate_at: Option<DateTime<Utc>>,
 }
 
 const ROW: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
     urgency_rank, due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, \
-    created_at, updated_at, waiting_reason, waiting_until, last_error, executed_at, outcome";
+    created_at, updated_at, waiting_reason, waiting_until, last_error, executed_at, outcome, \
+    approved_by, approvals_needed, rejected_by, rejections_needed, expires_at, escalations, \
+    escalation_level, escalate_at";
+
+/// The time of ladder level `level + 1`, the next to tell, from the draft's schedule.
+fn next_escalation(escalations: &Value, level: i32) -> Option<DateTime<Utc>> {
+    let step = escalations.get(usize::try_from(level).ok()?)?;
+    serde_json::from_value(step.get("at")?.clone()).ok()
+}
+
+fn push(list: &mut Value, actor: String) {
+    if let Value::Array(items) = list {
+        items.push(Value::String(actor));
+    }
+}
 
 /// Execution progress: a new status (or none), why it waits and until when, the last error.
 fn set_execution(
@@ -112,6 +134,7 @@ fn apply(
                 _ => None,
             };
             let (urgency, urgency_rank) = urgency_text(draft.urgency);
+            let escalations = serde_json::to_value(&draft.terms.escalations)?;
             *slot = Some(Row {
                 id: id.to_string(),
                 status: event.status_after().unwrap_or_default().to_string(),
@@ -140,6 +163,14 @@ fn apply(
                 last_error: None,
                 executed_at: None,
                 outcome: None,
+                approved_by: Value::Array(Vec::new()),
+                approvals_needed: i32::try_from(draft.terms.approvals_needed).unwrap_or(i32::MAX),
+                rejected_by: Value::Array(Vec::new()),
+                rejections_needed: i32::try_from(draft.terms.rejections_needed).unwrap_or(i32::MAX),
+                expires_at: draft.terms.expires_at,
+                escalate_at: next_escalation(&escalations, 0),
+                escalations,
+                escalation_level: 0,
             });
         }
         return Ok(());
@@ -167,13 +198,35 @@ fn apply(
             if let Value::Array(ids) = &mut row.inbound_ids {
                 ids.push(Value::String(revision.inbound_id));
             }
+            // Decisions so far were of the payload before.
+            row.approved_by = Value::Array(Vec::new());
+            row.rejected_by = Value::Array(Vec::new());
             row.updated_at = at;
         }
-        E::Approved(_)
-        | E::Rejected { .. }
-        | E::Expired { .. }
-        | E::Superseded { .. }
-        | E::RolledBack { .. } => {
+        E::ApprovalAdded(decision) => {
+            push(&mut row.approved_by, decision.actor);
+            row.updated_at = at;
+        }
+        E::RejectionAdded { decision, .. } => {
+            push(&mut row.rejected_by, decision.actor);
+            row.updated_at = at;
+        }
+        E::Escalated { level, .. } => {
+            row.escalation_level = i32::try_from(level).unwrap_or(i32::MAX);
+            row.escalate_at = next_escalation(&row.escalations, row.escalation_level);
+            row.updated_at = at;
+        }
+        E::Approved(decision) => {
+            push(&mut row.approved_by, decision.actor);
+            row.status = status.unwrap_or_default().to_string();
+            row.updated_at = at;
+        }
+        E::Rejected { decision, .. } => {
+            push(&mut row.rejected_by, decision.actor);
+            row.status = status.unwrap_or_default().to_string();
+            row.updated_at = at;
+        }
+        E::Expired { .. } | E::Superseded { .. } | E::RolledBack { .. } => {
             row.status = status.unwrap_or_default().to_string();
             row.updated_at = at;
         }
@@ -225,7 +278,8 @@ async fn upsert(conn: &mut PgConnection, rows: &[&Row]) -> Result<(), sqlx::Erro
            $6::text[], $7::jsonb[], $8::int[], $9::text[], $10::int[], $11::timestamptz[], \
            $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[], $17::text[], \
            $18::timestamptz[], $19::timestamptz[], $20::text[], $21::timestamptz[], $22::text[], \
-           $23::timestamptz[], $24::text[]) \
+           $23::timestamptz[], $24::text[], $25::jsonb[], $26::int[], $27::jsonb[], $28::int[], \
+           $29::timestamptz[], $30::jsonb[], $31::int[], $32::timestamptz[]) \
          ON CONFLICT (id) DO UPDATE SET {}",
         assignments.join(", ")
     );
@@ -254,6 +308,14 @@ async fn upsert(conn: &mut PgConnection, rows: &[&Row]) -> Result<(), sqlx::Erro
         .bind(column!(last_error))
         .bind(column!(executed_at))
         .bind(column!(outcome))
+        .bind(column!(approved_by))
+        .bind(column!(approvals_needed))
+        .bind(column!(rejected_by))
+        .bind(column!(rejections_needed))
+        .bind(column!(expires_at))
+        .bind(column!(escalations))
+        .bind(column!(escalation_level))
+        .bind(column!(escalate_at))
         .execute(conn)
         .await
         .map(|_| ())
@@ -361,11 +423,66 @@ pub struct Summary {
     pub executed_at: Option<DateTime<Utc>>,
     /// Outcomes recorded so far, `; `-separated.
     pub outcome: Option<String>,
+    /// Who approved so far, in order (a JSON array of emails), and how many it takes.
+    pub approved_by: Value,
+    pub approvals_needed: i32,
+    pub rejected_by: Value,
+    pub rejections_needed: i32,
+    /// Undecided past this time, it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The ladder levels told so far, and when the next is due.
+    pub escalation_level: i32,
+    pub escalate_at: Option<DateTime<Utc>>,
+}
+
+impl Summary {
+    /// The emails of those who approved so far.
+    pub fn approvers(&self) -> Vec<String> {
+        self.approved_by
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a deadline (expiry or escalation) has passed while it is pending.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.status == "pending"
+            && (self.expires_at.is_some_and(|t| t <= now)
+                || self.escalate_at.is_some_and(|t| t <= now))
+    }
 }
 
 const COLUMNS: &str = "id, status, vertical, action_type, title, reasoning, drivers, score, urgency, \
     due_by, owner, subject_key, inbound_ids, action, payload_hash, suppressed_reason, created_at, updated_at, \
-    waiting_reason, waiting_until, last_error, executed_at, outcome";
+    waiting_reason, waiting_until, last_error, executed_at, outcome, approved_by, approvals_needed, \
+    rejected_by, rejections_needed, expires_at, escalation_level, escalate_at";
+
+/// Pending proposals whose expiry or next escalation is at or before `now`, oldest deadline
+/// first; each condition walks its own partial index.
+pub async fn due<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM ( \
+           (SELECT id, expires_at AS at FROM proposal_summaries \
+            WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+           UNION \
+           (SELECT id, escalate_at AS at FROM proposal_summaries \
+            WHERE status = 'pending' AND escalate_at <= $1 ORDER BY escalate_at LIMIT $2) \
+         ) due ORDER BY at, id LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
 
 /// What the inbox may be narrowed to.
 #[derive(Clone, Debug, Default)]

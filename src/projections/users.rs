@@ -249,3 +249,19 @@ pub async fn linked_elsewhere(
     .fetch_optional(pool)
     .await
 }
+
+/// The accounts `email` has linked outside ExecOps, for the self-approval check.
+pub async fn linked_accounts(
+    pool: &PgPool,
+    email: &str,
+) -> Result<crate::domain::user::LinkedAccounts, sqlx::Error> {
+    let slack_user_id: Option<Option<String>> =
+        sqlx::query_scalar("SELECT slack_user_id FROM users WHERE email = $1")
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(pool)
+            .await?;
+    Ok(crate::domain::user::LinkedAccounts {
+        slack_user_id: slack_user_id.flatten(),
+        github_login: None,
+    })
+}

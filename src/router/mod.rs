@@ -19,6 +19,7 @@ use crate::adapters::llm::Wording;
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError};
 use crate::domain::policies::{evaluate, Outcome, Plan, PolicyConfig, PrecisionConfig};
 use crate::domain::priority::Priority;
+use crate::domain::quorum::ApprovalRules;
 use crate::domain::{
     InboundEvent, ProposalCommand, ProposalDraft, ProposalError, ProposalEvent, ProposalId,
     Revision, Signal,
@@ -32,6 +33,7 @@ pub struct Router {
     policies: PolicyConfig,
     precision: PrecisionConfig,
     wording: Option<Wording>,
+    approvals: ApprovalRules,
 }
 
 impl Router {
@@ -46,7 +48,14 @@ impl Router {
             policies,
             precision,
             wording,
+            approvals: ApprovalRules::default(),
         }
+    }
+
+    /// Drafts proposals on these approval terms (quorum, expiry, escalation).
+    pub fn with_approvals(mut self, approvals: ApprovalRules) -> Self {
+        self.approvals = approvals;
+        self
     }
 }
 
@@ -128,7 +137,9 @@ impl Subscriber for Router {
                 for outcome in outcomes {
                     match outcome {
                         Outcome::Propose(plan) => {
-                            self.propose(conn, event, &inbound_id, *plan).await?
+                            let requester = signal.requested_by();
+                            self.propose(conn, event, &inbound_id, requester, *plan)
+                                .await?
                         }
                         Outcome::Supersede {
                             subject_key,
@@ -165,6 +176,7 @@ impl Router {
         conn: &mut PgConnection,
         cause: &StoredEvent,
         inbound_id: &str,
+        requested_by: Option<String>,
         plan: Plan,
     ) -> Result<(), HandlerError> {
         let action = plan.action.clone();
@@ -206,6 +218,9 @@ impl Router {
             }
         }
         let id = ProposalId::derive(inbound_id, plan.rule);
+        // From now, not from the signal's arrival: a router catching up on a backlog must
+        // not draft proposals that are already expired.
+        let terms = self.approvals.terms(plan.action_type, &action, Utc::now());
         let draft = ProposalDraft {
             id,
             title: plan.title,
@@ -220,8 +235,9 @@ impl Router {
             owner: plan.owner,
             inbound_ids: vec![inbound_id.to_string()],
             subject_key: plan.subject_key.clone(),
-            requested_by: None,
+            requested_by,
             outcome_key: plan.outcome_key.clone(),
+            terms,
         };
         let disabled: bool = sqlx::query_scalar(
             "SELECT coalesce((SELECT disabled FROM router_action_types WHERE action_type = $1), false)",

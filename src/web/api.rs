@@ -19,9 +19,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Actor, Permission};
-use crate::domain::{Decision, ProposalCommand, ProposalError};
+use crate::domain::user::{identities_of, Email};
+use crate::domain::{Decision, Proposal, ProposalCommand, ProposalError, Status};
 use crate::projections::proposals::{by_id, history, newest, Summary};
-use crate::projections::users::actor_for_token;
+use crate::projections::users::{actor_for_token, linked_accounts};
 use crate::store::CommandError;
 
 /// The person behind the request's bearer token.
@@ -104,6 +105,16 @@ pub struct ProposalItem {
     pub inbound_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Distinct approvals so far, and how many it takes.
+    pub approvals: usize,
+    pub approvals_needed: i32,
+    /// Who approved so far, in order.
+    pub approved_by: Vec<String>,
+    /// Undecided past this time, it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The escalation ladder levels told so far, and when the next one is due.
+    pub escalation_level: i32,
+    pub escalate_at: Option<DateTime<Utc>>,
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -136,6 +147,12 @@ fn item(p: &Summary) -> ProposalItem {
         inbound_ids: strings(&p.inbound_ids),
         created_at: p.created_at,
         updated_at: p.updated_at,
+        approvals: p.approvers().len(),
+        approvals_needed: p.approvals_needed,
+        approved_by: p.approvers(),
+        expires_at: p.expires_at,
+        escalation_level: p.escalation_level,
+        escalate_at: p.escalate_at,
     }
 }
 
@@ -165,10 +182,30 @@ pub struct ProposalDetail {
     pub history: Vec<HistoryEntry>,
 }
 
+/// What a decision did: `status` is `pending` while approvals short of the quorum gather.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionResult {
     pub id: String,
     pub status: String,
+    pub approvals: usize,
+    pub approvals_needed: u32,
+    pub approved_by: Vec<String>,
+    pub rejections: usize,
+    pub rejections_needed: u32,
+}
+
+impl DecisionResult {
+    fn new(id: String, outcome: DecisionOutcome) -> Self {
+        Self {
+            id,
+            status: outcome.status.to_string(),
+            approvals: outcome.approved_by.len(),
+            approvals_needed: outcome.approvals_needed,
+            approved_by: outcome.approved_by,
+            rejections: outcome.rejected_by.len(),
+            rejections_needed: outcome.rejections_needed,
+        }
+    }
 }
 
 /// Every error: a code to match on and a sentence to show.
@@ -243,6 +280,11 @@ pub async fn list(
     } else {
         None
     };
+    settle_rows(&state.store, &mut rows, "api").await?;
+    // Settling may have expired rows asked for as pending: they are that no longer.
+    if let Some(status) = query.status.as_deref() {
+        rows.retain(|row| row.status == status);
+    }
     Ok(Json(ProposalPage {
         items: rows.iter().map(item).collect(),
         next_cursor,
@@ -264,7 +306,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ProposalDetail>, ApiError> {
     actor.may(Permission::Read)?;
-    let proposal = summary(&state, &id).await?;
+    let mut proposal = summary(&state, &id).await?;
+    settle_rows(&state.store, std::slice::from_mut(&mut proposal), "api").await?;
     let history = history(state.store.pool(), &id).await?;
     Ok(Json(ProposalDetail {
         proposal: item(&proposal),
@@ -320,20 +363,75 @@ pub struct DecisionRequest {
     pub metadata: HashMap<String, String>,
 }
 
-/// Runs a decision for `actor`: the one path every channel uses.
+/// What a decision did, for the channel to say: "approved, 1 of 2".
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionOutcome {
+    /// `Pending` while approvals short of the quorum gather.
+    pub status: Status,
+    pub approved_by: Vec<String>,
+    pub approvals_needed: u32,
+    pub rejected_by: Vec<String>,
+    pub rejections_needed: u32,
+}
+
+impl DecisionOutcome {
+    fn of(proposal: &Proposal) -> Self {
+        Self {
+            status: proposal.status(),
+            approved_by: proposal.approved_by().to_vec(),
+            approvals_needed: proposal.terms().approvals_needed,
+            rejected_by: proposal.rejected_by().to_vec(),
+            rejections_needed: proposal.terms().rejections_needed,
+        }
+    }
+
+    /// "approved", "approved, 1 of 2 approvals", "rejected", "rejected, 1 of 2 rejections".
+    pub fn summary(&self) -> String {
+        match self.status {
+            Status::Pending if self.rejected_by.len() > self.approved_by.len() => format!(
+                "rejection recorded, {} of {} rejections",
+                self.rejected_by.len(),
+                self.rejections_needed
+            ),
+            Status::Pending => format!(
+                "approval recorded, {} of {} approvals",
+                self.approved_by.len(),
+                self.approvals_needed
+            ),
+            status => status.to_string(),
+        }
+    }
+}
+
+/// Runs a decision for `actor`: the one path every channel uses. Overdue deadlines are
+/// settled first, so a proposal past its expiry is refused as expired, never approved.
 pub async fn decide(
     state: &AppState,
     actor: &Actor,
     id: &str,
     request: DecisionRequest,
-) -> Result<(), ApiError> {
+) -> Result<DecisionOutcome, ApiError> {
     actor.may(Permission::Decide)?;
-    let proposal = summary(state, id).await?;
+    let mut proposal = summary(state, id).await?;
+    settle_rows(
+        &state.store,
+        std::slice::from_mut(&mut proposal),
+        "decision",
+    )
+    .await?;
+    let identities = match Email::parse(&actor.email) {
+        Ok(email) => {
+            let links = linked_accounts(state.store.pool(), email.as_str()).await?;
+            identities_of(&email, &links)
+        }
+        Err(_) => Vec::new(),
+    };
     let decision = Decision {
         actor: actor.email.clone(),
         role: actor.role,
         comment: request.comment,
         payload_hash: request.shown_hash.unwrap_or(proposal.payload_hash),
+        identities,
     };
     let command = if request.approve {
         ProposalCommand::Approve(decision)
@@ -358,8 +456,22 @@ pub async fn decide(
                 code: "payload_changed",
                 message: e.to_string(),
             },
+            CommandError::Refused(ProposalError::NotPending(Status::Expired)) => {
+                ApiError::Conflict {
+                    code: "expired",
+                    message: "the proposal expired undecided; nothing was decided".into(),
+                }
+            }
             CommandError::Refused(e @ ProposalError::NotPending(_)) => ApiError::Conflict {
                 code: "already_decided",
+                message: e.to_string(),
+            },
+            CommandError::Refused(e @ ProposalError::AlreadyApprovedBy(_)) => ApiError::Conflict {
+                code: "already_approved",
+                message: e.to_string(),
+            },
+            CommandError::Refused(e @ ProposalError::AlreadyRejectedBy(_)) => ApiError::Conflict {
+                code: "already_rejected",
                 message: e.to_string(),
             },
             CommandError::Conflict => ApiError::Conflict {
@@ -367,7 +479,24 @@ pub async fn decide(
                 message: "someone else decided it at the same moment".into(),
             },
             other => other.into(),
-        })
+        })?;
+    let after = state
+        .store
+        .load_proposal(id)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(DecisionOutcome::of(&after))
+}
+
+/// Settles the overdue deadlines of rows about to be shown or decided.
+pub(super) async fn settle_rows(
+    store: &crate::store::Store,
+    rows: &mut [Summary],
+    via: &str,
+) -> Result<(), ApiError> {
+    crate::deadlines::settle_rows(store, rows, via)
+        .await
+        .map_err(ApiError::from)
 }
 
 /// Approve a pending proposal.
@@ -390,11 +519,8 @@ pub async fn approve(
         shown_hash: body.payload_hash,
         metadata: request_metadata(&headers),
     };
-    decide(&state, &actor, &id, request).await?;
-    Ok(Json(DecisionResult {
-        id,
-        status: "approved".into(),
-    }))
+    let outcome = decide(&state, &actor, &id, request).await?;
+    Ok(Json(DecisionResult::new(id, outcome)))
 }
 
 /// Reject a pending proposal, with a reason.
@@ -424,11 +550,8 @@ pub async fn reject(
         shown_hash: body.payload_hash,
         metadata: request_metadata(&headers),
     };
-    decide(&state, &actor, &id, request).await?;
-    Ok(Json(DecisionResult {
-        id,
-        status: "rejected".into(),
-    }))
+    let outcome = decide(&state, &actor, &id, request).await?;
+    Ok(Json(DecisionResult::new(id, outcome)))
 }
 
 /// The audit log, newest first, 50 a page.

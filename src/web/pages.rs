@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{decide, DecisionRequest};
+use super::api::{decide, settle_rows, DecisionRequest};
 use super::error::ApiError;
 use super::session::{self, Session};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
+use crate::domain::Status;
 use crate::projections::proposals::{
     by_id, history, in_flight, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter,
     Summary,
@@ -121,6 +122,11 @@ pub struct Card {
     pub last_error: Option<String>,
     pub executed_at: Option<DateTime<Utc>>,
     pub outcome: Option<String>,
+    /// Who approved so far, and how many approvals it takes.
+    pub approved_by: Vec<String>,
+    pub approvals_needed: i32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub escalation_level: i32,
     drivers: Value,
     action: Value,
     inbound_ids: Value,
@@ -129,6 +135,10 @@ pub struct Card {
 impl From<Summary> for Card {
     fn from(s: Summary) -> Self {
         Self {
+            approved_by: s.approvers(),
+            approvals_needed: s.approvals_needed,
+            expires_at: s.expires_at,
+            escalation_level: s.escalation_level,
             id: s.id,
             status: s.status,
             vertical: s.vertical,
@@ -181,6 +191,23 @@ impl Card {
                 (id, href)
             })
             .collect()
+    }
+
+    /// "1 of 2 approvals: ada@example.com", when it takes more than one or has any.
+    pub fn quorum_text(&self) -> Option<String> {
+        if self.approvals_needed <= 1 && self.approved_by.is_empty() {
+            return None;
+        }
+        let mut text = format!(
+            "{} of {} approvals",
+            self.approved_by.len(),
+            self.approvals_needed.max(1)
+        );
+        if !self.approved_by.is_empty() {
+            text.push_str(": ");
+            text.push_str(&self.approved_by.join(", "));
+        }
+        Some(text)
     }
 
     pub fn action_pretty(&self) -> String {
@@ -417,6 +444,12 @@ fn notice_text(code: Option<&str>) -> Option<String> {
     }
     match code {
         "approved" => Some("Approved. It will run once the guardrails allow.".into()),
+        "approval-recorded" => {
+            Some("Approval recorded; it waits for the other approvals it needs.".into())
+        }
+        "rejection-recorded" => {
+            Some("Rejection recorded; it takes more rejections to end it.".into())
+        }
         "rejected" => Some("Rejected.".into()),
         "previewed" => Some("Preview recorded in the timeline; nothing was sent.".into()),
         "undone" => Some("Undone.".into()),
@@ -454,7 +487,14 @@ pub async fn inbox(
         offset: page * INBOX_PAGE,
     };
     let fragment = headers.contains_key("hx-request");
-    match inbox_rows(state.store.pool(), &filter).await {
+    let rows = async {
+        let mut rows = inbox_rows(state.store.pool(), &filter).await?;
+        settle_rows(&state.store, &mut rows, "page").await?;
+        rows.retain(|row| row.status == "pending");
+        Ok::<_, ApiError>(rows)
+    }
+    .await;
+    match rows {
         Ok(rows) if fragment => render(
             StatusCode::OK,
             ListFragment {
@@ -495,7 +535,7 @@ pub async fn inbox(
                 urgency,
             },
         ),
-        Err(error) => page_error(&session, error.into()),
+        Err(error) => page_error(&session, error),
     }
 }
 
@@ -541,7 +581,15 @@ pub async fn queue(
         owner: query.owner.filter(|o| !o.trim().is_empty()),
         vertical: known(query.vertical, &VERTICALS),
     };
-    match queue_rows(state.store.pool(), &filter, 50).await {
+    let status = filter.status.clone().unwrap_or_else(|| "pending".into());
+    let rows = async {
+        let (mut rows, total) = queue_rows(state.store.pool(), &filter, 50).await?;
+        settle_rows(&state.store, &mut rows, "page").await?;
+        rows.retain(|row| row.status == status);
+        Ok::<_, ApiError>((rows, total))
+    }
+    .await;
+    match rows {
         Ok((rows, total)) => render(
             StatusCode::OK,
             QueuePage {
@@ -558,7 +606,7 @@ pub async fn queue(
                 vertical: filter.vertical.clone(),
             },
         ),
-        Err(error) => page_error(&session, error.into()),
+        Err(error) => page_error(&session, error),
     }
 }
 
@@ -596,8 +644,14 @@ pub async fn proposal(
     Query(query): Query<NoticeQuery>,
 ) -> Response {
     let pool = state.store.pool();
-    let found =
-        async { Ok::<_, sqlx::Error>((by_id(pool, &id).await?, history(pool, &id).await?)) }.await;
+    let found = async {
+        let mut row = by_id(pool, &id).await?;
+        if let Some(row) = row.as_mut() {
+            settle_rows(&state.store, std::slice::from_mut(row), "page").await?;
+        }
+        Ok::<_, ApiError>((row, history(pool, &id).await?))
+    }
+    .await;
     match found {
         Ok((Some(row), steps)) => render(
             StatusCode::OK,
@@ -629,7 +683,7 @@ pub async fn proposal(
             },
         ),
         Ok((None, _)) => page_error(&session, ApiError::NotFound(format!("no proposal {id}"))),
-        Err(error) => page_error(&session, error.into()),
+        Err(error) => page_error(&session, error),
     }
 }
 
@@ -676,18 +730,31 @@ async fn decide_from_page(
     let htmx = headers.contains_key("hx-request");
     match decide(&state, &session.actor, &id, request).await {
         // htmx swaps the card for this line; without it, back to the inbox.
-        Ok(()) if htmx => Html(format!(
+        Ok(outcome) if htmx => Html(format!(
             "<p class=\"notice\" role=\"status\" id=\"p-{}\">{}</p>",
             askama::filters::escape(&id, askama::filters::Html)
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
-            if approve { "Approved." } else { "Rejected." }
+            match outcome.status {
+                Status::Pending => {
+                    let mut text = outcome.summary();
+                    if let Some(first) = text.get_mut(0..1) {
+                        first.make_ascii_uppercase();
+                    }
+                    askama::filters::escape(&format!("{text}."), askama::filters::Html)
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                }
+                _ if approve => "Approved.".to_string(),
+                _ => "Rejected.".to_string(),
+            }
         ))
         .into_response(),
-        Ok(()) => Redirect::to(if approve {
-            "/inbox?notice=approved"
-        } else {
-            "/inbox?notice=rejected"
+        Ok(outcome) => Redirect::to(match outcome.status {
+            Status::Pending if approve => "/inbox?notice=approval-recorded",
+            Status::Pending => "/inbox?notice=rejection-recorded",
+            _ if approve => "/inbox?notice=approved",
+            _ => "/inbox?notice=rejected",
         })
         .into_response(),
         Err(error) => page_error(&session, error),
@@ -761,8 +828,10 @@ pub async fn approve_selected(
             )]),
         };
         match decide(&state, &session.actor, &id, request).await {
-            Ok(()) => done += 1,
-            Err(ApiError::Conflict { .. } | ApiError::NotFound(_)) => refused += 1,
+            Ok(_) => done += 1,
+            Err(ApiError::Conflict { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_)) => {
+                refused += 1
+            }
             Err(error) => return page_error(&session, error),
         }
     }

@@ -119,6 +119,7 @@ fn decision() -> Decision {
         role: Role::Approver,
         comment: None,
         payload_hash: "h".into(),
+        identities: vec![],
     }
 }
 
@@ -655,6 +656,7 @@ async fn history(app: &TestApp) {
             ProposalCommand::Reject {
                 decision: Decision {
                     payload_hash: execops::domain::payload_hash(&action),
+                    identities: vec![],
                     ..decision()
                 },
                 reason: "no".into(),

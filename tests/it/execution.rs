@@ -208,6 +208,7 @@ pub fn proposal(name: &str, action_type: &str, action: Value) -> ProposalDraft {
         subject_key: format!("test:{name}"),
         requested_by: None,
         outcome_key: None,
+        terms: Default::default(),
     }
 }
 
@@ -728,6 +729,7 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
             role: Role::Approver,
             comment: None,
             payload_hash: payload_hash(&action),
+            identities: vec![],
         };
         for command in [
             ProposalCommand::Draft(draft),
@@ -933,6 +935,7 @@ async fn an_uncertain_execution_is_marked_done_or_retried_by_a_person() {
                 role: Role::Approver,
                 comment: None,
                 payload_hash: execops::domain::payload_hash(&slack_post("#a", name)),
+                identities: vec![],
             }),
             ProposalCommand::StartExecution,
             ProposalCommand::RecordUncertain {

@@ -17,6 +17,7 @@ mod ops;
 pub mod pages;
 pub mod policies;
 mod projections;
+mod quorum;
 mod replay;
 mod serve;
 mod slack_approvals;

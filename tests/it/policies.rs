@@ -363,6 +363,7 @@ async fn an_action_type_people_keep_rejecting_is_disabled_and_can_be_enabled_aga
             role: Role::Admin,
             comment: None,
             payload_hash: payload_hash(&action),
+            identities: vec![],
         };
         app.store
             .proposal(

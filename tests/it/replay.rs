@@ -401,6 +401,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
             role: Role::Approver,
             comment: None,
             payload_hash: payload_hash(action),
+            identities: vec![],
         };
         store
             .proposal(id, ProposalCommand::Approve(decision), Default::default())

@@ -176,6 +176,7 @@ fn draft(id: ProposalId, n: usize) -> ProposalDraft {
         subject_key: format!("test:{n}"),
         requested_by: None,
         outcome_key: None,
+        terms: Default::default(),
     }
 }
 
@@ -192,6 +193,7 @@ async fn run_lifecycle(store: &Store, writer: usize, n: usize) {
             role: Role::Approver,
             comment: None,
             payload_hash: hash,
+            identities: vec![],
         }),
         ProposalCommand::StartExecution,
         ProposalCommand::RecordSuccess {

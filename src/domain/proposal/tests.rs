@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::ApprovalTerms;
 use cqrs_es::test::TestFramework;
 use serde_json::json;
 
@@ -25,6 +26,7 @@ fn draft() -> ProposalDraft {
         subject_key: "stripe:invoice:in_1".into(),
         requested_by: Some("requester@example.com".into()),
         outcome_key: Some("stripe:invoice:in_1:paid".into()),
+        terms: Default::default(),
     }
 }
 
@@ -38,6 +40,7 @@ fn decision(actor: &str, role: Role) -> Decision {
         role,
         comment: Some("go".into()),
         payload_hash: hash(),
+        identities: vec![],
     }
 }
 
@@ -151,10 +154,12 @@ fn commands() -> Vec<ProposalCommand> {
             actor: "approver@example.com".into(),
             role: Role::Approver,
         },
+        C::Escalate { at: at() },
     ]
 }
 
-/// The four execution-time commands (preview, defer, mark done, retry) in a state.
+/// The four execution-time commands (preview, defer, mark done, retry) in a state, and an
+/// escalation (the draft of the table has no ladder).
 fn late(s: Status) -> Vec<Expect> {
     use ProposalError as X;
     use Status as S;
@@ -180,7 +185,12 @@ fn late(s: Status) -> Vec<Expect> {
     } else {
         Err(X::CannotRetry(s))
     };
-    vec![preview, defer, mark_done, retry]
+    let escalate = match s {
+        S::NotDrafted => Err(X::NotDrafted),
+        S::Pending => Err(X::NoFurtherEscalation),
+        other => Err(X::NotPending(other)),
+    };
+    vec![preview, defer, mark_done, retry, escalate]
 }
 
 fn revision(inbound_id: &str) -> Revision {
@@ -405,7 +415,7 @@ fn every_command_in_every_state_is_allowed_or_refused_as_the_table_says() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13 * 17);
+    assert_eq!(checked, 13 * 18);
 }
 
 // ---- The rules the product promises, one by one. ----
@@ -781,4 +791,349 @@ fn an_outcome_of_one_kind_is_recorded_once() {
             value_cents: Some(1000),
         })
         .then_expect_error(ProposalError::OutcomeAlreadyRecorded("recovered".into()));
+}
+
+// ---- Quorum, self-approval on every path, expiry and escalation. ----
+
+fn drafted_with(terms: ApprovalTerms) -> ProposalEvent {
+    let mut draft = draft();
+    draft.terms = terms;
+    ProposalEvent::Drafted {
+        draft,
+        payload_hash: hash(),
+    }
+}
+
+fn quorum(approvals: u32, rejections: u32) -> ProposalEvent {
+    drafted_with(ApprovalTerms {
+        approvals_needed: approvals,
+        rejections_needed: rejections,
+        ..ApprovalTerms::default()
+    })
+}
+
+fn second() -> Decision {
+    decision("second@example.com", Role::Approver)
+}
+
+fn rejection(decision: Decision) -> ProposalCommand {
+    ProposalCommand::Reject {
+        decision,
+        reason: "not now".into(),
+    }
+}
+
+fn hours(n: i64) -> DateTime<Utc> {
+    at() + chrono::Duration::hours(n)
+}
+
+fn ladder() -> ProposalEvent {
+    drafted_with(ApprovalTerms {
+        expires_at: Some(hours(10)),
+        escalations: vec![
+            crate::domain::EscalationStep {
+                at: hours(4),
+                to: vec!["lead@example.com".into()],
+            },
+            crate::domain::EscalationStep {
+                at: hours(8),
+                to: vec!["cfo@example.com".into(), "ceo@example.com".into()],
+            },
+        ],
+        ..ApprovalTerms::default()
+    })
+}
+
+#[test]
+fn with_a_quorum_of_two_the_first_approval_leaves_it_pending() {
+    Framework::with(())
+        .given(vec![quorum(2, 1)])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_events(vec![ProposalEvent::ApprovalAdded(approver())]);
+}
+
+#[test]
+fn the_second_distinct_approval_approves_it() {
+    Framework::with(())
+        .given(vec![quorum(2, 1), ProposalEvent::ApprovalAdded(approver())])
+        .when(ProposalCommand::Approve(second()))
+        .then_expect_events(vec![ProposalEvent::Approved(second())]);
+}
+
+#[test]
+fn the_same_approver_twice_does_not_count_twice() {
+    Framework::with(())
+        .given(vec![quorum(2, 1), ProposalEvent::ApprovalAdded(approver())])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_error(ProposalError::AlreadyApprovedBy(
+            "approver@example.com".into(),
+        ));
+}
+
+#[test]
+fn the_same_approver_under_another_case_does_not_count_twice() {
+    Framework::with(())
+        .given(vec![quorum(3, 1), ProposalEvent::ApprovalAdded(approver())])
+        .when(ProposalCommand::Approve(decision(
+            "Approver@Example.com",
+            Role::Approver,
+        )))
+        .then_expect_error(ProposalError::AlreadyApprovedBy(
+            "Approver@Example.com".into(),
+        ));
+}
+
+#[test]
+fn with_a_quorum_of_three_it_takes_three_people() {
+    let third = decision("third@example.com", Role::Admin);
+    Framework::with(())
+        .given(vec![
+            quorum(3, 1),
+            ProposalEvent::ApprovalAdded(approver()),
+            ProposalEvent::ApprovalAdded(second()),
+        ])
+        .when(ProposalCommand::Approve(third.clone()))
+        .then_expect_events(vec![ProposalEvent::Approved(third)]);
+}
+
+#[test]
+fn by_default_one_rejection_ends_it_even_after_an_approval() {
+    Framework::with(())
+        .given(vec![quorum(2, 1), ProposalEvent::ApprovalAdded(approver())])
+        .when(rejection(second()))
+        .then_expect_events(vec![ProposalEvent::Rejected {
+            decision: second(),
+            reason: "not now".into(),
+        }]);
+}
+
+#[test]
+fn an_approver_may_not_reject_what_they_approved() {
+    Framework::with(())
+        .given(vec![quorum(2, 1), ProposalEvent::ApprovalAdded(approver())])
+        .when(rejection(approver()))
+        .then_expect_error(ProposalError::AlreadyApprovedBy(
+            "approver@example.com".into(),
+        ));
+}
+
+#[test]
+fn when_rejections_count_like_approvals_one_rejection_leaves_it_pending() {
+    Framework::with(())
+        .given(vec![quorum(2, 2)])
+        .when(rejection(approver()))
+        .then_expect_events(vec![ProposalEvent::RejectionAdded {
+            decision: approver(),
+            reason: "not now".into(),
+        }]);
+    Framework::with(())
+        .given(vec![
+            quorum(2, 2),
+            ProposalEvent::RejectionAdded {
+                decision: approver(),
+                reason: "not now".into(),
+            },
+        ])
+        .when(rejection(second()))
+        .then_expect_events(vec![ProposalEvent::Rejected {
+            decision: second(),
+            reason: "not now".into(),
+        }]);
+}
+
+#[test]
+fn a_rejecter_may_not_then_approve() {
+    Framework::with(())
+        .given(vec![
+            quorum(2, 2),
+            ProposalEvent::RejectionAdded {
+                decision: approver(),
+                reason: "not now".into(),
+            },
+        ])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_error(ProposalError::AlreadyRejectedBy(
+            "approver@example.com".into(),
+        ));
+}
+
+#[test]
+fn a_revision_clears_the_approvals_given_to_the_payload_before() {
+    let revised = revision("stripe:evt_2");
+    let mut again = approver();
+    again.payload_hash = payload_hash(&revised.action);
+    Framework::with(())
+        .given(vec![
+            quorum(2, 1),
+            ProposalEvent::ApprovalAdded(approver()),
+            ProposalEvent::Revised {
+                payload_hash: payload_hash(&revised.action),
+                revision: revised,
+            },
+        ])
+        .when(ProposalCommand::Approve(again.clone()))
+        .then_expect_events(vec![ProposalEvent::ApprovalAdded(again)]);
+}
+
+#[test]
+fn the_requester_may_not_approve_under_any_of_their_names() {
+    let mut by_slack = draft();
+    by_slack.requested_by = Some("slack:U123".into());
+    let mut decider = approver();
+    decider.identities = vec!["approver@example.com".into(), "slack:U123".into()];
+    for approvals in [1, 2] {
+        let mut draft = by_slack.clone();
+        draft.terms.approvals_needed = approvals;
+        Framework::with(())
+            .given(vec![ProposalEvent::Drafted {
+                draft,
+                payload_hash: hash(),
+            }])
+            .when(ProposalCommand::Approve(decider.clone()))
+            .then_expect_error(ProposalError::SelfApproval);
+    }
+}
+
+#[test]
+fn a_requester_who_is_one_of_several_approvers_still_may_not_approve() {
+    let mut draft = draft();
+    draft.terms.approvals_needed = 2;
+    Framework::with(())
+        .given(vec![
+            ProposalEvent::Drafted {
+                draft,
+                payload_hash: hash(),
+            },
+            ProposalEvent::ApprovalAdded(approver()),
+        ])
+        .when(ProposalCommand::Approve(decision(
+            "requester@example.com",
+            Role::Admin,
+        )))
+        .then_expect_error(ProposalError::SelfApproval);
+}
+
+#[test]
+fn expiry_is_refused_before_its_time_and_recorded_after() {
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Expire { at: hours(9) })
+        .then_expect_error(ProposalError::NotExpiredYet(hours(10)));
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Expire { at: hours(10) })
+        .then_expect_events(vec![ProposalEvent::Expired { at: hours(10) }]);
+}
+
+#[test]
+fn an_expired_proposal_can_no_longer_be_approved() {
+    Framework::with(())
+        .given(vec![ladder(), ProposalEvent::Expired { at: hours(10) }])
+        .when(ProposalCommand::Approve(approver()))
+        .then_expect_error(ProposalError::NotPending(Status::Expired));
+}
+
+#[test]
+fn escalation_goes_up_the_ladder_one_level_at_a_time() {
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Escalate { at: hours(3) })
+        .then_expect_error(ProposalError::EscalationNotDue(hours(4)));
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Escalate { at: hours(9) })
+        .then_expect_events(vec![ProposalEvent::Escalated {
+            at: hours(9),
+            level: 1,
+            to: vec!["lead@example.com".into()],
+        }]);
+    let level_one = ProposalEvent::Escalated {
+        at: hours(4),
+        level: 1,
+        to: vec!["lead@example.com".into()],
+    };
+    Framework::with(())
+        .given(vec![ladder(), level_one.clone()])
+        .when(ProposalCommand::Escalate { at: hours(5) })
+        .then_expect_error(ProposalError::EscalationNotDue(hours(8)));
+    Framework::with(())
+        .given(vec![ladder(), level_one.clone()])
+        .when(ProposalCommand::Escalate { at: hours(8) })
+        .then_expect_events(vec![ProposalEvent::Escalated {
+            at: hours(8),
+            level: 2,
+            to: vec!["cfo@example.com".into(), "ceo@example.com".into()],
+        }]);
+    let level_two = ProposalEvent::Escalated {
+        at: hours(8),
+        level: 2,
+        to: vec![],
+    };
+    Framework::with(())
+        .given(vec![ladder(), level_one, level_two])
+        .when(ProposalCommand::Escalate { at: hours(9) })
+        .then_expect_error(ProposalError::NoFurtherEscalation);
+}
+
+#[test]
+fn a_decided_proposal_is_neither_expired_nor_escalated() {
+    let decided = vec![ladder(), ProposalEvent::Approved(approver())];
+    Framework::with(())
+        .given(decided.clone())
+        .when(ProposalCommand::Escalate { at: hours(9) })
+        .then_expect_error(ProposalError::NotPending(Status::Approved));
+    Framework::with(())
+        .given(decided)
+        .when(ProposalCommand::Expire { at: hours(11) })
+        .then_expect_error(ProposalError::NotPending(Status::Approved));
+}
+
+#[test]
+fn what_is_due_is_expiry_first_then_the_next_escalation() {
+    let mut proposal = Proposal::default();
+    proposal.apply(ladder());
+    assert_eq!(proposal.due(hours(3)), None);
+    assert_eq!(
+        proposal.due(hours(4)),
+        Some(ProposalCommand::Escalate { at: hours(4) })
+    );
+    assert_eq!(
+        proposal.due(hours(10)),
+        Some(ProposalCommand::Expire { at: hours(10) })
+    );
+    proposal.apply(ProposalEvent::Approved(approver()));
+    assert_eq!(proposal.due(hours(10)), None);
+}
+
+#[test]
+fn new_events_keep_the_json_shape_others_read() {
+    let escalated = ProposalEvent::Escalated {
+        at: at(),
+        level: 1,
+        to: vec!["a@x.com".into()],
+    };
+    assert_eq!(
+        serde_json::to_value(&escalated).unwrap_or_default(),
+        json!({"Escalated": {"at": "2027-01-15T08:00:00Z", "level": 1, "to": ["a@x.com"]}})
+    );
+    assert_eq!(escalated.event_type(), "Escalated");
+    let added = ProposalEvent::ApprovalAdded(approver());
+    assert_eq!(
+        serde_json::to_value(&added).unwrap_or_default(),
+        json!({"ApprovalAdded": {
+            "actor": "approver@example.com",
+            "role": "approver",
+            "comment": "go",
+            "payload_hash": hash(),
+        }})
+    );
+    // A draft recorded before quorums existed reads back with the default terms.
+    let mut old = serde_json::to_value(drafted()).unwrap_or_default();
+    assert!(old.pointer("/Drafted/approvals_needed").is_none());
+    if let Some(body) = old.get_mut("Drafted").and_then(|b| b.as_object_mut()) {
+        body.remove("terms");
+    }
+    let back: ProposalEvent = serde_json::from_value(old)
+        .unwrap_or_else(|e| panic!("an old draft does not read back: {e}"));
+    assert_eq!(back, drafted());
 }
