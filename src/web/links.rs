@@ -403,6 +403,22 @@ async fn spend_and_decide(
     };
     let id = claims.proposal.as_str();
     let (page, spent_as) = match decide(state, &actor, id, request).await {
+        Ok(outcome) if outcome.status == crate::domain::Status::Pending => {
+            let heading = if approve {
+                "Your approval is recorded"
+            } else {
+                "Your rejection is recorded"
+            };
+            let text = format!(
+                "The proposal waits for more people: {}. This link no longer works.",
+                outcome.summary()
+            );
+            let done = if approve { "approved" } else { "rejected" };
+            (
+                Message::new(StatusCode::OK, heading, &text).about(id),
+                done.to_string(),
+            )
+        }
         Ok(_) => {
             let (heading, text) = if approve {
                 (

@@ -102,6 +102,13 @@ fn refusal(error: ApiError) -> String {
     format!("Nothing was decided: {why}.")
 }
 
+/// A decision taken from Slack: what to say, and whether it settled the proposal (a first
+/// approval of two leaves it waiting for the next approver).
+struct Taken {
+    line: String,
+    settled: bool,
+}
+
 /// Decides for the Slack member `member` and says how it went: the line for the message on
 /// success, the refusal otherwise.
 async fn decide_for(
@@ -112,7 +119,7 @@ async fn decide_for(
     shown_hash: Option<String>,
     reason: Option<String>,
     mut metadata: HashMap<String, String>,
-) -> Result<String, String> {
+) -> Result<Taken, String> {
     let actor = person_of(state, member).await?;
     metadata.insert("via".into(), "slack".into());
     metadata.insert("slack_user_id".into(), member.to_string());
@@ -131,8 +138,22 @@ async fn decide_for(
         metadata,
     };
     match decide(state, &actor, id, request).await {
-        Ok(_) if approve => Ok(format!("Approved by {who}")),
-        Ok(_) => Ok(format!("Rejected by {who}: {}", reason.unwrap_or_default())),
+        Ok(outcome) if outcome.status == crate::domain::Status::Pending => Ok(Taken {
+            line: format!(
+                "{} by {who}: {}; still waiting",
+                if approve { "Approved" } else { "Rejected" },
+                outcome.summary()
+            ),
+            settled: false,
+        }),
+        Ok(_) if approve => Ok(Taken {
+            line: format!("Approved by {who}"),
+            settled: true,
+        }),
+        Ok(_) => Ok(Taken {
+            line: format!("Rejected by {who}: {}", reason.unwrap_or_default()),
+            settled: true,
+        }),
         Err(error) => Err(refusal(error)),
     }
 }
@@ -152,7 +173,14 @@ pub async fn act_on_click(state: AppState, click: Click, metadata: HashMap<Strin
     )
     .await;
     let answer = match &outcome {
-        Ok(line) => {
+        // The buttons stay for the other approvers; everyone in the conversation sees the vote.
+        Ok(Taken {
+            line,
+            settled: false,
+        }) => {
+            serde_json::json!({"response_type": "in_channel", "replace_original": false, "text": line})
+        }
+        Ok(Taken { line, .. }) => {
             let title =
                 crate::projections::proposals::by_id(state.store.pool(), &click.proposal_id)
                     .await
@@ -190,7 +218,7 @@ pub async fn run_command(
     metadata: HashMap<String, String>,
 ) -> String {
     match decide_for(state, member, id, approve, None, reason, metadata).await {
-        Ok(line) => format!("{line}. Proposal `{id}`."),
+        Ok(Taken { line, .. }) => format!("{line}. Proposal `{id}`."),
         Err(refused) => refused,
     }
 }

@@ -50,6 +50,11 @@ async fn setup(secret: Option<&str>) -> Setup {
 
 /// Drafts a proposal with `urgency`, requested by [`REQUESTER`].
 async fn draft(app: &TestApp, name: &str, urgency: Urgency) -> String {
+    draft_needing(app, name, urgency, 1).await
+}
+
+/// As [`draft`], needing `approvals` distinct approvers.
+async fn draft_needing(app: &TestApp, name: &str, urgency: Urgency, approvals: u32) -> String {
     let mut draft = proposal(
         name,
         "slack.post",
@@ -58,6 +63,7 @@ async fn draft(app: &TestApp, name: &str, urgency: Urgency) -> String {
     draft.urgency = urgency;
     draft.requested_by = Some(REQUESTER.into());
     draft.reasoning = format!("Because {name} matters.");
+    draft.terms.approvals_needed = approvals;
     let id = draft.id.to_string();
     app.store
         .proposal(&id, ProposalCommand::Draft(draft), HashMap::new())
@@ -666,4 +672,36 @@ async fn a_busy_mail_server_is_retried_without_sending_anyone_a_second_email() {
     assert!(behind.events > 0, "the event waits for the mail server");
     assert_eq!(events_of(&app, &id).await, ["Drafted"]);
     app.stop().await;
+}
+
+/// With a quorum of two, the first link used records a vote and says the proposal waits for
+/// another approver; the second approver's link approves it.
+#[tokio::test]
+async fn with_a_quorum_of_two_each_approvers_link_counts_once_and_the_second_approves() {
+    let setup = setup(Some(SECRET)).await;
+    let id = draft_needing(&setup.app, "payroll", Urgency::Critical, 2).await;
+    let mut mails = mails(&setup.smtp, 2).await;
+    idle(&setup.app).await;
+    let app = &setup.app;
+    let ann = token_after(&mails.remove("ann@example.com").expect("Ann's"), "Approve:");
+    let boss = token_after(
+        &mails.remove("boss@example.com").expect("Boss's"),
+        "Approve:",
+    );
+    let (status, html) = post(app, &ann, &[]).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Your approval is recorded"), "{html}");
+    assert!(html.contains("1 of 2 approvals"), "{html}");
+    assert_eq!(status_of(app, &id).await, "pending");
+    assert_eq!(decisions(app, &id).await, 0);
+    let (status, html) = post(app, &boss, &[]).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("You approved it"), "{html}");
+    assert_eq!(decisions(app, &id).await, 1);
+    let approvals = events_of(app, &id).await;
+    assert!(
+        approvals.contains(&"ApprovalAdded".to_string()),
+        "{approvals:?}"
+    );
+    setup.app.stop().await;
 }

@@ -198,6 +198,17 @@ async fn link(app: &TestApp, email: &str, member: &str) {
 /// Drafts a proposal as the router would, with the urgency and requester given; the action
 /// is an email, which no Slack call carries out.
 async fn draft(app: &TestApp, name: &str, urgency: Urgency, requested_by: Option<&str>) -> String {
+    draft_needing(app, name, urgency, requested_by, 1).await
+}
+
+/// As [`draft`], needing `approvals` distinct approvers.
+async fn draft_needing(
+    app: &TestApp,
+    name: &str,
+    urgency: Urgency,
+    requested_by: Option<&str>,
+    approvals: u32,
+) -> String {
     let mut draft = proposal(
         name,
         "email.send",
@@ -205,6 +216,7 @@ async fn draft(app: &TestApp, name: &str, urgency: Urgency, requested_by: Option
     );
     draft.urgency = urgency;
     draft.requested_by = requested_by.map(str::to_string);
+    draft.terms.approvals_needed = approvals;
     let id = draft.id.to_string();
     app.store
         .proposal(&id, ProposalCommand::Draft(draft), HashMap::new())
@@ -311,7 +323,12 @@ async fn decisions(app: &TestApp, id: &str) -> Vec<String> {
     events_of(app, id)
         .await
         .into_iter()
-        .filter(|e| e == "Approved" || e == "Rejected")
+        .filter(|e| {
+            matches!(
+                e.as_str(),
+                "Approved" | "Rejected" | "ApprovalAdded" | "RejectionAdded"
+            )
+        })
         .collect()
 }
 
@@ -1201,4 +1218,103 @@ async fn a_slash_decision_slower_than_slacks_deadline_is_answered_later_in_priva
         "{late}"
     );
     assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+}
+
+/// With a quorum of two, the first click is a vote that everyone in the conversation sees,
+/// and the buttons stay for the second approver, whose click approves it. The same member
+/// again counts once.
+#[tokio::test]
+async fn a_quorum_takes_clicks_from_two_members_and_keeps_the_buttons_until_then() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(BOB, Role::Approver, Some("U0BOB")).await;
+    let id = draft_needing(&world.app, "two", Urgency::High, None, 2).await;
+    settle(&world.app).await;
+    let value = format!("{id}:{}", hash_of(&world.app, &id).await);
+    let first = click(
+        "execops_approve",
+        "U0ADA",
+        &value,
+        &world.response_url("q1"),
+    );
+    press(&world, &first).await;
+    let vote = world.answer("q1").await;
+    assert_eq!(vote["replace_original"], false, "{vote}");
+    assert_eq!(vote["response_type"], "in_channel", "{vote}");
+    assert!(
+        vote["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 2 approvals; still waiting"),
+        "{vote}"
+    );
+    assert_eq!(decisions(&world.app, &id).await, ["ApprovalAdded"]);
+
+    let again = click(
+        "execops_approve",
+        "U0ADA",
+        &value,
+        &world.response_url("q1b"),
+    );
+    press(&world, &again).await;
+    let refused = world.answer("q1b").await;
+    assert_eq!(refused["response_type"], "ephemeral", "{refused}");
+    assert_eq!(decisions(&world.app, &id).await, ["ApprovalAdded"]);
+
+    let second = click(
+        "execops_approve",
+        "U0BOB",
+        &value,
+        &world.response_url("q2"),
+    );
+    press(&world, &second).await;
+    let done = world.answer("q2").await;
+    assert_eq!(done["replace_original"], true, "{done}");
+    assert!(
+        done["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Approved by <@U0BOB> (bob@example.com)"),
+        "{done}"
+    );
+    assert_eq!(
+        decisions(&world.app, &id).await,
+        ["ApprovalAdded", "Approved"]
+    );
+}
+
+/// A proposal someone set off from Slack may not be approved by them through their linked
+/// member, nor through their email anywhere else.
+#[tokio::test]
+async fn the_member_who_set_a_proposal_off_may_not_approve_it_by_click_or_by_email() {
+    let world = World::start(&[]).await;
+    let token = person(&world.app, REQ, Role::Approver).await;
+    link(&world.app, REQ, "U0REQ").await;
+    let id = draft(&world.app, "mine", Urgency::High, Some("slack:U0REQ")).await;
+    settle(&world.app).await;
+    let value = format!("{id}:{}", hash_of(&world.app, &id).await);
+    press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0REQ",
+            &value,
+            &world.response_url("own"),
+        ),
+    )
+    .await;
+    let refused = world.answer("own").await;
+    assert_eq!(refused["response_type"], "ephemeral", "{refused}");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/proposals/{id}/approve",
+            world.app.addr
+        ))
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(decisions(&world.app, &id).await.is_empty());
 }
