@@ -7,7 +7,7 @@
 //! statements a batch at most, whatever its size. Every value comes from the events (a
 //! signal's `occurred_at`, an event's `recorded_at`), never from the clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -21,7 +21,17 @@ use crate::store::subscription::{HandlerError, Subscriber};
 #[derive(Debug, Default)]
 pub struct Canvas;
 
-/// The tables this projection owns, for `execops replay`.
+/// The daily sums, kept beside the facts.
+pub const DAILY_TABLES: &[&str] = &[
+    "canvas_daily_flows",
+    "canvas_daily_mrr",
+    "canvas_daily_vendor_spend",
+    "canvas_daily_decisions",
+    "canvas_daily_outcomes",
+    "canvas_daily_executions",
+];
+
+/// The tables this projection owns, for `execops replay`: the facts, then [`DAILY_TABLES`].
 pub const TABLES: &[&str] = &[
     "canvas_money",
     "canvas_balances",
@@ -678,8 +688,10 @@ impl Subscriber for Canvas {
                 _ => {}
             }
         }
-        let mut days = days_touched(conn, &fold).await.map_err(failed)?;
-        write(conn, &fold).await.map_err(failed)?;
+        let (mut days, existing) = days_touched(conn, &fold).await.map_err(failed)?;
+        let inserted = write(conn, &fold).await.map_err(failed)?;
+        let sums = Sums::of(&fold, &existing, &inserted);
+        sums.add(conn, &inserted.outcomes).await.map_err(failed)?;
         if !fold.marked_done.is_empty() {
             let done: Vec<(DateTime<Utc>,)> = sqlx::query_as(
                 "UPDATE canvas_executions e SET result = 'succeeded' \
@@ -713,24 +725,28 @@ struct Days {
     refunded: Vec<String>,
 }
 
-/// What the batch's facts touch, and the days of the rows they replace (an expense
-/// corrected to another date, an attempt whose result came later), read before writing.
-async fn days_touched(conn: &mut PgConnection, fold: &Fold) -> Result<Days, sqlx::Error> {
+/// Expenses and attempts of a batch that replace a row already kept.
+#[derive(Debug, Default)]
+struct Existing {
+    expenses: HashSet<(String, String)>,
+    executions: HashSet<(String, i32)>,
+}
+
+/// The days to sum again from the facts: those where a fact is replaced rather than added (a
+/// corrected expense, a later result for an attempt, a refund report that supersedes an
+/// earlier one), with the days of the rows replaced, read before writing. A new fact adds
+/// itself to its day instead ([`Sums`]).
+async fn days_touched(
+    conn: &mut PgConnection,
+    fold: &Fold,
+) -> Result<(Days, Existing), sqlx::Error> {
     let mut days = Days::default();
+    let mut existing = Existing::default();
     for m in &fold.money {
-        if matches!(
-            m.kind,
-            "invoice_paid" | "charge_succeeded" | "charge_refunded"
-        ) {
-            days.flows.insert(m.occurred_at.date_naive());
-        }
         if m.kind == "charge_refunded" {
+            days.flows.insert(m.occurred_at.date_naive());
             days.refunded.push(m.object_id.clone());
         }
-    }
-    for e in fold.expenses.values() {
-        days.flows.insert(e.spent_on);
-        days.vendors.insert(e.spent_on);
     }
     if !fold.expenses.is_empty() {
         let (sources, ids): (Vec<&str>, Vec<&str>) = fold
@@ -738,32 +754,31 @@ async fn days_touched(conn: &mut PgConnection, fold: &Fold) -> Result<Days, sqlx
             .keys()
             .map(|(s, id)| (s.as_str(), id.as_str()))
             .unzip();
-        let before: Vec<(NaiveDate,)> = sqlx::query_as(
-            "SELECT e.spent_on FROM unnest($1::text[], $2::text[]) AS k(source, expense_id) \
+        let before: Vec<(String, String, NaiveDate)> = sqlx::query_as(
+            "SELECT e.source, e.expense_id, e.spent_on \
+             FROM unnest($1::text[], $2::text[]) AS k(source, expense_id) \
              JOIN canvas_expenses e USING (source, expense_id)",
         )
         .bind(sources)
         .bind(ids)
         .fetch_all(&mut *conn)
         .await?;
-        for (day,) in before {
+        for (source, expense_id, day) in before {
             days.flows.insert(day);
             days.vendors.insert(day);
+            if let Some(e) = fold.expenses.get(&(source.clone(), expense_id.clone())) {
+                days.flows.insert(e.spent_on);
+                days.vendors.insert(e.spent_on);
+            }
+            existing.expenses.insert((source, expense_id));
         }
-    }
-    for m in &fold.movements {
-        days.mrr.insert(m.occurred_at.date_naive());
     }
     for p in changed(&fold.proposals, &fold.proposals_before) {
-        if let Some(at) = p.decided_at {
+        let was = fold.proposals_before.get(&p.proposal_id);
+        if let (Some(at), Some(was)) = (p.decided_at, was.and_then(|w| w.decided_at)) {
             days.decisions.insert(at.date_naive());
+            days.decisions.insert(was.date_naive());
         }
-    }
-    for o in &fold.outcomes {
-        days.outcomes.insert(o.at.date_naive());
-    }
-    for e in fold.executions.values() {
-        days.executions.insert(e.at.date_naive());
     }
     if !fold.executions.is_empty() {
         let (ids, attempts): (Vec<&str>, Vec<i32>) = fold
@@ -771,18 +786,324 @@ async fn days_touched(conn: &mut PgConnection, fold: &Fold) -> Result<Days, sqlx
             .keys()
             .map(|(id, attempt)| (id.as_str(), *attempt))
             .unzip();
-        let before: Vec<(DateTime<Utc>,)> = sqlx::query_as(
-            "SELECT e.at FROM unnest($1::text[], $2::int[]) AS k(proposal_id, attempt) \
+        let before: Vec<(String, i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT e.proposal_id, e.attempt, e.at \
+             FROM unnest($1::text[], $2::int[]) AS k(proposal_id, attempt) \
              JOIN canvas_executions e USING (proposal_id, attempt)",
         )
         .bind(ids)
         .bind(attempts)
         .fetch_all(&mut *conn)
         .await?;
-        days.executions
-            .extend(before.into_iter().map(|(at,)| at.date_naive()));
+        for (id, attempt, at) in before {
+            days.executions.insert(at.date_naive());
+            if let Some(e) = fold.executions.get(&(id.clone(), attempt)) {
+                days.executions.insert(e.at.date_naive());
+            }
+            existing.executions.insert((id, attempt));
+        }
     }
-    Ok(days)
+    Ok((days, existing))
+}
+
+/// What a batch's new facts add to the daily sums, by day.
+#[derive(Debug, Default, PartialEq)]
+struct Sums {
+    /// (day, currency) → spend, revenue.
+    flows: BTreeMap<(NaiveDate, String), (i64, i64)>,
+    /// (day, currency) → net, new, expansion, contraction, churn.
+    mrr: BTreeMap<(NaiveDate, String), [i64; 5]>,
+    /// (day, currency, vendor key) → the least spelling, amount.
+    vendors: BTreeMap<(NaiveDate, String, String), (String, i64)>,
+    /// (day, action type, seconds to decide) → approved, rejected.
+    decisions: BTreeMap<(NaiveDate, String, i64), (i32, i32)>,
+    /// (day, adapter) → succeeded, failed, uncertain.
+    executions: BTreeMap<(NaiveDate, String), [i32; 3]>,
+}
+
+impl Sums {
+    /// The batch's facts that are new: a fact that replaces one already kept has its days
+    /// summed again instead ([`days_touched`]).
+    fn of(fold: &Fold, existing: &Existing, inserted: &Inserted) -> Self {
+        let mut sums = Sums::default();
+        for m in &fold.money {
+            let revenue = m.kind == "invoice_paid"
+                || (m.kind == "charge_succeeded" && m.invoice_id.is_none());
+            if revenue && inserted.money.contains(&m.inbound_id) {
+                let day = m.occurred_at.date_naive();
+                sums.flows.entry((day, m.currency.clone())).or_default().1 += m.amount;
+            }
+        }
+        for (key, e) in &fold.expenses {
+            if existing.expenses.contains(key) {
+                continue;
+            }
+            sums.flows
+                .entry((e.spent_on, e.currency.clone()))
+                .or_default()
+                .0 += e.amount;
+            let vendor = sums
+                .vendors
+                .entry((e.spent_on, e.currency.clone(), e.vendor.to_lowercase()))
+                .or_insert_with(|| (e.vendor.clone(), 0));
+            if e.vendor < vendor.0 {
+                vendor.0 = e.vendor.clone();
+            }
+            vendor.1 += e.amount;
+        }
+        for m in &fold.movements {
+            if !inserted.movements.contains(&m.inbound_id) {
+                continue;
+            }
+            let (before, after) = (m.mrr_before, m.mrr_after);
+            let v = sums
+                .mrr
+                .entry((m.occurred_at.date_naive(), m.currency.clone()))
+                .or_default();
+            v[0] += after - before;
+            if before == 0 {
+                v[1] += after;
+            } else if after > before {
+                v[2] += after - before;
+            }
+            if after > 0 && after < before {
+                v[3] += before - after;
+            }
+            if after == 0 {
+                v[4] += before;
+            }
+        }
+        for p in changed(&fold.proposals, &fold.proposals_before) {
+            let was_decided = fold
+                .proposals_before
+                .get(&p.proposal_id)
+                .is_some_and(|w| w.decided_at.is_some());
+            let (Some(at), false) = (p.decided_at, was_decided) else {
+                continue;
+            };
+            let seconds = (at - p.drafted_at)
+                .num_microseconds()
+                .map(|us| us.div_euclid(1_000_000))
+                .unwrap_or_else(|| (at - p.drafted_at).num_seconds());
+            let d = sums
+                .decisions
+                .entry((at.date_naive(), p.action_type.clone(), seconds))
+                .or_default();
+            match p.decision.as_deref() {
+                Some("approved") => d.0 += 1,
+                Some("rejected") => d.1 += 1,
+                _ => {}
+            }
+        }
+        for (key, e) in &fold.executions {
+            if existing.executions.contains(key) {
+                continue;
+            }
+            let adapter = e.action_type.split('.').next().unwrap_or_default();
+            let counts = sums
+                .executions
+                .entry((e.at.date_naive(), adapter.to_string()))
+                .or_default();
+            match e.result {
+                "succeeded" => counts[0] += 1,
+                "failed" => counts[1] += 1,
+                _ => counts[2] += 1,
+            }
+        }
+        sums
+    }
+
+    /// Adds the sums to their days, and the outcomes `outcomes` (proposal, sequence) just
+    /// inserted, whose currency is looked up as the query defines it.
+    async fn add(
+        &self,
+        conn: &mut PgConnection,
+        outcomes: &[(String, i64)],
+    ) -> Result<(), sqlx::Error> {
+        if !self.flows.is_empty() {
+            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&(i64, i64)>) =
+                self.flows.iter().unzip();
+            sqlx::query(
+                "INSERT INTO canvas_daily_flows AS t (day, currency, spend, revenue, refunds) \
+                 SELECT d, c, s, r, 0 FROM unnest($1::date[], $2::text[], $3::bigint[], \
+                   $4::bigint[]) AS u(d, c, s, r) \
+                 ON CONFLICT (day, currency) DO UPDATE \
+                 SET spend = t.spend + excluded.spend, revenue = t.revenue + excluded.revenue",
+            )
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.mrr.is_empty() {
+            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&[i64; 5]>) =
+                self.mrr.iter().unzip();
+            let column = |i: usize| values.iter().map(|v| v[i]).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO canvas_daily_mrr AS t (day, currency, net, new, expansion, \
+                   contraction, churn) \
+                 SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[], $4::bigint[], \
+                   $5::bigint[], $6::bigint[], $7::bigint[]) \
+                 ON CONFLICT (day, currency) DO UPDATE \
+                 SET net = t.net + excluded.net, new = t.new + excluded.new, \
+                   expansion = t.expansion + excluded.expansion, \
+                   contraction = t.contraction + excluded.contraction, \
+                   churn = t.churn + excluded.churn",
+            )
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(column(0))
+            .bind(column(1))
+            .bind(column(2))
+            .bind(column(3))
+            .bind(column(4))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.vendors.is_empty() {
+            let (keys, values): (Vec<&(NaiveDate, String, String)>, Vec<&(String, i64)>) =
+                self.vendors.iter().unzip();
+            sqlx::query(
+                "INSERT INTO canvas_daily_vendor_spend AS t (day, currency, vendor_key, vendor, \
+                   amount) \
+                 SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], \
+                   $5::bigint[]) \
+                 ON CONFLICT (day, currency, vendor_key) DO UPDATE \
+                 SET vendor = least(t.vendor, excluded.vendor), \
+                   amount = t.amount + excluded.amount",
+            )
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.0.as_str()).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.decisions.is_empty() {
+            let (keys, values): (Vec<&(NaiveDate, String, i64)>, Vec<&(i32, i32)>) =
+                self.decisions.iter().unzip();
+            sqlx::query(
+                "INSERT INTO canvas_daily_decisions AS t (day, action_type, seconds, approved, \
+                   rejected) \
+                 SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[], $4::int[], \
+                   $5::int[]) \
+                 ON CONFLICT (day, action_type, seconds) DO UPDATE \
+                 SET approved = t.approved + excluded.approved, \
+                   rejected = t.rejected + excluded.rejected",
+            )
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.executions.is_empty() {
+            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&[i32; 3]>) =
+                self.executions.iter().unzip();
+            let column = |i: usize| values.iter().map(|v| v[i]).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO canvas_daily_executions AS t (day, adapter, succeeded, failed, \
+                   uncertain) \
+                 SELECT * FROM unnest($1::date[], $2::text[], $3::int[], $4::int[], $5::int[]) \
+                 ON CONFLICT (day, adapter) DO UPDATE \
+                 SET succeeded = t.succeeded + excluded.succeeded, \
+                   failed = t.failed + excluded.failed, uncertain = t.uncertain + excluded.uncertain",
+            )
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(column(0))
+            .bind(column(1))
+            .bind(column(2))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !outcomes.is_empty() {
+            let (ids, sequences): (Vec<&str>, Vec<i64>) =
+                outcomes.iter().map(|(id, n)| (id.as_str(), *n)).unzip();
+            sqlx::query(
+                "INSERT INTO canvas_daily_outcomes AS t (day, action_type, kind, currency, \
+                   outcomes, value) \
+                 SELECT day, action_type, kind, coalesce(currency, ''), count(*), \
+                   sum(value_cents)::bigint \
+                 FROM (SELECT (o.at AT TIME ZONE 'UTC')::date AS day, o.action_type, o.kind, \
+                   o.value_cents, coalesce( \
+                   (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
+                   (SELECT m.currency FROM canvas_proposals p \
+                      JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
+                    WHERE p.proposal_id = o.proposal_id \
+                    ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
+                   FROM unnest($1::text[], $2::bigint[]) AS k(proposal_id, sequence) \
+                   JOIN canvas_outcomes o USING (proposal_id, sequence)) o \
+                 GROUP BY 1, 2, 3, 4 \
+                 ON CONFLICT (day, action_type, kind, currency) DO UPDATE \
+                 SET outcomes = t.outcomes + excluded.outcomes, \
+                   value = CASE WHEN t.value IS NULL THEN excluded.value \
+                                WHEN excluded.value IS NULL THEN t.value \
+                                ELSE t.value + excluded.value END",
+            )
+            .bind(ids)
+            .bind(sequences)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sums every day again from the facts alone: what the daily sums kept a batch at a time
+/// must equal (a test holds them to it).
+pub async fn sum_every_day(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let all = |sql: &'static str| sqlx::query_scalar::<_, NaiveDate>(sql);
+    let days = |v: Vec<NaiveDate>| v.into_iter().collect::<BTreeSet<_>>();
+    let money = days(
+        all("SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date FROM canvas_money")
+            .fetch_all(&mut *conn)
+            .await?,
+    );
+    let spent = days(
+        all("SELECT DISTINCT spent_on FROM canvas_expenses")
+            .fetch_all(&mut *conn)
+            .await?,
+    );
+    let plan = Days {
+        flows: money.union(&spent).copied().collect(),
+        mrr: days(
+            all("SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date FROM canvas_mrr_movements")
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+        vendors: spent,
+        decisions: days(
+            all(
+                "SELECT DISTINCT (decided_at AT TIME ZONE 'UTC')::date FROM canvas_proposals \
+                 WHERE decided_at IS NOT NULL",
+            )
+            .fetch_all(&mut *conn)
+            .await?,
+        ),
+        outcomes: days(
+            all("SELECT DISTINCT (at AT TIME ZONE 'UTC')::date FROM canvas_outcomes")
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+        executions: days(
+            all("SELECT DISTINCT (at AT TIME ZONE 'UTC')::date FROM canvas_executions")
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+        refunded: vec![],
+    };
+    for table in DAILY_TABLES {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    sum_days(conn, plan).await
 }
 
 /// A day's bounds as timestamps, for the facts kept by the instant: `d.day` from
@@ -949,15 +1270,24 @@ macro_rules! column {
     };
 }
 
-async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> {
+/// The rows of insert-only facts that a batch actually added: each adds itself to its day.
+#[derive(Debug, Default)]
+struct Inserted {
+    money: HashSet<String>,
+    movements: HashSet<String>,
+    outcomes: Vec<(String, i64)>,
+}
+
+async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<Inserted, sqlx::Error> {
+    let mut inserted = Inserted::default();
     if !fold.money.is_empty() {
         let rows = &fold.money;
-        sqlx::query(
+        inserted.money = sqlx::query_scalar(
             "INSERT INTO canvas_money (inbound_id, kind, object_id, customer, invoice_id, amount, \
                currency, occurred_at) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                $6::bigint[], $7::text[], $8::timestamptz[]) \
-             ON CONFLICT (inbound_id) DO NOTHING",
+             ON CONFLICT (inbound_id) DO NOTHING RETURNING inbound_id",
         )
         .bind(column!(rows, inbound_id))
         .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
@@ -967,8 +1297,10 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> 
         .bind(column!(rows, amount))
         .bind(column!(rows, currency))
         .bind(column!(rows, occurred_at))
-        .execute(&mut *conn)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
     }
     if !fold.balances.is_empty() {
         let rows: Vec<&Balance> = fold.balances.values().collect();
@@ -1030,12 +1362,12 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> 
     }
     if !fold.movements.is_empty() {
         let rows = &fold.movements;
-        sqlx::query(
+        inserted.movements = sqlx::query_scalar(
             "INSERT INTO canvas_mrr_movements (inbound_id, subscription_id, currency, mrr_before, \
                mrr_after, occurred_at) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
                $6::timestamptz[]) \
-             ON CONFLICT (inbound_id) DO NOTHING",
+             ON CONFLICT (inbound_id) DO NOTHING RETURNING inbound_id",
         )
         .bind(column!(rows, inbound_id))
         .bind(column!(rows, subscription_id))
@@ -1043,8 +1375,10 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> 
         .bind(column!(rows, mrr_before))
         .bind(column!(rows, mrr_after))
         .bind(column!(rows, occurred_at))
-        .execute(&mut *conn)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
     }
     if !fold.expenses.is_empty() {
         let rows: Vec<&Expense> = fold.expenses.values().collect();
@@ -1114,12 +1448,12 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> 
     }
     if !fold.outcomes.is_empty() {
         let rows = &fold.outcomes;
-        sqlx::query(
+        inserted.outcomes = sqlx::query_as(
             "INSERT INTO canvas_outcomes (proposal_id, sequence, action_type, kind, value_cents, \
                caused_by, at) \
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
                $5::bigint[], $6::text[], $7::timestamptz[]) \
-             ON CONFLICT (proposal_id, sequence) DO NOTHING",
+             ON CONFLICT (proposal_id, sequence) DO NOTHING RETURNING proposal_id, sequence",
         )
         .bind(column!(rows, proposal_id))
         .bind(column!(rows, sequence))
@@ -1128,10 +1462,10 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<(), sqlx::Error> 
         .bind(column!(rows, value_cents))
         .bind(column!(rows, caused_by))
         .bind(column!(rows, at))
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(inserted)
 }
 
 #[cfg(test)]
