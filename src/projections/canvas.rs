@@ -806,6 +806,11 @@ async fn days_touched(
     Ok((days, existing))
 }
 
+/// A map's keys and values, in key order, side by side.
+fn split<K, V>(map: &BTreeMap<K, V>) -> (Vec<&K>, Vec<&V>) {
+    map.iter().unzip()
+}
+
 /// What a batch's new facts add to the daily sums, by day.
 #[derive(Debug, Default, PartialEq)]
 struct Sums {
@@ -921,8 +926,7 @@ impl Sums {
         outcomes: &[(String, i64)],
     ) -> Result<(), sqlx::Error> {
         if !self.flows.is_empty() {
-            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&(i64, i64)>) =
-                self.flows.iter().unzip();
+            let (keys, values) = split(&self.flows);
             sqlx::query(
                 "INSERT INTO canvas_daily_flows AS t (day, currency, spend, revenue, refunds) \
                  SELECT d, c, s, r, 0 FROM unnest($1::date[], $2::text[], $3::bigint[], \
@@ -938,8 +942,7 @@ impl Sums {
             .await?;
         }
         if !self.mrr.is_empty() {
-            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&[i64; 5]>) =
-                self.mrr.iter().unzip();
+            let (keys, values) = split(&self.mrr);
             let column = |i: usize| values.iter().map(|v| v[i]).collect::<Vec<_>>();
             sqlx::query(
                 "INSERT INTO canvas_daily_mrr AS t (day, currency, net, new, expansion, \
@@ -963,8 +966,7 @@ impl Sums {
             .await?;
         }
         if !self.vendors.is_empty() {
-            let (keys, values): (Vec<&(NaiveDate, String, String)>, Vec<&(String, i64)>) =
-                self.vendors.iter().unzip();
+            let (keys, values) = split(&self.vendors);
             sqlx::query(
                 "INSERT INTO canvas_daily_vendor_spend AS t (day, currency, vendor_key, vendor, \
                    amount) \
@@ -983,8 +985,7 @@ impl Sums {
             .await?;
         }
         if !self.decisions.is_empty() {
-            let (keys, values): (Vec<&(NaiveDate, String, i64)>, Vec<&(i32, i32)>) =
-                self.decisions.iter().unzip();
+            let (keys, values) = split(&self.decisions);
             sqlx::query(
                 "INSERT INTO canvas_daily_decisions AS t (day, action_type, seconds, approved, \
                    rejected) \
@@ -1003,8 +1004,7 @@ impl Sums {
             .await?;
         }
         if !self.executions.is_empty() {
-            let (keys, values): (Vec<&(NaiveDate, String)>, Vec<&[i32; 3]>) =
-                self.executions.iter().unzip();
+            let (keys, values) = split(&self.executions);
             let column = |i: usize| values.iter().map(|v| v[i]).collect::<Vec<_>>();
             sqlx::query(
                 "INSERT INTO canvas_daily_executions AS t (day, adapter, succeeded, failed, \
