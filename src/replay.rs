@@ -385,7 +385,13 @@ impl<'a, S: Subscriber> Replay<'a, S> {
                 " CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
             );
         }
-        let _ = write!(ddl, " SET search_path = {schema}, public;");
+        // The new tables start empty and grow by the batch: a plan cached while they were
+        // small (a scan of the whole table) would outlive them being large, so each
+        // statement is planned for the table as it is.
+        let _ = write!(
+            ddl,
+            " SET search_path = {schema}, public; SET plan_cache_mode = force_custom_plan;"
+        );
         sqlx::raw_sql(&ddl).execute(&mut *conn).await?;
 
         // Verify compares with the live tables as they stand, so it stops at their
@@ -395,7 +401,12 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             Mode::Verify => Some(live.unwrap_or(LogPosition::START)),
             Mode::Swap => None,
         };
-        let at = self.apply_until(conn, LogPosition::START, limit).await?;
+        let mut reader = self.pool.acquire().await?.detach();
+        let at = self
+            .apply_until(conn, Some(&mut reader), LogPosition::START, limit)
+            .await;
+        let _ = reader.close().await;
+        let at = at?;
 
         let mut tx = conn.begin().await?;
         let names: Vec<String> = self
@@ -435,7 +446,9 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         // Everything up to the live checkpoint is now in the rebuild too (a reader of some
         // aggregate types only may stop short of it, at its last event of theirs).
         let through = if live > at {
-            self.apply_until(&mut tx, at, Some(live)).await?.max(live)
+            self.apply_until(&mut tx, None, at, Some(live))
+                .await?
+                .max(live)
         } else {
             at
         };
@@ -480,25 +493,59 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         Ok(report)
     }
 
+    /// The next batch of what this projection reads after `at`.
+    async fn read(
+        &self,
+        conn: &mut PgConnection,
+        at: LogPosition,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let types = self.subscriber.payload_types();
+        let slim = self.subscriber.slim();
+        match types {
+            Some(types) if self.subscriber.ignores_other_types() => {
+                let skip = self.subscriber.ignores_sources();
+                read_after_of(&mut *conn, at, BATCH, types, skip, slim.as_ref()).await
+            }
+            _ => read_after_with(&mut *conn, at, BATCH, types, slim.as_ref()).await,
+        }
+    }
+
+    /// Applies `batch` to the rebuild in one transaction.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[StoredEvent],
+    ) -> Result<(), ReplayError> {
+        let mut tx = conn.begin().await?;
+        self.subscriber
+            .handle_batch(&mut tx, batch)
+            .await
+            .map_err(|(position, source)| ReplayError::Handler {
+                projection: self.projection.name,
+                position,
+                source,
+            })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Applies the log after `from` (up to `limit`, or to its end) to the rebuild, a
-    /// transaction per batch; returns where it stopped.
+    /// transaction per batch; returns where it stopped. With a `reader`, the next batch is
+    /// read on it while the one before is written, so reading and writing overlap.
     async fn apply_until(
         &mut self,
         conn: &mut PgConnection,
+        mut reader: Option<&mut PgConnection>,
         from: LogPosition,
         limit: Option<LogPosition>,
     ) -> Result<LogPosition, ReplayError> {
         let mut at = from;
+        let mut next = match reader.as_deref_mut() {
+            Some(reader) => self.read(reader, at).await?,
+            None => self.read(conn, at).await?,
+        };
         loop {
-            let types = self.subscriber.payload_types();
-            let slim = self.subscriber.slim();
-            let mut batch: Vec<StoredEvent> = match types {
-                Some(types) if self.subscriber.ignores_other_types() => {
-                    let skip = self.subscriber.ignores_sources();
-                    read_after_of(&mut *conn, at, BATCH, types, skip, slim.as_ref()).await?
-                }
-                _ => read_after_with(&mut *conn, at, BATCH, types, slim.as_ref()).await?,
-            };
+            let mut batch = std::mem::take(&mut next);
             let full = batch.len() as i64 == BATCH;
             if let Some(limit) = limit {
                 batch.retain(|e| e.log <= limit);
@@ -506,20 +553,31 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             let Some(last) = batch.last().map(|e| e.log) else {
                 return Ok(at);
             };
-            let mut tx = conn.begin().await?;
-            self.subscriber
-                .handle_batch(&mut tx, &batch)
-                .await
-                .map_err(|(position, source)| ReplayError::Handler {
-                    projection: self.projection.name,
-                    position,
-                    source,
-                })?;
-            tx.commit().await?;
+            let more = full && limit.is_none_or(|l| last < l);
+            let (written, read) = match reader.as_deref_mut() {
+                Some(reader) => {
+                    tokio::join!(self.write(conn, &batch), async {
+                        match more {
+                            true => self.read(reader, last).await,
+                            false => Ok(Vec::new()),
+                        }
+                    })
+                }
+                None => {
+                    let written = self.write(conn, &batch).await;
+                    let read = match more && written.is_ok() {
+                        true => self.read(conn, last).await,
+                        false => Ok(Vec::new()),
+                    };
+                    (written, read)
+                }
+            };
+            written?;
+            next = read?;
             self.events += batch.len() as u64;
             self.bar.inc(batch.len() as u64);
             at = last;
-            if !full || limit.is_some_and(|l| at >= l) {
+            if !more {
                 return Ok(at);
             }
         }

@@ -1034,7 +1034,8 @@ impl Sums {
                    o.value_cents, coalesce( \
                    (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
                    (SELECT m.currency FROM canvas_proposals p \
-                      JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
+                      CROSS JOIN LATERAL unnest(p.inbound_ids) AS i(id) \
+                      JOIN canvas_money m ON m.inbound_id = i.id \
                     WHERE p.proposal_id = o.proposal_id \
                     ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
                    FROM unnest($1::text[], $2::bigint[]) AS k(proposal_id, sequence) \
@@ -1213,7 +1214,8 @@ async fn sum_days(conn: &mut PgConnection, mut days: Days) -> Result<(), sqlx::E
                  FROM (SELECT d.day, o.action_type, o.kind, o.value_cents, coalesce( \
                    (SELECT m.currency FROM canvas_money m WHERE m.inbound_id = o.caused_by), \
                    (SELECT m.currency FROM canvas_proposals p \
-                      JOIN canvas_money m ON m.inbound_id = ANY (p.inbound_ids) \
+                      CROSS JOIN LATERAL unnest(p.inbound_ids) AS i(id) \
+                      JOIN canvas_money m ON m.inbound_id = i.id \
                     WHERE p.proposal_id = o.proposal_id \
                     ORDER BY m.occurred_at, m.inbound_id LIMIT 1)) AS currency \
                    FROM unnest($1::date[]) AS d(day) JOIN canvas_outcomes o ON ",

@@ -184,9 +184,11 @@ pub(crate) fn from_row_slim(
 ) -> Result<StoredEvent, sqlx::Error> {
     let aggregate_type: String = row.try_get("aggregate_type")?;
     let payload = match slim.filter(|slim| slim.aggregate_type == aggregate_type) {
-        Some(slim) => match row.try_get::<Option<&serde_json::value::RawValue>, _>("payload")? {
+        // A `json` value arrives as its text: taken as it is, it is parsed once, by `slim`.
+        Some(slim) => match row.try_get_unchecked::<Option<&str>, _>("payload")? {
+            // (A `jsonb` column would send a format version byte first.)
             Some(raw) => slim
-                .decode(raw.get())
+                .decode(raw.strip_prefix('\u{1}').unwrap_or(raw))
                 .map_err(|e| sqlx::Error::ColumnDecode {
                     index: "payload".into(),
                     source: Box::new(e),
