@@ -385,13 +385,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
                 " CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
             );
         }
-        // The new tables start empty and grow by the batch: a plan cached while they were
-        // small (a scan of the whole table) would outlive them being large, so each
-        // statement is planned for the table as it is.
-        let _ = write!(
-            ddl,
-            " SET search_path = {schema}, public; SET plan_cache_mode = force_custom_plan;"
-        );
+        let _ = write!(ddl, " SET search_path = {schema}, public;");
         sqlx::raw_sql(&ddl).execute(&mut *conn).await?;
 
         // Verify compares with the live tables as they stand, so it stops at their
