@@ -74,6 +74,13 @@ CREATE TABLE canvas_daily_executions
     PRIMARY KEY (day, adapter)
 );
 
+-- The questions read the daily sums now, not these.
+DROP INDEX canvas_money_by_kind;
+DROP INDEX canvas_expenses_period;
+DROP INDEX canvas_expenses_vendor;
+DROP INDEX canvas_mrr_movements_period;
+DROP INDEX canvas_mrr_movements_latest;
+
 -- What summing a day again reads.
 CREATE INDEX canvas_money_by_day ON canvas_money (kind, occurred_at);
 CREATE INDEX canvas_money_refunds ON canvas_money (object_id) WHERE kind = 'charge_refunded';
