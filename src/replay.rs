@@ -326,6 +326,8 @@ struct Replay<'a, S: Subscriber> {
     mode: Mode,
     bar: &'a ProgressBar,
     events: u64,
+    /// Batches written so far.
+    batches: u64,
 }
 
 impl<'a, S: Subscriber> Replay<'a, S> {
@@ -343,6 +345,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             mode,
             bar,
             events: 0,
+            batches: 0,
         }
     }
 
@@ -504,6 +507,18 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         }
     }
 
+    /// Gathers statistics on the rebuild's tables. They start empty and grow by the batch,
+    /// faster than autovacuum samples them: without statistics the planner scans a whole
+    /// table to look up a few keys, and keeps that plan as the table grows. Taken as the
+    /// rebuild doubles, it costs a few samples in all.
+    async fn analyze(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let tables: Vec<String> = self.projection.tables.iter().map(|t| quoted(t)).collect();
+        sqlx::query(&format!("ANALYZE {}", tables.join(", ")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// Applies `batch` to the rebuild in one transaction.
     async fn write(
         &self,
@@ -568,6 +583,10 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             };
             written?;
             next = read?;
+            self.batches += 1;
+            if self.batches.is_power_of_two() {
+                self.analyze(conn).await?;
+            }
             self.events += batch.len() as u64;
             self.bar.inc(batch.len() as u64);
             at = last;
