@@ -430,3 +430,38 @@ async fn bad_approval_settings_stop_serve_with_the_key_named() {
         );
     }
 }
+
+/// An amount rule applies to what the router drafts: a failed invoice's retry carries the
+/// amount it would collect, so `amount>=` sets its quorum, and a smaller threshold than the
+/// invoice's amount due asks for two approvers where the other proposals need one.
+#[tokio::test]
+async fn an_amount_rule_sets_the_quorum_of_a_retry_drafted_from_a_failed_invoice() {
+    let app = TestApp::spawn_with(with(&[("EXECOPS_QUORUM", "amount>=1000:2")])).await;
+    // Stripe has given up retrying: a retry is drafted.
+    crate::policies::send_changed(&app, "stripe/invoice.payment_failed.json", |json| {
+        json["data"]["object"]["next_payment_attempt"] = Value::Null;
+    })
+    .await;
+    settle(&app).await;
+    let needed: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT action_type, approvals_needed FROM proposal_summaries ORDER BY action_type",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("proposals");
+    assert!(
+        needed.contains(&("stripe.retry_invoice".to_string(), 2)),
+        "{needed:?}"
+    );
+    assert!(
+        needed
+            .iter()
+            .filter(|(t, _)| t != "stripe.retry_invoice")
+            .all(|(_, n)| *n == 1),
+        "{needed:?}"
+    );
+    let id = proposal_of(&app, "stripe.retry_invoice").await;
+    let drafted = crate::execution::payload_of(&app, &id, "Drafted").await;
+    assert_eq!(drafted["action"]["amount_cents"], 1000, "{drafted}");
+    app.stop().await;
+}

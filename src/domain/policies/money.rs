@@ -172,7 +172,8 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
             title: format!("Retry collecting {amount_text} on {id} now"),
             vertical: Vertical::Money,
             action_type: "stripe.retry_invoice",
-            action: json!({ "invoice": id }),
+            // The amount rides along for the quorum rules (`amount>=`); Stripe is sent the id.
+            action: json!({ "invoice": id, "amount_cents": amount, "currency": currency }),
             reasoning: format!(
                 "Stripe has no retry scheduled for invoice {id} ({amount_text}, {who}) after \
                  {attempts} failed attempts. Charging the card again now, once the customer \
