@@ -166,7 +166,7 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     let mut last_seq = 0_i64;
     loop {
         while expected.is_empty() && !events_done {
-            let batch = read_after_of(&mut *tx, read_to, BATCH, AUDITED, &[], None).await?;
+            let batch = read_after_of(&mut *tx, read_to, BATCH, AUDITED, &[], &[]).await?;
             events_done = batch.len() < BATCH as usize;
             for event in batch {
                 read_to = event.log;

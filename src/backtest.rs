@@ -327,7 +327,7 @@ impl Replay {
         let mut last = LogPosition::START;
         while last < end {
             let batch =
-                read_after_with(&mut self.conn, last, BATCH, Some(&["Inbound"]), None).await?;
+                read_after_with(&mut self.conn, last, BATCH, Some(&["Inbound"]), &[]).await?;
             if batch.is_empty() {
                 break;
             }

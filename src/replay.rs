@@ -502,9 +502,9 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         match types {
             Some(types) if self.subscriber.ignores_other_types() => {
                 let skip = self.subscriber.ignores_sources();
-                read_after_of(&mut *conn, at, BATCH, types, skip, slim.as_ref()).await
+                read_after_of(&mut *conn, at, BATCH, types, skip, slim).await
             }
-            _ => read_after_with(&mut *conn, at, BATCH, types, slim.as_ref()).await,
+            _ => read_after_with(&mut *conn, at, BATCH, types, slim).await,
         }
     }
 

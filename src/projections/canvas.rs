@@ -10,11 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::domain::ProposalEvent;
 use crate::store::log::{LogPosition, Slim, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
 
@@ -253,6 +251,89 @@ const SIGNAL_KEYS: &[&str] = &[
     "date",
 ];
 
+/// Every key [`Step::of`] reads from a proposal's event, at any depth.
+const STEP_KEYS: &[&str] = &[
+    "Drafted",
+    "action_type",
+    "inbound_ids",
+    "Approved",
+    "Rejected",
+    "ExecutionSucceeded",
+    "ExecutionFailed",
+    "ExecutionUncertain",
+    "attempt",
+    "MarkedDone",
+    "OutcomeRecorded",
+    "kind",
+    "value_cents",
+];
+
+/// What the canvas takes from a proposal's event; the other kinds change nothing here.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Drafted {
+        action_type: String,
+        inbound_ids: Vec<String>,
+    },
+    Decided(&'static str),
+    Attempt(u32, &'static str),
+    MarkedDone,
+    Outcome {
+        kind: String,
+        value_cents: Option<i64>,
+    },
+    Other,
+}
+
+impl Step {
+    /// From the event's type and its payload (`{"Drafted": {...}}`); an event that lacks
+    /// a field its kind must carry is an error, as it would be for the aggregate.
+    fn of(event_type: &str, payload: &Value) -> Result<Step, String> {
+        let body = payload.get(event_type);
+        let missing = |field: &str| format!("a {event_type} event without its {field}");
+        let attempt = || {
+            body.and_then(|b| b.get("attempt"))
+                .and_then(Value::as_u64)
+                .and_then(|a| u32::try_from(a).ok())
+                .ok_or_else(|| missing("attempt"))
+        };
+        Ok(match event_type {
+            "Drafted" => Step::Drafted {
+                action_type: body
+                    .and_then(|b| b.get("action_type"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| missing("action_type"))?
+                    .to_string(),
+                inbound_ids: body
+                    .and_then(|b| b.get("inbound_ids"))
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| missing("inbound_ids"))?
+                    .iter()
+                    .map(|id| id.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| missing("inbound_ids"))?,
+            },
+            "Approved" => Step::Decided("approved"),
+            "Rejected" => Step::Decided("rejected"),
+            "ExecutionSucceeded" => Step::Attempt(attempt()?, "succeeded"),
+            "ExecutionFailed" => Step::Attempt(attempt()?, "failed"),
+            "ExecutionUncertain" => Step::Attempt(attempt()?, "uncertain"),
+            "MarkedDone" => Step::MarkedDone,
+            "OutcomeRecorded" => Step::Outcome {
+                kind: body
+                    .and_then(|b| b.get("kind"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| missing("kind"))?
+                    .to_string(),
+                value_cents: body
+                    .and_then(|b| b.get("value_cents"))
+                    .and_then(Value::as_i64),
+            },
+            _ => Step::Other,
+        })
+    }
+}
+
 /// A `Received` event's fields, borrowed from its payload: building a `Signal` would copy
 /// the whole delivery, and a rebuild reads every one of them.
 struct SignalView<'a> {
@@ -464,17 +545,20 @@ impl Fold {
         }
     }
 
-    fn proposal(&mut self, event: &StoredEvent, proposal: ProposalEvent) {
-        use ProposalEvent as E;
+    fn proposal(&mut self, event: &StoredEvent, step: Step) {
         let id = event.aggregate_id.as_str();
         let at = event.recorded_at;
         let slot = self.proposals.entry(id.to_string()).or_default();
-        if let E::Drafted { draft, .. } = &proposal {
+        if let Step::Drafted {
+            action_type,
+            inbound_ids,
+        } = step
+        {
             if slot.is_none() {
                 *slot = Some(ProposalFact {
                     proposal_id: id.to_string(),
-                    action_type: draft.action_type.clone(),
-                    inbound_ids: draft.inbound_ids.clone(),
+                    action_type,
+                    inbound_ids,
                     drafted_at: at,
                     decided_at: None,
                     decision: None,
@@ -484,42 +568,29 @@ impl Fold {
         }
         // Suppressed drafts were never shown to anyone: nothing to measure.
         let Some(fact) = slot.as_mut() else { return };
-        let action_type = fact.action_type.clone();
-        let mut execution = |attempt: u32, result: &'static str| {
-            let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
-            self.executions.insert(
-                (id.to_string(), attempt),
-                Execution {
-                    proposal_id: id.to_string(),
-                    attempt,
-                    action_type: action_type.clone(),
-                    result,
-                    at,
-                },
-            );
-        };
-        match proposal {
-            E::Approved(_) | E::Rejected { .. } if fact.decided_at.is_none() => {
+        match step {
+            Step::Decided(decision) if fact.decided_at.is_none() => {
                 fact.decided_at = Some(at);
-                fact.decision = Some(
-                    if matches!(proposal, E::Approved(_)) {
-                        "approved"
-                    } else {
-                        "rejected"
-                    }
-                    .into(),
+                fact.decision = Some(decision.into());
+            }
+            Step::Attempt(attempt, result) => {
+                let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+                self.executions.insert(
+                    (id.to_string(), attempt),
+                    Execution {
+                        proposal_id: id.to_string(),
+                        attempt,
+                        action_type: fact.action_type.clone(),
+                        result,
+                        at,
+                    },
                 );
             }
-            E::ExecutionSucceeded { attempt, .. } => execution(attempt, "succeeded"),
-            E::ExecutionFailed { attempt, .. } => execution(attempt, "failed"),
-            E::ExecutionUncertain { attempt, .. } => execution(attempt, "uncertain"),
-            E::MarkedDone { .. } => self.marked_done.push(id.to_string()),
-            E::OutcomeRecorded {
-                kind, value_cents, ..
-            } => self.outcomes.push(Outcome {
+            Step::MarkedDone => self.marked_done.push(id.to_string()),
+            Step::Outcome { kind, value_cents } => self.outcomes.push(Outcome {
                 proposal_id: id.to_string(),
                 sequence: event.sequence,
-                action_type,
+                action_type: fact.action_type.clone(),
                 kind,
                 value_cents,
                 caused_by: event
@@ -577,12 +648,19 @@ impl Subscriber for Canvas {
         true
     }
 
-    /// A delivery is read for a few fields; a Stripe event is kilobytes of others.
-    fn slim(&self) -> Option<Slim> {
-        Some(Slim {
-            aggregate_type: "Inbound",
-            keys: SIGNAL_KEYS,
-        })
+    /// A delivery is read for a few fields, a Stripe event being kilobytes of others; a
+    /// proposal's events for fewer still.
+    fn slim(&self) -> &'static [Slim] {
+        &[
+            Slim {
+                aggregate_type: "Inbound",
+                keys: SIGNAL_KEYS,
+            },
+            Slim {
+                aggregate_type: "Proposal",
+                keys: STEP_KEYS,
+            },
+        ]
     }
 
     /// Code hosts, chat, support and CRM send no money.
@@ -681,9 +759,9 @@ impl Subscriber for Canvas {
                     fold.signal(&event.aggregate_id, &signal);
                 }
                 "Proposal" => {
-                    let proposal = ProposalEvent::deserialize(&event.payload)
+                    let step = Step::of(&event.event_type, &event.payload)
                         .map_err(|e| (event.log, e.into()))?;
-                    fold.proposal(event, proposal);
+                    fold.proposal(event, step);
                 }
                 _ => {}
             }
@@ -1500,7 +1578,11 @@ mod tests {
             }
         }
         assert!(deliveries.len() > 10, "the fixtures are there");
-        let slim = Canvas.slim().expect("the canvas slims deliveries");
+        let slim = Canvas
+            .slim()
+            .iter()
+            .find(|s| s.aggregate_type == "Inbound")
+            .expect("the canvas slims deliveries");
         let (mut whole, mut slimmed) = (Vec::new(), Vec::new());
         for (n, (source, payload)) in deliveries.iter().enumerate() {
             let event = json!({"Received": {
@@ -1556,6 +1638,127 @@ mod tests {
                     .map(|(_, v)| v.to_string().len())
                     .sum::<usize>()
         );
+    }
+
+    /// Every kind of proposal event the canvas reads, as the aggregate writes it, gives the
+    /// same step from its whole payload and from its slim one; a kind it does not read is
+    /// `Other`, and one missing a field it needs is an error.
+    #[test]
+    fn canvas_steps_from_slim_proposal_events_equal_those_from_whole_ones() {
+        use crate::domain::{Decision, ProposalDraft, ProposalEvent, Role, Urgency, Vertical};
+        let decision = Decision {
+            actor: "ada@example.com".into(),
+            role: Role::Approver,
+            comment: Some("go".into()),
+            payload_hash: "h".into(),
+            identities: vec!["slack:U1".into()],
+        };
+        let draft = ProposalDraft {
+            id: crate::domain::ProposalId::derive("stripe:evt_1", "rule"),
+            title: "Retry".into(),
+            vertical: Vertical::Money,
+            action_type: "stripe.retry_invoice".into(),
+            action: json!({"invoice": "in_1", "amount_cents": 1000, "kind": "not a step"}),
+            reasoning: "because".into(),
+            drivers: vec!["because".into()],
+            score: 60,
+            urgency: Urgency::High,
+            due_by: None,
+            owner: None,
+            inbound_ids: vec!["stripe:evt_1".into(), "stripe:evt_2".into()],
+            subject_key: "invoice:in_1".into(),
+            requested_by: None,
+            outcome_key: None,
+            terms: Default::default(),
+        };
+        let cases = [
+            (
+                ProposalEvent::Drafted {
+                    draft,
+                    payload_hash: "h".into(),
+                },
+                Step::Drafted {
+                    action_type: "stripe.retry_invoice".into(),
+                    inbound_ids: vec!["stripe:evt_1".into(), "stripe:evt_2".into()],
+                },
+            ),
+            (
+                ProposalEvent::Approved(decision.clone()),
+                Step::Decided("approved"),
+            ),
+            (
+                ProposalEvent::Rejected {
+                    decision: decision.clone(),
+                    reason: "no".into(),
+                },
+                Step::Decided("rejected"),
+            ),
+            (ProposalEvent::ApprovalAdded(decision), Step::Other),
+            (
+                ProposalEvent::ExecutionSucceeded {
+                    attempt: 2,
+                    result: json!({"kind": "x", "attempt": 9}),
+                    at: None,
+                },
+                Step::Attempt(2, "succeeded"),
+            ),
+            (
+                ProposalEvent::ExecutionFailed {
+                    attempt: 1,
+                    error: "boom".into(),
+                    retryable: true,
+                },
+                Step::Attempt(1, "failed"),
+            ),
+            (
+                ProposalEvent::ExecutionUncertain {
+                    attempt: 3,
+                    reason: "timeout".into(),
+                },
+                Step::Attempt(3, "uncertain"),
+            ),
+            (
+                ProposalEvent::MarkedDone {
+                    actor: "ada@example.com".into(),
+                    role: Role::Approver,
+                    note: None,
+                },
+                Step::MarkedDone,
+            ),
+            (
+                ProposalEvent::OutcomeRecorded {
+                    kind: "recovered".into(),
+                    summary: "recovered $10.00".into(),
+                    value_cents: Some(1000),
+                },
+                Step::Outcome {
+                    kind: "recovered".into(),
+                    value_cents: Some(1000),
+                },
+            ),
+        ];
+        let slim = Canvas
+            .slim()
+            .iter()
+            .find(|s| s.aggregate_type == "Proposal")
+            .expect("the canvas slims proposal events");
+        for (event, step) in cases {
+            let kind = cqrs_es::DomainEvent::event_type(&event);
+            let whole = serde_json::to_value(&event).expect("json");
+            let slimmed = slim.decode(&whole.to_string()).expect("slim");
+            assert_eq!(Step::of(&kind, &whole), Ok(step), "{kind}");
+            assert_eq!(Step::of(&kind, &slimmed), Step::of(&kind, &whole), "{kind}");
+        }
+        for (kind, payload) in [
+            ("Drafted", json!({"Drafted": {"inbound_ids": []}})),
+            ("ExecutionFailed", json!({"ExecutionFailed": {}})),
+            (
+                "OutcomeRecorded",
+                json!({"OutcomeRecorded": {"value_cents": 1}}),
+            ),
+        ] {
+            assert!(Step::of(kind, &payload).is_err(), "{kind}");
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub(crate) const COLUMNS: &str =
      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
 pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
-    from_row_slim(row, None)
+    from_row_slim(row, &[])
 }
 
 /// The parts of one aggregate type's payloads a reader keeps: the object keys it reads, at
@@ -177,13 +177,16 @@ impl<'de> serde::de::Visitor<'de> for Kept {
     }
 }
 
-/// As [`from_row`], with the payloads of `slim`'s aggregate type slimmed.
+/// As [`from_row`], with the payloads of the aggregate types in `slim` slimmed.
 pub(crate) fn from_row_slim(
     row: &sqlx::postgres::PgRow,
-    slim: Option<&Slim>,
+    slim: &[Slim],
 ) -> Result<StoredEvent, sqlx::Error> {
     let aggregate_type: String = row.try_get("aggregate_type")?;
-    let payload = match slim.filter(|slim| slim.aggregate_type == aggregate_type) {
+    let payload = match slim
+        .iter()
+        .find(|slim| slim.aggregate_type == aggregate_type)
+    {
         // A `json` value arrives as its text: taken as it is, it is parsed once, by `slim`.
         Some(slim) => match row.try_get_unchecked::<Option<&str>, _>("payload")? {
             // (A `jsonb` column would send a format version byte first.)
@@ -224,7 +227,7 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    read_after_with(executor, after, limit, None, None).await
+    read_after_with(executor, after, limit, None, &[]).await
 }
 
 /// The query behind [`read_after_with`]: `$1`/`$2` the position to read after, `$3` the
@@ -257,14 +260,14 @@ pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transact
 
 /// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
 /// and metadata; the others come as `null`, so a reader that needs few of them does not pay
-/// to fetch and parse the rest. `None` fetches every payload. `slim` keeps only part of one
-/// aggregate type's payloads.
+/// to fetch and parse the rest. `None` fetches every payload. `slim` keeps only part of some
+/// aggregate types' payloads.
 pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     executor: E,
     after: LogPosition,
     limit: i64,
     payload_types: Option<&[&str]>,
-    slim: Option<&Slim>,
+    slim: &[Slim],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let types: Option<Vec<String>> =
         payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
@@ -287,7 +290,7 @@ pub async fn read_after_of<'e, E: PgExecutor<'e>>(
     limit: i64,
     aggregate_types: &[&str],
     skip_sources: &[&str],
-    slim: Option<&Slim>,
+    slim: &[Slim],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(READ_AFTER_OF)
         .bind(after.transaction_id)

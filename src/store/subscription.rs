@@ -44,10 +44,10 @@ pub trait Subscriber: Send + Sync + 'static {
         false
     }
 
-    /// The parts of one aggregate type's payloads this subscriber reads, when it reads few
-    /// of a large payload's fields; `None`, the default, decodes payloads whole.
-    fn slim(&self) -> Option<Slim> {
-        None
+    /// The parts of some aggregate types' payloads this subscriber reads, when it reads few
+    /// of a large payload's fields; the others, by default all, are decoded whole.
+    fn slim(&self) -> &'static [Slim] {
+        &[]
     }
 
     /// Senders (the source part of an `Inbound` id) whose deliveries change nothing for this
@@ -261,7 +261,7 @@ impl<S: Subscriber> Runner<S> {
                 checkpoint,
                 self.options.batch_size,
                 self.subscriber.payload_types(),
-                self.subscriber.slim().as_ref(),
+                self.subscriber.slim(),
             )
             .await?;
             if let Some(last) = batch.last().map(|e| e.log) {
