@@ -605,6 +605,29 @@ impl Fold {
     }
 }
 
+/// The rows of a stateful table already kept for `ids` (`sql` binds them as `$1`), by key:
+/// as they were, and as the fold starts from.
+async fn kept<T>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    ids: &[String],
+    key: fn(&T) -> &String,
+) -> Result<(HashMap<String, T>, HashMap<String, Option<T>>), sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Clone + Send + Unpin,
+{
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<T> = sqlx::query_as(sql).bind(ids).fetch_all(&mut *conn).await?;
+    let before: HashMap<String, T> = rows.into_iter().map(|r| (key(&r).clone(), r)).collect();
+    let now = before
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    Ok((before, now))
+}
+
 /// Which object ids a batch touches in the stateful tables, read before folding.
 fn touched(events: &[StoredEvent]) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut invoices, mut subscriptions, mut proposals) = (vec![], vec![], vec![]);
@@ -690,63 +713,33 @@ impl Subscriber for Canvas {
         let failed = |e: sqlx::Error| (last, HandlerError::from(e));
         let (invoices, subscriptions, proposals) = touched(events);
         let mut fold = Fold::default();
-        if !invoices.is_empty() {
-            let rows: Vec<FailedInvoice> = sqlx::query_as(
-                "SELECT invoice_id, customer, amount, currency, first_failed_at, failures, paid_at \
-                 FROM canvas_failed_invoices WHERE invoice_id = ANY($1)",
-            )
-            .bind(&invoices)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(failed)?;
-            fold.invoices_before = rows
-                .into_iter()
-                .map(|r| (r.invoice_id.clone(), r))
-                .collect();
-            fold.invoices = fold
-                .invoices_before
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
-        }
-        if !subscriptions.is_empty() {
-            let rows: Vec<Subscription> = sqlx::query_as(
-                "SELECT subscription_id, customer, currency, status, mrr, as_of \
-                 FROM canvas_subscriptions WHERE subscription_id = ANY($1)",
-            )
-            .bind(&subscriptions)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(failed)?;
-            fold.subscriptions_before = rows
-                .into_iter()
-                .map(|r| (r.subscription_id.clone(), r))
-                .collect();
-            fold.subscriptions = fold
-                .subscriptions_before
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
-        }
-        if !proposals.is_empty() {
-            let rows: Vec<ProposalFact> = sqlx::query_as(
-                "SELECT proposal_id, action_type, inbound_ids, drafted_at, decided_at, decision \
-                 FROM canvas_proposals WHERE proposal_id = ANY($1)",
-            )
-            .bind(&proposals)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(failed)?;
-            fold.proposals_before = rows
-                .into_iter()
-                .map(|r| (r.proposal_id.clone(), r))
-                .collect();
-            fold.proposals = fold
-                .proposals_before
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
-        }
+        (fold.invoices_before, fold.invoices) = kept(
+            conn,
+            "SELECT invoice_id, customer, amount, currency, first_failed_at, failures, paid_at \
+             FROM canvas_failed_invoices WHERE invoice_id = ANY($1)",
+            &invoices,
+            |r: &FailedInvoice| &r.invoice_id,
+        )
+        .await
+        .map_err(failed)?;
+        (fold.subscriptions_before, fold.subscriptions) = kept(
+            conn,
+            "SELECT subscription_id, customer, currency, status, mrr, as_of \
+             FROM canvas_subscriptions WHERE subscription_id = ANY($1)",
+            &subscriptions,
+            |r: &Subscription| &r.subscription_id,
+        )
+        .await
+        .map_err(failed)?;
+        (fold.proposals_before, fold.proposals) = kept(
+            conn,
+            "SELECT proposal_id, action_type, inbound_ids, drafted_at, decided_at, decision \
+             FROM canvas_proposals WHERE proposal_id = ANY($1)",
+            &proposals,
+            |r: &ProposalFact| &r.proposal_id,
+        )
+        .await
+        .map_err(failed)?;
         for event in events {
             match event.aggregate_type.as_str() {
                 "Inbound" => {

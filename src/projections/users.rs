@@ -137,6 +137,14 @@ fn parse_role(role: &str) -> Option<Role> {
     serde_json::from_value(serde_json::Value::String(role.to_string())).ok()
 }
 
+/// A `users` row's email and role as an actor; `None` for a role this build does not know.
+fn actor((email, role): (String, String)) -> Option<Actor> {
+    Some(Actor {
+        email,
+        role: parse_role(&role)?,
+    })
+}
+
 /// The person a live API token belongs to.
 pub async fn actor_for_token(pool: &PgPool, token: &str) -> Result<Option<Actor>, sqlx::Error> {
     let row: Option<(String, String)> = sqlx::query_as(
@@ -146,12 +154,7 @@ pub async fn actor_for_token(pool: &PgPool, token: &str) -> Result<Option<Actor>
     .bind(token_hash(token))
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(email, role)| {
-        Some(Actor {
-            email,
-            role: parse_role(&role)?,
-        })
-    }))
+    Ok(row.and_then(actor))
 }
 
 /// The person and their password hash, for signing in.
@@ -164,15 +167,7 @@ pub async fn credentials(
             .bind(email.trim().to_lowercase())
             .fetch_optional(pool)
             .await?;
-    Ok(row.and_then(|(email, role, hash)| {
-        Some((
-            Actor {
-                email,
-                role: parse_role(&role)?,
-            },
-            hash,
-        ))
-    }))
+    Ok(row.and_then(|(email, role, hash)| Some((actor((email, role))?, hash))))
 }
 
 /// The person linked to a Slack member, if any.
@@ -185,12 +180,7 @@ pub async fn actor_for_slack(
             .bind(slack_user_id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.and_then(|(email, role)| {
-        Some(Actor {
-            email,
-            role: parse_role(&role)?,
-        })
-    }))
+    Ok(row.and_then(actor))
 }
 
 /// A person by email, with the Slack member they are linked to.
@@ -203,15 +193,7 @@ pub async fn person_with_slack(
             .bind(email.trim().to_lowercase())
             .fetch_optional(pool)
             .await?;
-    Ok(row.and_then(|(email, role, slack)| {
-        Some((
-            Actor {
-                email,
-                role: parse_role(&role)?,
-            },
-            slack,
-        ))
-    }))
+    Ok(row.and_then(|(email, role, slack)| Some((actor((email, role))?, slack))))
 }
 
 /// The Slack members of the people who may decide, with their emails, in email order.
