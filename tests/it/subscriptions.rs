@@ -93,6 +93,16 @@ async fn seen(pool: &PgPool) -> i64 {
     count(pool, "SELECT count(*) FROM seen").await
 }
 
+/// Waits for a runner's counter to reach `expected`, then holds it to exactly that: the
+/// counter moves just after the commit whose rows a test has already seen.
+async fn counted(status: &RunnerStatus, expected: u64) {
+    eventually(Duration::from_secs(5), "the runner's count", || async {
+        status.processed() >= expected
+    })
+    .await;
+    assert_eq!(status.processed(), expected, "events counted once each");
+}
+
 async fn seen_positions(pool: &PgPool) -> Vec<i64> {
     sqlx::query_scalar("SELECT position FROM seen ORDER BY order_seen")
         .fetch_all(pool)
@@ -264,7 +274,7 @@ async fn concurrent_writers_are_seen_exactly_once_and_in_aggregate_order() {
         "each proposal's events arrive in sequence order"
     );
     assert_eq!(running.status.failures(), 0);
-    assert_eq!(running.status.processed(), total as u64);
+    counted(&running.status, total as u64).await;
     let _ = running.stop.send(true);
     let _ = running.task.await;
 }
@@ -340,7 +350,7 @@ async fn a_subscriber_killed_mid_stream_resumes_from_its_checkpoint() {
     })
     .await;
     assert_eq!(second.status.failures(), 0, "no event was delivered twice");
-    assert_eq!(second.status.processed(), (3000 - at_kill) as u64);
+    counted(&second.status, (3000 - at_kill) as u64).await;
     let _ = second.stop.send(true);
     let _ = second.task.await;
 }
@@ -377,7 +387,7 @@ async fn only_one_runner_of_a_subscription_is_active_and_the_other_takes_over() 
         seen(&db.pool).await == 200
     })
     .await;
-    assert_eq!(first.status.processed(), 200);
+    counted(&first.status, 200).await;
     assert_eq!(second.status.processed(), 0);
     assert!(!second.status.is_active(), "the second runner stands by");
 
@@ -394,7 +404,7 @@ async fn only_one_runner_of_a_subscription_is_active_and_the_other_takes_over() 
         seen(&db.pool).await == 300
     })
     .await;
-    assert_eq!(second.status.processed(), 100);
+    counted(&second.status, 100).await;
     assert_eq!(second.status.failures(), 0);
     let _ = second.stop.send(true);
     let _ = second.task.await;
