@@ -12,6 +12,7 @@
 //! what they read, and replaying them would act twice.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,7 +20,9 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
-use crate::store::log::{read_after_of, read_after_with, LogPosition, StoredEvent};
+use tokio::sync::mpsc;
+
+use crate::store::log::{LogPosition, Selection, StoredEvent};
 use crate::store::subscription::{checkpoint, HandlerError, Subscriber};
 
 /// A projection that can be rebuilt: its subscription name and the tables it owns.
@@ -57,6 +60,39 @@ pub const PROJECTIONS: &[Projection] = &[
 const BATCH: i64 = 4_000;
 /// Differences listed per table; the count is always exact.
 const SHOWN_DIFFERENCES: i64 = 200;
+/// Statistics are gathered on a rebuild's tables after batches 1, 2, 4, … up to this one.
+const ANALYZED_BATCHES: u64 = 32;
+
+/// Evaluates `$body` with `$s` bound to the subscriber of the projection named `$name`.
+macro_rules! with_subscriber {
+    ($name:expr, |$s:ident| $body:expr) => {
+        match $name {
+            "event_counts" => {
+                let $s = EventCounts;
+                $body
+            }
+            "proposals" => {
+                let $s = Proposals;
+                $body
+            }
+            "users" => {
+                let $s = Users;
+                $body
+            }
+            "audit_log" => {
+                let $s = AuditLog;
+                $body
+            }
+            "canvas" => {
+                let $s = Canvas;
+                $body
+            }
+            other => Err(find(other)
+                .err()
+                .unwrap_or_else(|| ReplayError::UnknownProjection(other.into(), String::new()))),
+        }
+    };
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -238,73 +274,153 @@ pub async fn run(
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    // A thread each, with a runtime and a connection of its own, so that the projections'
-    // own work (reading JSON above all) spreads over the cores.
+    // One thread reads and decodes the log once for all the projections; each projection
+    // has a thread of its own too, with a runtime and a connection, so that their work
+    // spreads over the cores.
+    let selections = projections
+        .iter()
+        .map(|projection| with_subscriber!(projection.name, |s| Ok(selection_of(&s))))
+        .collect::<Result<Vec<_>, ReplayError>>()?;
+    let selection = Selection::union(&selections);
     let options = pool.connect_options();
+    let mut feeds = Vec::with_capacity(projections.len());
     let runs: Vec<_> = projections
         .iter()
         .map(|projection| {
             let bar = bars.add(ProgressBar::new(total.max(0) as u64));
             bar.set_style(style.clone());
             bar.set_prefix(projection.name);
+            let (sender, feed) = mpsc::channel(FEED_DEPTH);
+            feeds.push(sender);
             let (options, projection) = (options.clone(), *projection);
-            std::thread::spawn(move || -> Result<Report, ReplayError> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| ReplayError::Task(e.to_string()))?;
-                runtime.block_on(async {
-                    let pool = sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(2)
-                        .connect_with((*options).clone())
-                        .await?;
-                    let result = replay(&pool, projection, mode, &bar).await;
-                    bar.finish_and_clear();
-                    pool.close().await;
-                    result
-                })
+            on_a_thread_of_its_own(options, move |pool| async move {
+                let result = replay(&pool, projection, mode, feed, &bar).await;
+                bar.finish_and_clear();
+                result
             })
         })
         .collect();
+    let reader = on_a_thread_of_its_own(options, move |pool| async move {
+        feed_log(&pool, &selection, feeds).await;
+        Ok(())
+    });
     let mut reports = Vec::with_capacity(runs.len());
     for run in runs {
-        let report = tokio::task::spawn_blocking(move || run.join())
-            .await
-            .map_err(|e| ReplayError::Task(e.to_string()))?
-            .map_err(|_| ReplayError::Task("a replay thread panicked".into()))??;
-        reports.push(report);
+        reports.push(joined(run).await?);
     }
+    joined(reader).await?;
     Ok(reports)
 }
 
-/// One projection's replay.
-pub async fn replay(
+/// Batches queued for each projection: enough to keep it busy while the next is read.
+const FEED_DEPTH: usize = 2;
+
+/// What the log reader sends each projection.
+enum Fed {
+    Batch(Arc<Vec<StoredEvent>>),
+    /// The log is read to its end.
+    End,
+    Failed(String),
+}
+
+/// Reads the log after its start, once, for every projection whose feed is still open,
+/// until the log ends or no projection wants more.
+async fn feed_log(pool: &PgPool, selection: &Selection, mut feeds: Vec<mpsc::Sender<Fed>>) {
+    let mut at = LogPosition::START;
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return fail(&feeds, e).await,
+    };
+    loop {
+        let batch = match selection.read_after(&mut *conn, at, BATCH).await {
+            Ok(batch) => batch,
+            Err(e) => return fail(&feeds, e).await,
+        };
+        let full = batch.len() as i64 == BATCH;
+        let Some(last) = batch.last().map(|e| e.log) else {
+            break;
+        };
+        at = last;
+        let batch = Arc::new(batch);
+        let mut open = Vec::with_capacity(feeds.len());
+        for feed in feeds {
+            if feed.send(Fed::Batch(batch.clone())).await.is_ok() {
+                open.push(feed);
+            }
+        }
+        feeds = open;
+        if !full || feeds.is_empty() {
+            break;
+        }
+    }
+    for feed in &feeds {
+        let _ = feed.send(Fed::End).await;
+    }
+}
+
+async fn fail(feeds: &[mpsc::Sender<Fed>], error: sqlx::Error) {
+    for feed in feeds {
+        let _ = feed.send(Fed::Failed(error.to_string())).await;
+    }
+}
+
+/// Runs `work` on a new thread with a runtime and a pool of two connections of its own.
+fn on_a_thread_of_its_own<T, F, Fut>(
+    options: Arc<sqlx::postgres::PgConnectOptions>,
+    work: F,
+) -> std::thread::JoinHandle<Result<T, ReplayError>>
+where
+    T: Send + 'static,
+    F: FnOnce(PgPool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ReplayError>>,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ReplayError::Task(e.to_string()))?;
+        runtime.block_on(async {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with((*options).clone())
+                .await?;
+            let result = work(pool.clone()).await;
+            pool.close().await;
+            result
+        })
+    })
+}
+
+async fn joined<T: Send + 'static>(
+    thread: std::thread::JoinHandle<Result<T, ReplayError>>,
+) -> Result<T, ReplayError> {
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| ReplayError::Task(e.to_string()))?
+        .map_err(|_| ReplayError::Task("a replay thread panicked".into()))?
+}
+
+/// What `subscriber` reads of the log.
+fn selection_of<S: Subscriber>(subscriber: &S) -> Selection {
+    Selection::of(
+        subscriber.payload_types(),
+        subscriber.ignores_other_types(),
+        subscriber.ignores_sources(),
+        subscriber.slim(),
+    )
+}
+
+/// One projection's replay, from the batches of the log in `feed`.
+async fn replay(
     pool: &PgPool,
     projection: Projection,
     mode: Mode,
+    feed: mpsc::Receiver<Fed>,
     bar: &ProgressBar,
 ) -> Result<Report, ReplayError> {
-    match projection.name {
-        "event_counts" => {
-            Replay::new(pool, projection, EventCounts, mode, bar)
-                .run()
-                .await
-        }
-        "proposals" => {
-            Replay::new(pool, projection, Proposals, mode, bar)
-                .run()
-                .await
-        }
-        "users" => Replay::new(pool, projection, Users, mode, bar).run().await,
-        "audit_log" => {
-            Replay::new(pool, projection, AuditLog, mode, bar)
-                .run()
-                .await
-        }
-        "canvas" => Replay::new(pool, projection, Canvas, mode, bar).run().await,
-        other => find(other)
-            .and_then(|p| Err(ReplayError::UnknownProjection(p.name.into(), String::new()))),
-    }
+    with_subscriber!(projection.name, |s| {
+        Replay::new(pool, projection, s, mode, bar).run(feed).await
+    })
 }
 
 fn shadow_schema(projection: &Projection) -> String {
@@ -324,6 +440,8 @@ struct Replay<'a, S: Subscriber> {
     pool: &'a PgPool,
     projection: Projection,
     subscriber: S,
+    /// What the subscriber reads of the log.
+    selection: Selection,
     mode: Mode,
     bar: &'a ProgressBar,
     events: u64,
@@ -342,6 +460,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         Self {
             pool,
             projection,
+            selection: selection_of(&subscriber),
             subscriber,
             mode,
             bar,
@@ -350,7 +469,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         }
     }
 
-    async fn run(mut self) -> Result<Report, ReplayError> {
+    async fn run(mut self, feed: mpsc::Receiver<Fed>) -> Result<Report, ReplayError> {
         let started = Instant::now();
         // A connection of its own: its search_path and its session lock stay with it.
         let mut conn = self.pool.acquire().await?.detach();
@@ -363,7 +482,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         if !locked {
             return Err(ReplayError::Busy(self.projection.name));
         }
-        let result = self.rebuild(&mut conn, started).await;
+        let result = self.rebuild(&mut conn, feed, started).await;
         // Whatever happened, leave no rebuild behind.
         let schema = quoted(&shadow_schema(&self.projection));
         let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -376,6 +495,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
     async fn rebuild(
         &mut self,
         conn: &mut PgConnection,
+        feed: mpsc::Receiver<Fed>,
         started: Instant,
     ) -> Result<Report, ReplayError> {
         let schema = quoted(&shadow_schema(&self.projection));
@@ -399,12 +519,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             Mode::Verify => Some(live.unwrap_or(LogPosition::START)),
             Mode::Swap => None,
         };
-        let mut reader = self.pool.acquire().await?.detach();
-        let at = self
-            .apply_until(conn, Some(&mut reader), LogPosition::START, limit)
-            .await;
-        let _ = reader.close().await;
-        let at = at?;
+        let at = self.apply_fed(conn, feed, limit).await?;
 
         let mut tx = conn.begin().await?;
         let names: Vec<String> = self
@@ -444,9 +559,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         // Everything up to the live checkpoint is now in the rebuild too (a reader of some
         // aggregate types only may stop short of it, at its last event of theirs).
         let through = if live > at {
-            self.apply_until(&mut tx, None, at, Some(live))
-                .await?
-                .max(live)
+            self.apply_until(&mut tx, at, live).await?.max(live)
         } else {
             at
         };
@@ -491,27 +604,10 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         Ok(report)
     }
 
-    /// The next batch of what this projection reads after `at`.
-    async fn read(
-        &self,
-        conn: &mut PgConnection,
-        at: LogPosition,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        let types = self.subscriber.payload_types();
-        let slim = self.subscriber.slim();
-        match types {
-            Some(types) if self.subscriber.ignores_other_types() => {
-                let skip = self.subscriber.ignores_sources();
-                read_after_of(&mut *conn, at, BATCH, types, skip, slim).await
-            }
-            _ => read_after_with(&mut *conn, at, BATCH, types, slim).await,
-        }
-    }
-
     /// Gathers statistics on the rebuild's tables. They start empty and grow by the batch,
     /// faster than autovacuum samples them: without statistics the planner scans a whole
     /// table to look up a few keys, and keeps that plan as the table grows. Taken as the
-    /// rebuild doubles, it costs a few samples in all.
+    /// rebuild doubles while it is small, it costs a few samples in all.
     async fn analyze(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let tables: Vec<String> = self.projection.tables.iter().map(|t| quoted(t)).collect();
         sqlx::query(&format!("ANALYZE {}", tables.join(", ")))
@@ -539,62 +635,74 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         Ok(())
     }
 
-    /// Applies the log after `from` (up to `limit`, or to its end) to the rebuild, a
-    /// transaction per batch; returns where it stopped. With a `reader`, the next batch is
-    /// read on it while the one before is written, so reading and writing overlap.
-    async fn apply_until(
+    /// Applies the batches of the log in `feed` to the rebuild, a transaction per batch, up
+    /// to `limit` or to the log's end; returns where it stopped.
+    async fn apply_fed(
         &mut self,
         conn: &mut PgConnection,
-        mut reader: Option<&mut PgConnection>,
-        from: LogPosition,
+        mut feed: mpsc::Receiver<Fed>,
         limit: Option<LogPosition>,
     ) -> Result<LogPosition, ReplayError> {
-        let mut at = from;
-        let mut next = match reader.as_deref_mut() {
-            Some(reader) => self.read(reader, at).await?,
-            None => self.read(conn, at).await?,
-        };
+        let mut at = LogPosition::START;
         loop {
-            let mut batch = std::mem::take(&mut next);
-            let full = batch.len() as i64 == BATCH;
-            if let Some(limit) = limit {
-                batch.retain(|e| e.log <= limit);
-            }
-            let Some(last) = batch.last().map(|e| e.log) else {
-                return Ok(at);
-            };
-            let more = full && limit.is_none_or(|l| last < l);
-            let (written, read) = match reader.as_deref_mut() {
-                Some(reader) => {
-                    tokio::join!(self.write(conn, &batch), async {
-                        match more {
-                            true => self.read(reader, last).await,
-                            false => Ok(Vec::new()),
-                        }
-                    })
+            let batch = match feed.recv().await {
+                Some(Fed::Batch(batch)) => batch,
+                Some(Fed::End) => return Ok(at),
+                Some(Fed::Failed(error)) => {
+                    return Err(ReplayError::Task(format!("reading the log: {error}")))
                 }
-                None => {
-                    let written = self.write(conn, &batch).await;
-                    let read = match more && written.is_ok() {
-                        true => self.read(conn, last).await,
-                        false => Ok(Vec::new()),
-                    };
-                    (written, read)
-                }
+                None => return Err(ReplayError::Task("the log reader stopped".into())),
             };
-            written?;
-            next = read?;
-            self.batches += 1;
-            if self.batches.is_power_of_two() {
-                self.analyze(conn).await?;
+            let upto = limit.map_or(batch.len(), |l| batch.partition_point(|e| e.log <= l));
+            if let Some(last) = batch[..upto].last().map(|e| e.log) {
+                self.apply(conn, &batch[..upto]).await?;
+                at = last;
             }
-            self.events += batch.len() as u64;
-            self.bar.inc(batch.len() as u64);
-            at = last;
-            if !more {
+            if upto < batch.len() {
                 return Ok(at);
             }
         }
+    }
+
+    /// Applies the log after `from` up to `limit` to the rebuild, in the caller's
+    /// transaction; returns where it stopped.
+    async fn apply_until(
+        &mut self,
+        conn: &mut PgConnection,
+        from: LogPosition,
+        limit: LogPosition,
+    ) -> Result<LogPosition, ReplayError> {
+        let mut at = from;
+        loop {
+            let mut batch = self.selection.read_after(&mut *conn, at, BATCH).await?;
+            let full = batch.len() as i64 == BATCH;
+            batch.retain(|e| e.log <= limit);
+            let Some(last) = batch.last().map(|e| e.log) else {
+                return Ok(at);
+            };
+            self.apply(conn, &batch).await?;
+            at = last;
+            if !full || last >= limit {
+                return Ok(at);
+            }
+        }
+    }
+
+    /// Applies `batch` to the rebuild in one transaction, and counts what it read.
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[StoredEvent],
+    ) -> Result<(), ReplayError> {
+        self.write(conn, batch).await?;
+        self.batches += 1;
+        // The plans that matter are chosen while the tables are small.
+        if self.batches.is_power_of_two() && self.batches <= ANALYZED_BATCHES {
+            self.analyze(conn).await?;
+        }
+        self.events += batch.iter().filter(|e| self.selection.reads(e)).count() as u64;
+        self.bar.inc(batch.len() as u64);
+        Ok(())
     }
 }
 

@@ -53,6 +53,15 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx:
     from_row_slim(row, &[])
 }
 
+impl StoredEvent {
+    /// The sender of an `Inbound` delivery: the part of its id before the first `:`.
+    pub fn source(&self) -> &str {
+        self.aggregate_id
+            .split_once(':')
+            .map_or(self.aggregate_id.as_str(), |(source, _)| source)
+    }
+}
+
 /// The parts of one aggregate type's payloads a reader keeps: the object keys it reads, at
 /// any depth. The parser skips every other key's value without building it, which is most
 /// of the cost of reading a provider's delivery that is kilobytes long for a few fields.
@@ -303,6 +312,151 @@ pub async fn read_after_of<'e, E: PgExecutor<'e>>(
     rows.iter().map(|row| from_row_slim(row, slim)).collect()
 }
 
+/// What a reader fetches from the log: which events, and which of their payloads. Several
+/// readers' wants combine into one ([`Selection::union`]), so that a replay of several
+/// projections reads and decodes the log once for all of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Selection {
+    /// The aggregate types read at all; `None` reads every event.
+    pub types: Option<Vec<&'static str>>,
+    /// The aggregate types whose payloads and metadata are fetched; `None` fetches all.
+    pub payloads: Option<Vec<&'static str>>,
+    /// Senders whose `Inbound` deliveries are skipped, or read without their payload when
+    /// every event is read.
+    pub skip_sources: Vec<&'static str>,
+    pub slim: Vec<Slim>,
+}
+
+impl PartialEq for Slim {
+    fn eq(&self, other: &Self) -> bool {
+        self.aggregate_type == other.aggregate_type && self.keys == other.keys
+    }
+}
+
+impl Selection {
+    /// What a reader declares: the payload types it reads; whether it can skip the other
+    /// events altogether; the senders whose deliveries it ignores; its slim payloads.
+    pub fn of(
+        payload_types: Option<&'static [&'static str]>,
+        ignores_other_types: bool,
+        ignores_sources: &'static [&'static str],
+        slim: &'static [Slim],
+    ) -> Self {
+        Self {
+            types: payload_types
+                .filter(|_| ignores_other_types)
+                .map(|types| types.to_vec()),
+            payloads: payload_types.map(|types| types.to_vec()),
+            skip_sources: ignores_sources.to_vec(),
+            slim: slim.to_vec(),
+        }
+    }
+
+    fn reads_payload_of(&self, aggregate_type: &str) -> bool {
+        self.payloads
+            .as_ref()
+            .is_none_or(|types| types.contains(&aggregate_type))
+    }
+
+    /// Everything any of `readers` reads: an event any of them reads, a payload any of
+    /// them reads, a delivery skipped (or read without its payload) only when every reader
+    /// of deliveries' payloads skips it, and a slim payload only where no other reader
+    /// wants that type whole.
+    pub fn union(readers: &[Selection]) -> Self {
+        fn merged(
+            sets: impl Iterator<Item = Option<Vec<&'static str>>>,
+        ) -> Option<Vec<&'static str>> {
+            let mut all: Vec<&'static str> = Vec::new();
+            for set in sets {
+                all.extend(set?);
+            }
+            all.sort_unstable();
+            all.dedup();
+            Some(all)
+        }
+        let types = merged(readers.iter().map(|r| r.types.clone()));
+        let payloads = merged(readers.iter().map(|r| r.payloads.clone()));
+        let inbound: Vec<&Selection> = readers
+            .iter()
+            .filter(|r| r.reads_payload_of("Inbound"))
+            .collect();
+        let skip_sources = match inbound.split_first() {
+            None => Vec::new(),
+            Some((first, rest)) => first
+                .skip_sources
+                .iter()
+                .copied()
+                .filter(|source| rest.iter().all(|r| r.skip_sources.contains(source)))
+                .collect(),
+        };
+        let slim = readers
+            .iter()
+            .flat_map(|r| r.slim.iter().map(move |slim| (r, slim)))
+            .filter(|(owner, slim)| {
+                readers.iter().all(|other| {
+                    std::ptr::eq(other, *owner) || !other.reads_payload_of(slim.aggregate_type)
+                })
+            })
+            .map(|(_, slim)| *slim)
+            .collect();
+        Self {
+            types,
+            payloads,
+            skip_sources,
+            slim,
+        }
+    }
+
+    /// Whether this selection reads `event` at all.
+    pub fn reads(&self, event: &StoredEvent) -> bool {
+        let kind = event.aggregate_type.as_str();
+        self.types.as_ref().is_none_or(|types| {
+            types.contains(&kind)
+                && !(kind == "Inbound" && self.skip_sources.contains(&event.source()))
+        })
+    }
+
+    /// Up to `limit` events after `after` that this selection reads, in log order.
+    pub async fn read_after<'e, E: PgExecutor<'e>>(
+        &self,
+        executor: E,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows = sqlx::query(READ_SELECTED)
+            .bind(after.transaction_id)
+            .bind(after.position)
+            .bind(limit)
+            .bind(self.payloads.as_deref())
+            .bind(&self.skip_sources)
+            .bind(self.types.as_deref())
+            .fetch_all(executor)
+            .await?;
+        rows.iter()
+            .map(|row| from_row_slim(row, &self.slim))
+            .collect()
+    }
+}
+
+/// The query behind [`Selection::read_after`]: as [`READ_AFTER`], with `$5` the senders
+/// whose deliveries come without payload, and `$6` the aggregate types read at all (null:
+/// every event; then those senders' deliveries are skipped too).
+pub const READ_SELECTED: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
+       aggregate_type, aggregate_id, sequence, event_type, event_version, recorded_at, \
+       CASE WHEN ($4::text[] IS NULL OR aggregate_type = ANY($4)) \
+             AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
+            THEN payload END AS payload, \
+       CASE WHEN ($4::text[] IS NULL OR aggregate_type = ANY($4)) \
+             AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
+            THEN metadata END AS metadata \
+     FROM events \
+     WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND ($6::text[] IS NULL OR (aggregate_type = ANY($6) \
+            AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)))) \
+     ORDER BY events.transaction_id, events.position \
+     LIMIT $3";
+
 /// The last `count` readable events, oldest first: where `events tail` starts.
 pub async fn read_last<'e, E: PgExecutor<'e>>(
     executor: E,
@@ -366,6 +520,71 @@ impl Backlog {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const KEYS: &[&str] = &["id"];
+    const SLIM_INBOUND: &[Slim] = &[Slim {
+        aggregate_type: "Inbound",
+        keys: KEYS,
+    }];
+    const SLIM_PROPOSAL: &[Slim] = &[Slim {
+        aggregate_type: "Proposal",
+        keys: KEYS,
+    }];
+    const SLIM_BOTH: &[Slim] = &[SLIM_INBOUND[0], SLIM_PROPOSAL[0]];
+
+    fn event(aggregate_type: &str, aggregate_id: &str) -> StoredEvent {
+        StoredEvent {
+            log: LogPosition::START,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            sequence: 1,
+            event_type: "Any".into(),
+            event_version: "1".into(),
+            payload: Value::Null,
+            metadata: Value::Null,
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn selections_combine_into_what_any_reader_reads() {
+        // Counts every event, reads no payload.
+        let counts = Selection::of(Some(&[]), false, &[], &[]);
+        // Reads proposals whole, nothing else.
+        let proposals = Selection::of(Some(&["Proposal"]), true, &[], &[]);
+        // Reads deliveries but GitHub's, slim, and proposals slim.
+        let canvas = Selection::of(Some(&["Inbound", "Proposal"]), true, &["github"], SLIM_BOTH);
+
+        let all = Selection::union(&[counts.clone(), proposals.clone(), canvas.clone()]);
+        assert_eq!(all.types, None, "one reader reads every event");
+        assert_eq!(all.payloads, Some(vec!["Inbound", "Proposal"]));
+        assert_eq!(all.skip_sources, vec!["github"]);
+        assert_eq!(
+            all.slim,
+            SLIM_INBOUND.to_vec(),
+            "proposals are wanted whole"
+        );
+
+        let some = Selection::union(&[proposals.clone(), canvas.clone()]);
+        assert_eq!(some.types, Some(vec!["Inbound", "Proposal"]));
+        assert!(!some.reads(&event("Inbound", "github:1")));
+        assert!(some.reads(&event("Inbound", "stripe:evt_1")));
+        assert!(!some.reads(&event("User", "a@example.com")));
+
+        assert_eq!(Selection::union(std::slice::from_ref(&canvas)), canvas);
+
+        // A reader of every delivery's payload keeps GitHub's in.
+        let deliveries = Selection::of(Some(&["Inbound"]), true, &[], &[]);
+        let both = Selection::union(&[canvas, deliveries]);
+        assert!(both.skip_sources.is_empty());
+        assert_eq!(both.slim, SLIM_PROPOSAL.to_vec());
+        assert!(both.reads(&event("Inbound", "github:1")));
+
+        // One that reads every payload leaves nothing slim.
+        let whole = Selection::union(&[counts, Selection::of(None, false, &[], &[]), proposals]);
+        assert_eq!((whole.types, whole.payloads), (None, None));
+        assert!(whole.slim.is_empty());
+    }
 
     #[test]
     fn a_slim_payload_keeps_the_listed_keys_at_every_depth_and_nothing_else() {

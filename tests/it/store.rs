@@ -99,7 +99,7 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
 
 #[tokio::test]
 async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
-    use execops::store::log::{READ_AFTER, READ_AFTER_OF};
+    use execops::store::log::{READ_AFTER, READ_AFTER_OF, READ_SELECTED};
     let (db, store) = store().await;
     for i in 0..200 {
         receive(&store, &format!("evt_plan_{i}")).await;
@@ -113,15 +113,25 @@ async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
     .execute(&mut *conn)
     .await
     .expect("set up");
-    for (name, sql) in [("read_after", READ_AFTER), ("read_after_of", READ_AFTER_OF)] {
+    for (name, sql, parameters, arguments) in [
+        ("read_after", READ_AFTER, "", ""),
+        ("read_after_of", READ_AFTER_OF, "", ""),
+        ("read_selected", READ_SELECTED, ", text[]", ", NULL"),
+        (
+            "read_selected_of",
+            READ_SELECTED,
+            ", text[]",
+            ", '{Inbound}'",
+        ),
+    ] {
         sqlx::raw_sql(&format!(
-            "PREPARE {name}(bigint, bigint, bigint, text[], text[]) AS {sql}"
+            "PREPARE {name}(bigint, bigint, bigint, text[], text[]{parameters}) AS {sql}"
         ))
         .execute(&mut *conn)
         .await
         .expect("prepared");
         let plan: serde_json::Value = sqlx::query_scalar(&format!(
-            "EXPLAIN (FORMAT JSON) EXECUTE {name}(0, 0, 500, '{{Inbound}}', '{{github}}')"
+            "EXPLAIN (FORMAT JSON) EXECUTE {name}(0, 0, 500, '{{Inbound}}', '{{github}}'{arguments})"
         ))
         .fetch_one(&mut *conn)
         .await
