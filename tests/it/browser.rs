@@ -110,6 +110,18 @@ async fn sign_in(client: &Client, app: &TestApp, email: &str) {
         .for_url(&url::Url::parse(&app.url("/inbox")).expect("url"))
         .await
         .expect("the inbox");
+    live(client).await;
+}
+
+/// Waits until the inbox's script has caught its list up and follows the stream: from then
+/// on, whatever is recorded reaches the list, and only the stream's events replace it.
+async fn live(client: &Client) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("body[data-live]"))
+        .await
+        .expect("the inbox goes live");
 }
 
 /// The text of the first element matching `css` once it contains `wanted`. The inbox's
@@ -188,6 +200,7 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
     );
     settle(&app).await;
     client.refresh().await.expect("reloaded");
+    live(&client).await;
     let list = client
         .find(Locator::Css("#list"))
         .await
@@ -244,6 +257,7 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
 
     // `?` shows the help; `j` moves the selection.
     client.goto(&app.url("/inbox")).await.expect("the inbox");
+    live(&client).await;
     client
         .find(Locator::Css("body"))
         .await
@@ -383,6 +397,7 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
             .expect("clicked");
         tokio::time::sleep(Duration::from_millis(300)).await;
         client.refresh().await.expect("reloaded");
+        live(&client).await;
     }
     text_of(&client, "#list", "Nothing is waiting").await;
     let ids: Vec<(String, String)> =
