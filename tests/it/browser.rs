@@ -11,7 +11,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use crate::api::person;
-use crate::common::TestApp;
+use crate::common::{count, eventually, TestApp};
 use crate::policies::settle;
 use crate::webhooks::{configured, send_fixture};
 
@@ -122,6 +122,20 @@ async fn live(client: &Client) {
         .for_element(Locator::Css("body[data-live]"))
         .await
         .expect("the inbox goes live");
+}
+
+/// Clicks the first element matching `css`, found afresh if the live list replaced it
+/// between finding and clicking.
+async fn click(client: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let element = client.find(Locator::Css(css)).await.expect(css);
+        match element.click().await {
+            Ok(_) => return,
+            Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {}
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 /// The text of the first element matching `css` once it contains `wanted`. The inbox's
@@ -386,16 +400,20 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
     let driver = driver();
     let client = browser(&driver, "execution").await;
     sign_in(&client, &app, "approver@example.com").await;
-    for _ in 0..2 {
+    for approved in 1..=2 {
         text_of(&client, "#list article.card h2", "").await;
-        client
-            .find(Locator::Css("#list article.card button.approve"))
+        click(&client, "#list article.card button.approve").await;
+        // Reload once the approval is recorded and the list would no longer show it.
+        eventually(Duration::from_secs(20), "the approval recorded", || async {
+            count(
+                app.store.pool(),
+                "SELECT count(*) FROM events WHERE event_type = 'Approved'",
+            )
             .await
-            .expect("an approve button")
-            .click()
-            .await
-            .expect("clicked");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+                >= approved
+        })
+        .await;
+        settle(&app).await;
         client.refresh().await.expect("reloaded");
         live(&client).await;
     }
