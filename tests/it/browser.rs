@@ -514,6 +514,8 @@ async fn a_founder_asks_the_canvas_in_words_and_sees_a_table_and_a_chart() {
         }
     }
     settle(&app).await;
+    // The canvas answers from a projection of its own, which `settle` does not wait for.
+    crate::audit::projections_idle(app.store.pool()).await;
     person(&app, "founder@example.com", Role::Admin).await;
     let client = browser(&driver, "canvas").await;
     sign_in(&client, &app, "founder@example.com").await;
