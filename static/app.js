@@ -20,7 +20,7 @@
   }
 
   function refresh() {
-    fetch(window.location.href, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+    return fetch(window.location.href, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
         if (html === null) return;
@@ -34,6 +34,11 @@
   if (window.EventSource) {
     var stream = new EventSource("/inbox/stream");
     stream.addEventListener("proposals", refresh);
+    // What changed between the page being rendered and the stream opening (or reopening)
+    // sent no event: catch up, then say the list is live.
+    stream.addEventListener("open", function () {
+      refresh().then(function () { document.body.dataset.live = "1"; });
+    });
   }
 
   document.addEventListener("keydown", function (event) {

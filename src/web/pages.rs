@@ -895,9 +895,10 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
         Err(error) => return ApiError::from(error).into_response(),
     };
     let shutdown = state.shutdown.clone();
+    let pool = state.store.pool().clone();
     let events = stream::unfold(
-        (listener, shutdown),
-        |(mut listener, mut shutdown)| async move {
+        (listener, shutdown, pool),
+        |(mut listener, mut shutdown, pool)| async move {
             if *shutdown.borrow() {
                 return None;
             }
@@ -905,11 +906,14 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
                 _ = shutdown.changed() => None,
                 notified = listener.recv() => {
                     notified.ok()?;
-                    // Let the projections apply it, and fold a burst into one refresh.
-                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    // Let the projection apply it, and fold a burst into one refresh.
+                    tokio::select! {
+                        _ = shutdown.changed() => return None,
+                        _ = proposals_caught_up(&pool) => {}
+                    }
                     while listener.next_buffered().is_some() {}
                     let event = Event::default().event("proposals").data("changed");
-                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown)))
+                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown, pool)))
                 }
             }
         },
@@ -917,6 +921,26 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
         .into_response()
+}
+
+/// Waits until the proposals projection has applied the whole log, so that the refresh it
+/// precedes shows what was just recorded; on a log that never quite stops moving, only for
+/// so long, and the page refreshes anyway.
+async fn proposals_caught_up(pool: &sqlx::PgPool) {
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let caught_up = matches!(
+            crate::store::subscription::backlog(pool, "proposals").await,
+            Ok(b) if b.events == 0
+        );
+        if caught_up || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -88,6 +88,17 @@ impl Handler for Collector {
     }
 }
 
+/// A loopback address that refuses connections: its port is bound for as long as the socket
+/// lives, so no other test is handed it meanwhile, but nothing listens on it.
+fn refusing() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("a free port");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr)
+}
+
 impl Smtp {
     pub fn start() -> Smtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
@@ -548,10 +559,7 @@ async fn smtp_refusals_are_permanent_and_busy_or_unreachable_servers_transient()
     assert!(message.contains("451"), "{message}");
     assert!(smtp.messages().is_empty());
 
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener.local_addr().expect("its address")
-    };
+    let (_held, closed) = refusing();
     let unreachable = peers.adapters(&[
         ("SMTP_URL", &format!("smtp://{closed}")),
         ("EXECOPS_ADAPTER_TIMEOUT_MS", "1000"),
@@ -707,10 +715,7 @@ async fn stripe_rate_limits_and_outages_are_transient_and_declines_keep_stripes_
 
 #[tokio::test]
 async fn an_unreachable_stripe_is_transient_and_a_payment_cannot_be_undone() {
-    let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener.local_addr().expect("its address")
-    };
+    let (_held, closed) = refusing();
     let peers = Peers::start().await;
     let adapters = peers.adapters(&[("STRIPE_API_BASE", &format!("http://{closed}/"))]);
     let action = json!({ "invoice": "in_123" });

@@ -314,7 +314,7 @@ async fn a_language_model_may_choose_among_the_same_queries_and_nothing_else() {
         let url = format!("{}/v1/chat/completions", model.uri());
         let mut pairs: Vec<(&str, &str)> = SECRETS.to_vec();
         pairs.push(("EXECOPS_LLM_URL", &url));
-        pairs.push(("EXECOPS_LLM_TIMEOUT_MS", "2000"));
+        pairs.push(("EXECOPS_LLM_TIMEOUT_MS", "10000"));
         let app = TestApp::spawn_with(config(&pairs)).await;
         spending(&app).await;
         person(&app, "viewer@example.com", Role::Viewer).await;

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use execops::store::testing::TestDatabase;
 use execops::store::Store;
@@ -77,23 +77,32 @@ async fn events_tail_follows_new_events_as_they_commit() {
         .spawn()
         .expect("runs");
     let stdout = child.stdout.take().expect("stdout");
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = line_tx.send(line);
         }
     });
-    // Give it time to start following, then append.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    receive(&store, "evt_followed").await;
-    let line = tokio::task::spawn_blocking(move || line_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .expect("reader task");
+    // It starts following from whatever is last when it gets going, which it does not say:
+    // keep appending until one of the appended events comes through.
+    let mut appended = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let id = format!("evt_followed_{}", appended.len());
+        receive(&store, &id).await;
+        appended.push(format!("Inbound/stripe:{id}#1 Received"));
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(250), line_rx.recv()).await {
+            break line;
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
     let line = line.expect("a followed event is printed");
     assert!(
-        line.contains("Inbound/stripe:evt_followed#1 Received"),
+        appended.iter().any(|event| line.contains(event.as_str())),
         "{line}"
     );
 }
@@ -108,24 +117,23 @@ async fn events_tail_ends_quietly_when_its_reader_goes_away() {
         .stderr(Stdio::null())
         .spawn()
         .expect("runs");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     drop(child.stdout.take()); // like `| head` closing its end
-    receive(&store, "evt_nobody_reads").await;
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+                               // Whatever it follows from, one of these appended events is the write that fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut appended = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("its status") {
+            break Some(status);
         }
-    })
-    .await
-    .expect("waiter")
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        receive(&store, &format!("evt_nobody_reads_{appended}")).await;
+        appended += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     .expect("it ends by itself");
     assert!(status.success(), "{status}");
 }

@@ -624,7 +624,7 @@ async fn repeated_failures_open_the_adapters_circuit_and_a_good_probe_closes_it(
     fakes.slack_accepts().await;
     let app = TestApp::spawn_with(fakes.config(&[
         ("EXECOPS_BREAKER_FAILURES", "2"),
-        ("EXECOPS_BREAKER_COOLDOWN_SECS", "1"),
+        ("EXECOPS_BREAKER_COOLDOWN_SECS", "5"),
         ("EXECOPS_EXECUTION_BACKOFF_MS", "10"),
     ]))
     .await;

@@ -469,7 +469,7 @@ async fn fake_language_model(
                     "polite" => format!("Hello! {text}"),
                     "liar" => text.replace("$10.00", "$1.00"),
                     _ => {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
                         format!("Too late: {text}")
                     }
                 };
@@ -494,11 +494,13 @@ async fn fake_language_model(
 
 async fn drafted_card_update(mode: &'static str) -> (Value, usize) {
     let (url, calls) = fake_language_model(mode).await;
+    // Ample for a model that answers on a loaded machine; short for one that never does.
+    let timeout = if mode == "slow" { "500" } else { "10000" };
     let app = TestApp::spawn_with(configured_with(&[
         ("EXECOPS_LLM_URL", &url),
         ("EXECOPS_LLM_MODEL", "test-model"),
         ("EXECOPS_LLM_API_KEY", "test-key"),
-        ("EXECOPS_LLM_TIMEOUT_MS", "300"),
+        ("EXECOPS_LLM_TIMEOUT_MS", timeout),
     ]))
     .await;
     send(&app, &fixture("stripe/invoice.payment_failed.json")).await;

@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use execops::domain::{ProposalCommand, Role};
+use chrono::{DateTime, Utc};
+use execops::domain::{ApprovalTerms, ProposalCommand, Role};
+use execops::store::subscription::backlog;
 use serde_json::{json, Value};
 
 use crate::api::person;
 use crate::common::{config, eventually, TestApp};
-use crate::execution::{events_of, proposal, wait_for, Fakes};
+use crate::execution::{events_of, payload_of, proposal, wait_for, Fakes};
 use crate::pages::{csrf_of, form, page, sign_in};
 use crate::policies::settle;
 use crate::webhooks::{send_fixture, SECRETS};
@@ -269,9 +271,32 @@ async fn the_router_records_who_triggered_a_proposal() {
     app.stop().await;
 }
 
+/// The deadlines the router stamped into proposal `id`'s draft.
+async fn terms_of(app: &TestApp, id: &str) -> ApprovalTerms {
+    serde_json::from_value(payload_of(app, id, "Drafted").await).expect("the draft's terms")
+}
+
+/// Sleeps until a little after `at`, so that whatever was due then is due now.
+async fn sleep_past(at: DateTime<Utc>) {
+    let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
+}
+
+/// Waits until the deadlines subscriber has looked at every event so far.
+async fn deadlines_idle(app: &TestApp) {
+    eventually(
+        Duration::from_secs(20),
+        "the deadlines subscriber idle",
+        || async { matches!(backlog(app.store.pool(), "deadlines").await, Ok(b) if b.events == 0) },
+    )
+    .await;
+}
+
+// Levels and expiry seconds apart, so that a loaded machine's delays between an event and
+// its settling never carry one step into the next.
 const LADDER: [(&str, &str); 3] = [
-    ("EXECOPS_ESCALATE_AFTER", "1s"),
-    ("EXECOPS_PROPOSAL_TTL", "3s"),
+    ("EXECOPS_ESCALATE_AFTER", "3s"),
+    ("EXECOPS_PROPOSAL_TTL", "9s"),
     (
         "EXECOPS_ESCALATION_LADDER",
         "lead@example.com; cfo@example.com, ceo@example.com",
@@ -284,7 +309,9 @@ async fn escalation_and_expiry_happen_on_the_next_event_after_their_time() {
     send_fixture(&app, "stripe/invoice.payment_failed.json").await;
     settle(&app).await;
     let id = proposal_of(&app, "email.send").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let terms = terms_of(&app, &id).await;
+    deadlines_idle(&app).await;
+    sleep_past(terms.escalations[0].at).await;
     assert_eq!(
         events_of(&app, &id).await,
         ["Drafted"],
@@ -304,7 +331,7 @@ async fn escalation_and_expiry_happen_on_the_next_event_after_their_time() {
     assert_eq!(escalated["Escalated"]["level"], 1);
     assert_eq!(escalated["Escalated"]["to"], json!(["lead@example.com"]));
 
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    sleep_past(terms.expires_at.expect("an expiry")).await;
     send_fixture(&app, "github/push.json").await;
     wait_for(&app, &id, "Expired").await;
     let events = events_of(&app, &id).await;
@@ -344,7 +371,8 @@ async fn escalation_and_expiry_happen_on_the_next_read_and_an_expired_proposal_i
     send_fixture(&app, "stripe/invoice.payment_failed.json").await;
     settle(&app).await;
     let id = proposal_of(&app, "email.send").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let terms = terms_of(&app, &id).await;
+    sleep_past(terms.escalations[0].at).await;
 
     let (status, shown) = call(&app, "GET", &format!("/api/v1/proposals/{id}"), &ada, None).await;
     assert_eq!(status, 200);
@@ -360,7 +388,7 @@ async fn escalation_and_expiry_happen_on_the_next_read_and_an_expired_proposal_i
         "still pending before its expiry: {inbox}"
     );
 
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sleep_past(terms.expires_at.expect("an expiry")).await;
     // Listed no more: settled on the read, before the projection catches up.
     let (status, pending) = call(&app, "GET", "/api/v1/proposals?status=pending", &ada, None).await;
     assert_eq!(status, 200);

@@ -290,6 +290,19 @@ async fn deliver_all(port: u16, deliveries: &[execops::send::Delivery]) -> Vec<O
         .await
 }
 
+/// Posts the first ten deliveries four at a time, then the rest one by one, 100 ms apart:
+/// the stream goes on for seconds after the first ten have landed.
+async fn deliver_paced(port: u16, deliveries: &[execops::send::Delivery]) -> Vec<Option<u16>> {
+    let (burst, rest) = deliveries.split_at(deliveries.len().min(10));
+    let mut statuses = deliver_all(port, burst).await;
+    let client = reqwest::Client::new();
+    for delivery in rest {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        statuses.push(deliver(&client, port, delivery).await);
+    }
+    statuses
+}
+
 /// Drafted retry proposals.
 async fn retries(pool: &sqlx::PgPool) -> i64 {
     count(
@@ -347,7 +360,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
         .await;
         first.kill();
     };
-    let (statuses, ()) = tokio::join!(deliver_all(port, &deliveries), killing);
+    let (statuses, ()) = tokio::join!(deliver_paced(port, &deliveries), killing);
     assert!(
         statuses.iter().any(Option::is_none),
         "the kill happened mid-stream: {statuses:?}"

@@ -381,7 +381,7 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         !cookie.is_empty(),
         "the demo admin could not sign in: {last}"
     );
-    eventually(Duration::from_secs(20), "a populated inbox", || async {
+    eventually(Duration::from_secs(60), "a populated inbox", || async {
         let Ok(response) = browser
             .get(format!("{base}/inbox"))
             .header("cookie", &cookie)
@@ -395,7 +395,7 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
     })
     .await;
     // The canvas has recent figures: cash in Stripe, and four months of spend.
-    eventually(Duration::from_secs(20), "the canvas's figures", || async {
+    eventually(Duration::from_secs(60), "the canvas's figures", || async {
         let page = |url: String| {
             let request = browser.get(url).header("cookie", &cookie);
             async move {
