@@ -485,6 +485,7 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
     client.goto(&app.url("/settings")).await.expect("settings");
     text_of(&client, "#kill-switches", "everything").await;
     screenshot(&client, "settings").await;
+    client.close().await.expect("closed");
 }
 
 #[tokio::test]
