@@ -206,11 +206,13 @@ fn bad_delivery(path: &Path, bad: Bad, config: &Config, base: &str) -> Option<(D
         }
         Bad::WrongSecret => (sign(&sender, body, &impostor(), base, now).ok()?, 401),
         Bad::TimestampPastTolerance if has_timestamp(&sender) => {
-            let at = now - chrono::Duration::seconds(301);
+            // Far past the tolerance: the time a loaded machine takes to send it can only
+            // bring a timestamp ahead of it back within it (the edges are unit tested).
+            let at = now - chrono::Duration::seconds(900);
             (sign(&sender, body, config, base, at).ok()?, 401)
         }
         Bad::TimestampAheadOfTolerance if has_timestamp(&sender) => {
-            let at = now + chrono::Duration::seconds(302);
+            let at = now + chrono::Duration::seconds(900);
             (sign(&sender, body, config, base, at).ok()?, 401)
         }
         Bad::TimestampPastTolerance | Bad::TimestampAheadOfTolerance => return None,
