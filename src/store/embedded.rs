@@ -29,6 +29,8 @@ pub enum EmbeddedError {
     Unreachable(PathBuf),
     #[error("{what} failed: {detail}")]
     Failed { what: String, detail: String },
+    #[error("postgres could not listen on port {0}: another process took it")]
+    PortTaken(u16),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -167,10 +169,36 @@ impl EmbeddedPostgres {
             }
         }
 
-        let port = match options.port {
-            Some(port) => port,
-            None => free_port()?,
-        };
+        // A free port may be taken by another process before postgres binds it: then another.
+        let mut attempts = 0;
+        loop {
+            let port = match options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            match Self::launch(options, &bin, &run_as, &pgdata, &data_dir, &password, port) {
+                Err(EmbeddedError::PortTaken(port)) if options.port.is_none() && attempts < 5 => {
+                    tracing::warn!(
+                        port,
+                        "the port chosen for postgres was taken; trying another"
+                    );
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Runs the cluster's server on `port` and waits until it accepts connections.
+    fn launch(
+        options: &EmbeddedOptions,
+        bin: &Path,
+        run_as: &Option<RunAs>,
+        pgdata: &Path,
+        data_dir: &Path,
+        password: &str,
+        port: u16,
+    ) -> Result<Self, EmbeddedError> {
         let log_path = data_dir.join("postgres.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -178,11 +206,16 @@ impl EmbeddedPostgres {
             .open(&log_path)
             .map_err(io(format!("opening {}", log_path.display())))?;
         let log_err = log.try_clone().map_err(io("duplicating the log handle"))?;
+        // Where this run's lines start.
+        let log_start = log
+            .metadata()
+            .map_err(io(format!("reading {}", log_path.display())))?
+            .len();
 
         let mut command = Command::new(bin.join("postgres"));
         command
             .arg("-D")
-            .arg(&pgdata)
+            .arg(pgdata)
             .args(["-p", &port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="])
@@ -195,7 +228,7 @@ impl EmbeddedPostgres {
         for (name, value) in &options.settings {
             command.args(["-c", &format!("{name}={value}")]);
         }
-        if let Some(user) = &run_as {
+        if let Some(user) = run_as {
             command.uid(user.uid).gid(user.gid);
         }
         die_with_parent(&mut command);
@@ -227,18 +260,23 @@ impl EmbeddedPostgres {
 
         let mut cluster = Self {
             port,
-            password,
+            password: password.to_string(),
             pid,
-            data_dir: data_dir.clone(),
+            data_dir: data_dir.to_path_buf(),
             exited: Some(std::sync::Mutex::new(exited_rx)),
             supervisor: Some(supervisor),
         };
-        cluster.wait_until_ready(&bin, &log_path)?;
+        cluster.wait_until_ready(bin, &log_path, log_start)?;
         tracing::info!(port, pid, data_dir = %data_dir.display(), "embedded postgres started");
         Ok(cluster)
     }
 
-    fn wait_until_ready(&mut self, bin: &Path, log_path: &Path) -> Result<(), EmbeddedError> {
+    fn wait_until_ready(
+        &mut self,
+        bin: &Path,
+        log_path: &Path,
+        log_start: u64,
+    ) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let status = self
@@ -247,6 +285,9 @@ impl EmbeddedPostgres {
                 .and_then(|rx| rx.lock().ok()?.try_recv().ok());
             if let Some(status) = status {
                 self.exited = None;
+                if logged_since(log_path, log_start).contains("Address already in use") {
+                    return Err(EmbeddedError::PortTaken(self.port));
+                }
                 return Err(failed(
                     "starting postgres",
                     format!("it exited ({status}); its log says:\n{}", tail(log_path)),
@@ -525,6 +566,12 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(io("finding a free port"))
+}
+
+/// What was written to the log at `path` after its first `start` bytes.
+fn logged_since(path: &Path, start: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(start as usize..).unwrap_or_default()).into_owned()
 }
 
 fn tail(path: &Path) -> String {

@@ -141,3 +141,48 @@ async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
         assert!(!text.contains("\"Sort\""), "{name} sorts: {text}");
     }
 }
+
+#[tokio::test]
+async fn an_embedded_postgres_on_a_port_another_process_holds_says_so() {
+    use execops::store::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+
+    let dir = std::env::temp_dir().join(format!("execops-taken-port-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a port held open");
+    let port = held.local_addr().expect("its address").port();
+    let start = |port: Option<u16>| {
+        let options = EmbeddedOptions {
+            port,
+            ..EmbeddedOptions::new(&dir).throwaway()
+        };
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+    };
+
+    let refused = start(Some(port)).await.expect("start task");
+    assert!(
+        matches!(refused, Err(EmbeddedError::PortTaken(p)) if p == port),
+        "{:?}",
+        refused.map(|c| c.port())
+    );
+    // Left to choose, it chooses another port, on the same cluster.
+    let cluster = start(None)
+        .await
+        .expect("start task")
+        .expect("postgres starts");
+    assert_ne!(cluster.port(), port);
+    let reachable: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(
+            &PgPoolOptions::new()
+                .connect(&cluster.url("postgres"))
+                .await
+                .expect("connects"),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(reachable, 1);
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("stop task")
+        .expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
