@@ -253,8 +253,8 @@ pub async fn plan(
     Ok(text)
 }
 
-/// Replays `projections` side by side, one connection each, with a progress bar each
-/// (drawn only on a terminal).
+/// Replays `projections` side by side from one read of the log, each on a thread and a
+/// connection of its own, with a progress bar each (drawn only on a terminal).
 pub async fn run(
     pool: &PgPool,
     projections: &[Projection],
