@@ -53,6 +53,9 @@ pub struct Config {
     /// `EXECOPS_SLACK_APPROVALS_CHANNEL`: where high-urgency proposals are posted with
     /// Approve and Reject buttons. Unset, each linked approver and admin gets a DM.
     pub slack_approvals_channel: Option<String>,
+    /// `SLACK_TEAM_ID`: the Slack workspace whose members may decide; unset, any workspace
+    /// whose requests carry the app's signature.
+    pub slack_team_id: Option<String>,
 }
 
 /// How approval links in emails are signed and how long they live.
@@ -189,6 +192,7 @@ impl Config {
             execution: execution(&get)?,
             slack_approvals_channel: get("EXECOPS_SLACK_APPROVALS_CHANNEL")
                 .map(|c| c.trim().to_string()),
+            slack_team_id: get("SLACK_TEAM_ID").map(|t| t.trim().to_string()),
             approvals: approvals(&get)?,
             precision: PrecisionConfig {
                 floor_percent: parse(&get, "EXECOPS_PRECISION_FLOOR_PERCENT", "30")?,

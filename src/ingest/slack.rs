@@ -149,6 +149,8 @@ pub struct Click {
     pub payload_hash: String,
     /// The Slack member who clicked.
     pub user_id: String,
+    /// The workspace they clicked in.
+    pub team_id: Option<String>,
     /// Where Slack takes the answer: the message update or an ephemeral refusal.
     pub response_url: String,
 }
@@ -230,6 +232,7 @@ pub fn click(payload: &Value) -> Result<Option<Click>, IngestError> {
         proposal_id,
         payload_hash,
         user_id,
+        team_id: field(payload, "/team/id"),
         response_url: response_url(payload.get("response_url"))?,
     }))
 }
@@ -245,6 +248,8 @@ pub enum Command {
         proposal_id: String,
         reason: Option<String>,
         user_id: String,
+        /// The workspace the command was typed in.
+        team_id: Option<String>,
         /// Where a result that takes longer than the answer may wait goes.
         response_url: Option<String>,
     },
@@ -294,8 +299,18 @@ pub fn command(fields: &Value) -> Result<Command, IngestError> {
         proposal_id: id.to_string(),
         reason,
         user_id,
+        team_id: field(fields, "/team_id"),
         response_url: response_url(fields.get("response_url")).ok(),
     })
+}
+
+/// The non-empty string at `pointer` in `value`.
+fn field(value: &Value, pointer: &str) -> Option<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// The `X-Slack-Signature` header Slack would send for `body` at `timestamp`.
@@ -316,6 +331,7 @@ mod tests {
         serde_json::json!({
             "type": "block_actions",
             "user": {"id": "U0ADA"},
+            "team": {"id": "T0ACME"},
             "response_url": "https://hooks.slack.com/actions/T1/1/abc",
             "actions": [{"action_id": action_id, "value": value, "type": "button"}],
         })
@@ -332,6 +348,7 @@ mod tests {
                 proposal_id: ID.into(),
                 payload_hash: HASH.into(),
                 user_id: "U0ADA".into(),
+                team_id: Some("T0ACME".into()),
                 response_url: "https://hooks.slack.com/actions/T1/1/abc".into(),
             })
         );
@@ -400,12 +417,14 @@ mod tests {
 
     #[test]
     fn slash_command_text_is_read_into_a_command_or_help() {
-        let fields = |text: &str| serde_json::json!({"text": text, "user_id": "U0ADA"});
+        let fields =
+            |text: &str| serde_json::json!({"text": text, "user_id": "U0ADA", "team_id": "T0ACME"});
         let decide = |approve: bool, reason: Option<&str>| Command::Decide {
             approve,
             proposal_id: ID.into(),
             reason: reason.map(str::to_string),
             user_id: "U0ADA".into(),
+            team_id: Some("T0ACME".into()),
             response_url: None,
         };
         let help = |why: &str| Command::Help(Some(why.to_string()));

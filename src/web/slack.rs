@@ -24,6 +24,24 @@ use crate::store::CommandError;
 /// Who linked a member whose confirmed email address Slack reported.
 pub const VERIFIED_EMAIL: &str = "slack:verified-email";
 
+const OTHER_WORKSPACE: &str = "This Slack workspace is not the one ExecOps works with, so \
+     nothing was decided.";
+
+/// Whether a request from the Slack workspace `team` may act: any may when `SLACK_TEAM_ID`
+/// is unset.
+pub fn from_our_workspace(state: &AppState, team: Option<&str>) -> bool {
+    state
+        .config
+        .slack_team_id
+        .as_deref()
+        .is_none_or(|ours| team == Some(ours))
+}
+
+/// The answer to a request from another workspace.
+pub fn other_workspace() -> String {
+    OTHER_WORKSPACE.to_string()
+}
+
 const NOT_LINKED: &str = "Your Slack account is not linked to an ExecOps user, so nothing was \
      decided. Ask an ExecOps admin to run `execops user link-slack YOUR_EMAIL YOUR_MEMBER_ID`.";
 
@@ -162,16 +180,21 @@ async fn decide_for(
 /// by who decided, or the clicker alone is told why nothing happened.
 #[tracing::instrument(skip_all, fields(proposal = %click.proposal_id, member = %click.user_id))]
 pub async fn act_on_click(state: AppState, click: Click, metadata: HashMap<String, String>) {
-    let outcome = decide_for(
-        &state,
-        &click.user_id,
-        &click.proposal_id,
-        click.approve,
-        Some(click.payload_hash.clone()),
-        None,
-        metadata,
-    )
-    .await;
+    let outcome = match from_our_workspace(&state, click.team_id.as_deref()) {
+        true => {
+            decide_for(
+                &state,
+                &click.user_id,
+                &click.proposal_id,
+                click.approve,
+                Some(click.payload_hash.clone()),
+                None,
+                metadata,
+            )
+            .await
+        }
+        false => Err(other_workspace()),
+    };
     let answer = match &outcome {
         // The buttons stay for the other approvers; everyone in the conversation sees the vote.
         Ok(Taken {
@@ -211,12 +234,16 @@ pub async fn act_on_click(state: AppState, click: Click, metadata: HashMap<Strin
 /// typed it.
 pub async fn run_command(
     state: &AppState,
+    team: Option<&str>,
     member: &str,
     id: &str,
     approve: bool,
     reason: Option<String>,
     metadata: HashMap<String, String>,
 ) -> String {
+    if !from_our_workspace(state, team) {
+        return other_workspace();
+    }
     match decide_for(state, member, id, approve, None, reason, metadata).await {
         Ok(Taken { line, .. }) => format!("{line}. Proposal `{id}`."),
         Err(refused) => refused,

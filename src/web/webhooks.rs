@@ -198,6 +198,14 @@ pub async fn slack_commands(
     let mut answer = record(&state, &headers, ingested).await?;
     let text = match asked {
         None => "ExecOps received your command.".to_string(),
+        Some(slack::Command::TodaysMoves)
+            if !super::slack::from_our_workspace(
+                &state,
+                payload.get("team_id").and_then(Value::as_str),
+            ) =>
+        {
+            super::slack::other_workspace()
+        }
         Some(slack::Command::TodaysMoves) => todays_moves_text(&state).await?,
         Some(slack::Command::Help(why)) => match why {
             Some(why) => format!("{why}.\n{}", super::slack::HELP),
@@ -211,6 +219,7 @@ pub async fn slack_commands(
             proposal_id,
             reason,
             user_id,
+            team_id,
             response_url,
         }) => {
             let work = tokio::spawn({
@@ -219,6 +228,7 @@ pub async fn slack_commands(
                 async move {
                     super::slack::run_command(
                         &state,
+                        team_id.as_deref(),
                         &user_id,
                         &proposal_id,
                         approve,

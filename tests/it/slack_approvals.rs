@@ -297,9 +297,14 @@ async fn press(world: &World, payload: &Value) -> (u16, Value) {
 }
 
 async fn slash(world: &World, member: &str, text: &str) -> (u16, Value) {
+    slash_in(world, "T111", member, text).await
+}
+
+/// `/execops TEXT` typed by `member` in the workspace `team`.
+async fn slash_in(world: &World, team: &str, member: &str, text: &str) -> (u16, Value) {
     let body = serde_urlencoded::to_string([
         ("token", "legacy-verification-token"),
-        ("team_id", "T111"),
+        ("team_id", team),
         ("channel_id", "D111"),
         ("user_id", member),
         ("user_name", "someone"),
@@ -603,6 +608,64 @@ async fn stale_or_badly_signed_clicks_are_refused_and_nothing_is_stored_or_decid
     assert_eq!(inbound_count(&world.app).await, 0);
     assert!(decisions(&world.app, &id).await.is_empty());
     assert!(world.responses("forged").await.is_empty());
+}
+
+#[tokio::test]
+async fn with_a_workspace_set_a_member_of_another_is_refused_and_nothing_is_decided() {
+    let world = World::start(&[("SLACK_TEAM_ID", "T111")]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    let id = draft(&world.app, "workspace", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    let elsewhere = |tag: &str| {
+        let mut payload = click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url(tag),
+        );
+        payload["team"]["id"] = json!("T999");
+        payload
+    };
+
+    let (status, answer) = press(&world, &elsewhere("elsewhere")).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    let refusal = world.answer("elsewhere").await;
+    assert_eq!(refusal["response_type"], "ephemeral");
+    assert!(
+        refusal["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not the one ExecOps works with"),
+        "{refusal}"
+    );
+    for text in [format!("approve {id}"), String::new()] {
+        let (status, answer) = slash_in(&world, "T999", "U0ADA", &text).await;
+        assert_eq!(status, 200, "{text:?}");
+        assert!(
+            answer["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not the one ExecOps works with"),
+            "{text:?}: {answer}"
+        );
+    }
+    assert!(decisions(&world.app, &id).await.is_empty());
+
+    // The same member in the workspace that is set decides.
+    let (status, _) = press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("ours"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    world.answer("ours").await;
+    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
 }
 
 #[tokio::test]
