@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::store::log::{read_after, read_last, StoredEvent};
+use crate::store::log::{read_after, read_in_snapshot_after, read_last, StoredEvent};
 use crate::store::subscription::EVENTS_CHANNEL;
 use crate::store::Database;
 
@@ -783,9 +783,14 @@ async fn export(
         },
         None => (None, None),
     };
+    // One snapshot for the whole export: everything committed when it starts, nothing after.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let mut last = crate::store::log::LogPosition::START;
     loop {
-        let batch = read_after(pool, last, 1_000).await?;
+        let batch = read_in_snapshot_after(&mut *tx, last, 1_000).await?;
         let Some(end) = batch.last().map(|e| e.log) else {
             return Ok(());
         };

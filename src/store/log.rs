@@ -457,6 +457,31 @@ pub const READ_SELECTED: &str = "SELECT transaction_id::text::bigint AS transact
      ORDER BY events.transaction_id, events.position \
      LIMIT $3";
 
+/// Up to `limit` events after `after`, in log order, as the caller's transaction sees them.
+/// For one read of the log inside a single REPEATABLE READ transaction (an export): every
+/// row its snapshot shows is committed and no other can appear, so it needs no line below
+/// the transactions still running, and sees what committed while one of them (in any
+/// database of the cluster) stays open.
+pub async fn read_in_snapshot_after<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+         ORDER BY events.transaction_id, events.position \
+         LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// The last `count` readable events, oldest first: where `events tail` starts.
 pub async fn read_last<'e, E: PgExecutor<'e>>(
     executor: E,

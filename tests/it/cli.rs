@@ -238,6 +238,13 @@ async fn guardrails_commands_engage_and_release_kill_switches_and_refuse_bad_sco
 async fn events_export_prints_the_log_as_ndjson_filtered_by_time_and_aggregate() {
     let db = TestDatabase::new().await.expect("a database");
     let store = Store::new(db.pool.clone(), Metrics::new());
+    // A transaction left open (here, or in any database of the cluster) does not hide
+    // what commits after it began.
+    let mut open = db.pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("an xid");
     for i in 0..3 {
         receive(&store, &format!("evt_export_{i}")).await;
     }
@@ -254,6 +261,8 @@ async fn events_export_prints_the_log_as_ndjson_filtered_by_time_and_aggregate()
             .collect::<Vec<_>>()
     };
     let all = run(&["events", "export"]);
+    // Held no longer than needed: it holds back the other tests' readers too.
+    open.rollback().await.expect("rolled back");
     let ids: Vec<&str> = all
         .iter()
         .filter_map(|e| e["aggregate_id"].as_str())
