@@ -8,7 +8,9 @@ use sqlx::postgres::PgListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::store::log::{read_after, read_in_snapshot_after, read_last, StoredEvent};
+use crate::store::log::{
+    read_after, read_in_snapshot_after, read_last, read_last_in_snapshot, StoredEvent,
+};
 use crate::store::subscription::EVENTS_CHANNEL;
 use crate::store::Database;
 
@@ -727,7 +729,12 @@ async fn tail_on(pool: &sqlx::PgPool, lines: i64, follow: bool, json: bool) -> a
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(EVENTS_CHANNEL).await?;
     let mut last = crate::store::log::LogPosition::START;
-    for event in read_last(pool, lines.max(0)).await? {
+    // A follower starts where nothing can commit behind it; a one-off shows all there is.
+    let start = match follow {
+        true => read_last(pool, lines.max(0)).await?,
+        false => read_last_in_snapshot(pool, lines.max(0)).await?,
+    };
+    for event in start {
         if !print_line(&render(&event, json)) {
             return Ok(());
         }
@@ -790,7 +797,7 @@ async fn export(
         .await?;
     let mut last = crate::store::log::LogPosition::START;
     loop {
-        let batch = read_in_snapshot_after(&mut *tx, last, 1_000).await?;
+        let batch = read_in_snapshot_after(&mut *tx, last, 1_000, None).await?;
         let Some(end) = batch.last().map(|e| e.log) else {
             return Ok(());
         };

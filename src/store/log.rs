@@ -457,39 +457,88 @@ pub const READ_SELECTED: &str = "SELECT transaction_id::text::bigint AS transact
      ORDER BY events.transaction_id, events.position \
      LIMIT $3";
 
-/// Up to `limit` events after `after`, in log order, as the caller's transaction sees them.
-/// For one read of the log inside a single REPEATABLE READ transaction (an export): every
-/// row its snapshot shows is committed and no other can appear, so it needs no line below
-/// the transactions still running, and sees what committed while one of them (in any
-/// database of the cluster) stays open.
+/// The query behind [`read_in_snapshot_after`]: [`READ_AFTER`] without the line below the
+/// transactions still running.
+pub const READ_IN_SNAPSHOT: &str =
+    "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+           aggregate_id, sequence, event_type, event_version, recorded_at, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
+           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
+         FROM events \
+         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+         ORDER BY events.transaction_id, events.position \
+         LIMIT $3";
+
+/// Up to `limit` events after `after`, in log order, as the caller's snapshot shows them;
+/// payloads as [`read_after_with`]. For a reader that reads up to a known end once rather
+/// than following: an export in one REPEATABLE READ transaction, where every row seen is
+/// committed and no other can appear; a backtest up to the last event it counted. It sees
+/// what committed while a transaction that began earlier (in any database of the cluster)
+/// stays open, which [`read_after`] leaves for later.
 pub async fn read_in_snapshot_after<'e, E: PgExecutor<'e>>(
     executor: E,
     after: LogPosition,
     limit: i64,
+    payload_types: Option<&[&str]>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-         ORDER BY events.transaction_id, events.position \
-         LIMIT $3"
-    );
-    let rows = sqlx::query(&sql)
+    let types: Option<Vec<String>> =
+        payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
+    let rows = sqlx::query(READ_IN_SNAPSHOT)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
+        .bind(types)
         .fetch_all(executor)
         .await?;
     rows.iter().map(from_row).collect()
 }
 
-/// The last `count` readable events, oldest first: where `events tail` starts.
+/// The last event the caller's snapshot shows, committed while a transaction that began
+/// before it is still open or not.
+pub async fn last_in_snapshot<'e, E: PgExecutor<'e>>(
+    executor: E,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    let last: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, position FROM events \
+         ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(last.map(|(transaction_id, position)| LogPosition {
+        transaction_id,
+        position,
+    }))
+}
+
+/// The last `count` readable events, oldest first: where `events tail` starts following.
 pub async fn read_last<'e, E: PgExecutor<'e>>(
     executor: E,
     count: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    last_of(
+        executor,
+        count,
+        "WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .await
+}
+
+/// The last `count` events the caller's snapshot shows, oldest first: what `events tail
+/// --no-follow` prints, which need not stay behind a transaction still open.
+pub async fn read_last_in_snapshot<'e, E: PgExecutor<'e>>(
+    executor: E,
+    count: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    last_of(executor, count, "").await
+}
+
+async fn last_of<'e, E: PgExecutor<'e>>(
+    executor: E,
+    count: i64,
+    condition: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+        "SELECT {COLUMNS} FROM events {condition} \
          ORDER BY events.transaction_id DESC, events.position DESC \
          LIMIT $1"
     );

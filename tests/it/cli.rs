@@ -33,6 +33,12 @@ async fn migrate_reports_the_schema_up_to_date() {
 async fn events_tail_prints_the_last_events_in_log_order() {
     let db = TestDatabase::new().await.expect("a database");
     let store = Store::new(db.pool.clone(), Metrics::new());
+    // Shown though a transaction that began before them is still open.
+    let mut open = db.pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("an xid");
     for i in 0..5 {
         receive(&store, &format!("evt_tail_{i}")).await;
     }
@@ -40,6 +46,7 @@ async fn events_tail_prints_the_last_events_in_log_order() {
         .args(["events", "tail", "-n", "3", "--no-follow", "--json"])
         .output()
         .expect("runs");
+    open.rollback().await.expect("rolled back");
     assert!(
         out.status.success(),
         "{}",
