@@ -65,7 +65,7 @@ impl StoredEvent {
 /// The parts of one aggregate type's payloads a reader keeps: the object keys it reads, at
 /// any depth. The parser skips every other key's value without building it, which is most
 /// of the cost of reading a provider's delivery that is kilobytes long for a few fields.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slim {
     pub aggregate_type: &'static str,
     pub keys: &'static [&'static str],
@@ -325,12 +325,6 @@ pub struct Selection {
     /// every event is read.
     pub skip_sources: Vec<&'static str>,
     pub slim: Vec<Slim>,
-}
-
-impl PartialEq for Slim {
-    fn eq(&self, other: &Self) -> bool {
-        self.aggregate_type == other.aggregate_type && self.keys == other.keys
-    }
 }
 
 impl Selection {
