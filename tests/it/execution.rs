@@ -922,14 +922,15 @@ async fn an_uncertain_execution_is_marked_done_or_retried_by_a_person() {
     use crate::pages::{csrf_of, form, page, sign_in};
     let fakes = Fakes::start().await;
     fakes.slack_accepts().await;
-    let app = TestApp::spawn_with(fakes.config(&[])).await;
-    person(&app, "approver@example.com", Role::Approver).await;
-    let cookie = sign_in(&app, "approver@example.com").await;
+    // As a process that died mid-call leaves them, written before the app (and its
+    // executor, which would take an approved proposal up itself) starts.
+    let (db, store) = crate::common::store().await;
     let mut ids = Vec::new();
     for name in ["done", "retry"] {
-        let id = draft(&app, name, "slack.post_message", slack_post("#a", name)).await;
-        // As a process that died mid-call leaves it.
+        let draft = proposal(name, "slack.post_message", slack_post("#a", name));
+        let id = draft.id.to_string();
         for command in [
+            ProposalCommand::Draft(draft),
             ProposalCommand::Approve(execops::domain::Decision {
                 actor: "approver@example.com".into(),
                 role: Role::Approver,
@@ -943,13 +944,16 @@ async fn an_uncertain_execution_is_marked_done_or_retried_by_a_person() {
                 reason: "the process stopped".into(),
             },
         ] {
-            app.store
+            store
                 .proposal(&id, command, HashMap::new())
                 .await
                 .expect("recorded");
         }
         ids.push(id);
     }
+    let app = TestApp::spawn_on(db.pool.clone(), fakes.config(&[])).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
     crate::policies::settle(&app).await;
     let (_, inbox, _) = page(&app, Some(&cookie), "/inbox").await;
     assert!(
