@@ -278,9 +278,21 @@ pub async fn read_after_with<'e, E: PgExecutor<'e>>(
     payload_types: Option<&[&str]>,
     slim: &[Slim],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    read_some(READ_AFTER, executor, after, limit, payload_types, slim).await
+}
+
+/// Runs `sql`, a query with the parameters of [`READ_AFTER`].
+async fn read_some<'e, E: PgExecutor<'e>>(
+    sql: &'static str,
+    executor: E,
+    after: LogPosition,
+    limit: i64,
+    payload_types: Option<&[&str]>,
+    slim: &[Slim],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let types: Option<Vec<String>> =
         payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
-    let rows = sqlx::query(READ_AFTER)
+    let rows = sqlx::query(sql)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
@@ -475,16 +487,7 @@ pub async fn read_in_snapshot_after<'e, E: PgExecutor<'e>>(
     limit: i64,
     payload_types: Option<&[&str]>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let types: Option<Vec<String>> =
-        payload_types.map(|types| types.iter().map(|t| t.to_string()).collect());
-    let rows = sqlx::query(READ_IN_SNAPSHOT)
-        .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(limit)
-        .bind(types)
-        .fetch_all(executor)
-        .await?;
-    rows.iter().map(from_row).collect()
+    read_some(READ_IN_SNAPSHOT, executor, after, limit, payload_types, &[]).await
 }
 
 /// The last event the caller's snapshot shows, committed while a transaction that began
