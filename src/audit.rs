@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::domain::{InboundEvent, ProposalEvent};
 use crate::projections::audit_log::{AuditRow, Chain, AUDITED};
-use crate::store::log::{from_row, read_after_of, LogPosition, StoredEvent, COLUMNS};
+use crate::store::log::{from_row, LogPosition, Selection, StoredEvent, COLUMNS};
 use crate::store::subscription::checkpoint;
 
 const BATCH: i64 = 2_000;
@@ -159,6 +159,7 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     let mut chain = Chain::default();
     let mut expected: std::collections::VecDeque<AuditRow> = Default::default();
     let mut found: std::collections::VecDeque<AuditRow> = Default::default();
+    let audited = Selection::of(Some(AUDITED), true, &[], &[]);
     let mut read_to = LogPosition::START;
     let mut events_done = false;
     let mut rows_done = false;
@@ -166,7 +167,7 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     let mut last_seq = 0_i64;
     loop {
         while expected.is_empty() && !events_done {
-            let batch = read_after_of(&mut *tx, read_to, BATCH, AUDITED, &[], &[]).await?;
+            let batch = audited.read_after(&mut *tx, read_to, BATCH).await?;
             events_done = batch.len() < BATCH as usize;
             for event in batch {
                 read_to = event.log;

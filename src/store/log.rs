@@ -239,33 +239,32 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     read_after_with(executor, after, limit, None, &[]).await
 }
 
+/// The events after `$1`/`$2` in log order, `$3` at most, with the payloads of the
+/// aggregate types in `$4` (null: all), further limited by `$condition`.
+macro_rules! log_order_query {
+    ($condition:literal) => {
+        concat!(
+            "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
+               aggregate_id, sequence, event_type, event_version, recorded_at, \
+               CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END \
+                 AS payload, \
+               CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END \
+                 AS metadata \
+             FROM events \
+             WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) ",
+            $condition,
+            " ORDER BY events.transaction_id, events.position \
+             LIMIT $3"
+        )
+    };
+}
+
 /// The query behind [`read_after_with`]: `$1`/`$2` the position to read after, `$3` the
 /// limit, `$4` the aggregate types whose payloads to fetch (null: all). It orders by the
 /// table's own columns so that Postgres walks `events_log_order` rather than sorting every
 /// row after the position.
 pub const READ_AFTER: &str =
-    "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
-           aggregate_id, sequence, event_type, event_version, recorded_at, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
-         FROM events \
-         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY events.transaction_id, events.position \
-         LIMIT $3";
-
-/// The query behind [`read_after_of`]: as [`READ_AFTER`], but `$4` selects the aggregate
-/// types read at all, and `$5` names senders whose `Inbound` deliveries are skipped.
-pub const READ_AFTER_OF: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
-       aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
-       recorded_at \
-     FROM events \
-     WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-       AND aggregate_type = ANY($4) \
-       AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
-     ORDER BY events.transaction_id, events.position \
-     LIMIT $3";
+    log_order_query!("AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
 
 /// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
 /// and metadata; the others come as `null`, so a reader that needs few of them does not pay
@@ -297,28 +296,6 @@ async fn read_some<'e, E: PgExecutor<'e>>(
         .bind(after.position)
         .bind(limit)
         .bind(types)
-        .fetch_all(executor)
-        .await?;
-    rows.iter().map(|row| from_row_slim(row, slim)).collect()
-}
-
-/// As [`read_after`], but only the events of `aggregate_types`, less the deliveries of the
-/// senders in `skip_sources`: the other rows are skipped in the database rather than sent
-/// and ignored.
-pub async fn read_after_of<'e, E: PgExecutor<'e>>(
-    executor: E,
-    after: LogPosition,
-    limit: i64,
-    aggregate_types: &[&str],
-    skip_sources: &[&str],
-    slim: &[Slim],
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(READ_AFTER_OF)
-        .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(limit)
-        .bind(aggregate_types)
-        .bind(skip_sources)
         .fetch_all(executor)
         .await?;
     rows.iter().map(|row| from_row_slim(row, slim)).collect()
@@ -465,15 +442,7 @@ pub const READ_SELECTED: &str = "SELECT transaction_id::text::bigint AS transact
 
 /// The query behind [`read_in_snapshot_after`]: [`READ_AFTER`] without the line below the
 /// transactions still running.
-pub const READ_IN_SNAPSHOT: &str =
-    "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
-           aggregate_id, sequence, event_type, event_version, recorded_at, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END AS payload, \
-           CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END AS metadata \
-         FROM events \
-         WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-         ORDER BY events.transaction_id, events.position \
-         LIMIT $3";
+pub const READ_IN_SNAPSHOT: &str = log_order_query!("");
 
 /// Up to `limit` events after `after`, in log order, as the caller's snapshot shows them;
 /// payloads as [`read_after_with`]. For a reader that reads up to a known end once rather

@@ -99,7 +99,7 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
 
 #[tokio::test]
 async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
-    use execops::store::log::{READ_AFTER, READ_AFTER_OF, READ_IN_SNAPSHOT, READ_SELECTED};
+    use execops::store::log::{READ_AFTER, READ_IN_SNAPSHOT, READ_SELECTED};
     let (db, store) = store().await;
     for i in 0..200 {
         receive(&store, &format!("evt_plan_{i}")).await;
@@ -115,7 +115,6 @@ async fn the_log_readers_walk_the_log_order_index_instead_of_sorting_the_log() {
     .expect("set up");
     for (name, sql, parameters, arguments) in [
         ("read_after", READ_AFTER, "", ""),
-        ("read_after_of", READ_AFTER_OF, "", ""),
         ("read_in_snapshot", READ_IN_SNAPSHOT, "", ""),
         ("read_selected", READ_SELECTED, ", text[]", ", NULL"),
         (
