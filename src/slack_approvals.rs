@@ -18,7 +18,7 @@ use crate::adapters::slack::Slack;
 use crate::adapters::AdapterError;
 use crate::domain::{ProposalDraft, Urgency};
 use crate::ingest::slack::{button_value, APPROVE_ACTION, REJECT_ACTION};
-use crate::projections::users::slack_deciders;
+use crate::projections::users::{is_requester, slack_deciders};
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
 
@@ -192,7 +192,7 @@ async fn deciders_except(
     Ok(slack_deciders(conn)
         .await?
         .into_iter()
-        .filter(|(email, _)| Some(email.as_str()) != requested_by)
+        .filter(|(email, member)| !is_requester(requested_by, email, Some(member)))
         .filter(|(email, _)| {
             only.is_none_or(|only| only.iter().any(|o| o.eq_ignore_ascii_case(email)))
         })

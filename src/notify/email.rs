@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 use super::links::{nonce, LinkClaims, LinkDecision, LinkKey};
 use crate::config::{Config, LinkConfig};
 use crate::domain::{ProposalEvent, Status};
+use crate::projections::users::is_requester;
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
 
@@ -209,10 +210,14 @@ async fn told(conn: &mut PgConnection, id: &str) -> Result<Told, sqlx::Error> {
 }
 
 /// People who may decide now, by address.
-async fn approvers(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT email FROM users WHERE role IN ('approver', 'admin') ORDER BY email")
-        .fetch_all(conn)
-        .await
+/// The approvers and admins, with the Slack member each is linked to.
+async fn approvers(conn: &mut PgConnection) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email, slack_user_id FROM users WHERE role IN ('approver', 'admin') \
+         ORDER BY email",
+    )
+    .fetch_all(conn)
+    .await
 }
 
 #[derive(Template)]
@@ -386,8 +391,8 @@ impl Subscriber for EmailApprovals {
             return Ok(());
         }
         let occasion_key = occasion.key();
-        for approver in approvers(&mut *conn).await? {
-            if p.requested_by.as_deref() == Some(approver.as_str()) {
+        for (approver, member) in approvers(&mut *conn).await? {
+            if is_requester(p.requested_by.as_deref(), &approver, member.as_deref()) {
                 continue;
             }
             if let Occasion::Escalated { to, .. } = &occasion {

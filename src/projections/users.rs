@@ -197,6 +197,17 @@ pub async fn person_with_slack(
 }
 
 /// The Slack members of the people who may decide, with their emails, in email order.
+/// Whether `requested_by` (an email, or `slack:MEMBER`) names the person with `email` and
+/// Slack member `member`: the one a proposal is not put to for approval, as the decision
+/// rule refuses them.
+pub fn is_requester(requested_by: Option<&str>, email: &str, member: Option<&str>) -> bool {
+    let Some(who) = requested_by.map(str::trim) else {
+        return false;
+    };
+    who.eq_ignore_ascii_case(email)
+        || member.is_some_and(|member| who.strip_prefix("slack:") == Some(member))
+}
+
 pub async fn slack_deciders<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {

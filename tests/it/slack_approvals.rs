@@ -1356,8 +1356,22 @@ async fn the_member_who_set_a_proposal_off_may_not_approve_it_by_click_or_by_ema
     let world = World::start(&[]).await;
     let token = person(&world.app, REQ, Role::Approver).await;
     link(&world.app, REQ, "U0REQ").await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
     let id = draft(&world.app, "mine", Urgency::High, Some("slack:U0REQ")).await;
     settle(&world.app).await;
+    // Put to the other approver, not to the member who asked.
+    let dms = || async {
+        let posts = world.approval_posts().await;
+        posts
+            .iter()
+            .map(|(_, body)| body["channel"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(10), "the approval DM", || async {
+        !dms().await.is_empty()
+    })
+    .await;
+    assert_eq!(dms().await, ["U0ADA"]);
     let value = format!("{id}:{}", hash_of(&world.app, &id).await);
     press(
         &world,
