@@ -891,8 +891,9 @@ struct Sums {
     flows: BTreeMap<(NaiveDate, String), (i64, i64)>,
     /// (day, currency) → net, new, expansion, contraction, churn.
     mrr: BTreeMap<(NaiveDate, String), [i64; 5]>,
-    /// (day, currency, vendor key) → the least spelling, amount.
-    vendors: BTreeMap<(NaiveDate, String, String), (String, i64)>,
+    /// (day, currency, vendor as spelled) → amount. Spellings are folded into one vendor
+    /// in SQL, by the same `lower` and `min` as a day summed again and the queries use.
+    vendors: BTreeMap<(NaiveDate, String, String), i64>,
     /// (day, action type, seconds to decide) → approved, rejected.
     decisions: BTreeMap<(NaiveDate, String, i64), (i32, i32)>,
     /// (day, adapter) → succeeded, failed, uncertain.
@@ -920,14 +921,10 @@ impl Sums {
                 .entry((e.spent_on, e.currency.clone()))
                 .or_default()
                 .0 += e.amount;
-            let vendor = sums
+            *sums
                 .vendors
-                .entry((e.spent_on, e.currency.clone(), e.vendor.to_lowercase()))
-                .or_insert_with(|| (e.vendor.clone(), 0));
-            if e.vendor < vendor.0 {
-                vendor.0 = e.vendor.clone();
-            }
-            vendor.1 += e.amount;
+                .entry((e.spent_on, e.currency.clone(), e.vendor.clone()))
+                .or_default() += e.amount;
         }
         for m in &fold.movements {
             if !inserted.movements.contains(&m.inbound_id) {
@@ -1043,8 +1040,9 @@ impl Sums {
             sqlx::query(
                 "INSERT INTO canvas_daily_vendor_spend AS t (day, currency, vendor_key, vendor, \
                    amount) \
-                 SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], \
-                   $5::bigint[]) \
+                 SELECT d, c, lower(v), min(v), sum(a)::bigint \
+                 FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[]) AS u(d, c, v, a) \
+                 GROUP BY d, c, lower(v) \
                  ON CONFLICT (day, currency, vendor_key) DO UPDATE \
                  SET vendor = least(t.vendor, excluded.vendor), \
                    amount = t.amount + excluded.amount",
@@ -1052,8 +1050,7 @@ impl Sums {
             .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
             .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
             .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
-            .bind(values.iter().map(|v| v.0.as_str()).collect::<Vec<_>>())
-            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+            .bind(values)
             .execute(&mut *conn)
             .await?;
         }

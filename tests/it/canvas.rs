@@ -1055,6 +1055,16 @@ async fn canvas_refuses_or_safely_answers_hostile_parameters() {
 async fn canvas_daily_sums_follow_corrections_and_reports_out_of_order() {
     let app = TestApp::spawn_with(configured()).await;
     expense(&app, "exp_move", "Linear", 10_000, "usd", "2026-11-03").await;
+    // One vendor spelled two ways, beyond ASCII too: one vendor to the day's sums, folded
+    // as the queries fold it.
+    for (id, vendor) in [
+        ("exp_arzt_1", "Ärzte GmbH"),
+        ("exp_arzt_2", "ärzte gmbh"),
+        ("exp_aws_1", "aws"),
+        ("exp_aws_2", "AWS"),
+    ] {
+        expense(&app, id, vendor, 1_000, "eur", "2026-10-15").await;
+    }
     settle(&app).await;
     projections_idle(app.store.pool()).await;
     let early = params("2026-11-01", "2026-11-05");
