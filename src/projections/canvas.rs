@@ -19,16 +19,6 @@ use crate::store::subscription::{HandlerError, Subscriber};
 #[derive(Debug, Default)]
 pub struct Canvas;
 
-/// The daily sums, kept beside the facts.
-pub const DAILY_TABLES: &[&str] = &[
-    "canvas_daily_flows",
-    "canvas_daily_mrr",
-    "canvas_daily_vendor_spend",
-    "canvas_daily_decisions",
-    "canvas_daily_outcomes",
-    "canvas_daily_executions",
-];
-
 /// The tables this projection owns, for `execops replay`: the facts, then [`DAILY_TABLES`].
 pub const TABLES: &[&str] = &[
     "canvas_money",
@@ -47,6 +37,9 @@ pub const TABLES: &[&str] = &[
     "canvas_daily_outcomes",
     "canvas_daily_executions",
 ];
+
+/// The daily sums, kept beside the facts: the last of [`TABLES`].
+pub const DAILY_TABLES: &[&str] = TABLES.split_at(9).1;
 
 #[derive(Clone, Debug)]
 struct Money {
@@ -846,13 +839,7 @@ async fn days_touched(
             existing.expenses.insert((source, expense_id));
         }
     }
-    for p in changed(&fold.proposals, &fold.proposals_before) {
-        let was = fold.proposals_before.get(&p.proposal_id);
-        if let (Some(at), Some(was)) = (p.decided_at, was.and_then(|w| w.decided_at)) {
-            days.decisions.insert(at.date_naive());
-            days.decisions.insert(was.date_naive());
-        }
-    }
+    // A decision is final (`Fold::proposal` keeps the first), so no decided day moves.
     if !fold.executions.is_empty() {
         let (ids, attempts): (Vec<&str>, Vec<i32>) = fold
             .executions
@@ -948,12 +935,9 @@ impl Sums {
                 v[4] += before;
             }
         }
+        // A proposal changed by the batch and decided was decided in it: decisions are final.
         for p in changed(&fold.proposals, &fold.proposals_before) {
-            let was_decided = fold
-                .proposals_before
-                .get(&p.proposal_id)
-                .is_some_and(|w| w.decided_at.is_some());
-            let (Some(at), false) = (p.decided_at, was_decided) else {
+            let Some(at) = p.decided_at else {
                 continue;
             };
             let seconds = (at - p.drafted_at)
@@ -1543,6 +1527,20 @@ async fn write(conn: &mut PgConnection, fold: &Fold) -> Result<Inserted, sqlx::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daily_tables_are_the_last_of_the_tables() {
+        let (facts, daily) = TABLES.split_at(TABLES.len() - DAILY_TABLES.len());
+        assert!(
+            facts.iter().all(|t| !t.starts_with("canvas_daily_")),
+            "{facts:?}"
+        );
+        assert!(
+            daily.iter().all(|t| t.starts_with("canvas_daily_")),
+            "{daily:?}"
+        );
+        assert_eq!(daily, DAILY_TABLES);
+    }
     use serde_json::json;
 
     /// Every Stripe and bank fixture, and a bank balance, as the `Received` events of a
