@@ -304,12 +304,15 @@ pub async fn run(
         feed_log(&pool, &selection, feeds).await;
         Ok(())
     });
-    let mut reports = Vec::with_capacity(runs.len());
+    // Every thread is waited for, so that none is left rebuilding (or swapping) unseen
+    // when one fails; then the first failure is the answer, the reader's first, since the
+    // projections only see that it stopped.
+    let mut results = Vec::with_capacity(runs.len());
     for run in runs {
-        reports.push(joined(run).await?);
+        results.push(joined(run).await);
     }
     joined(reader).await?;
-    Ok(reports)
+    results.into_iter().collect()
 }
 
 /// Batches queued for each projection: enough to keep it busy while the next is read.
@@ -657,6 +660,11 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             if let Some(last) = batch[..upto].last().map(|e| e.log) {
                 self.apply(conn, &batch[..upto]).await?;
                 at = last;
+                self.batches += 1;
+                // The plans that matter are chosen while the tables are small.
+                if self.batches.is_power_of_two() && self.batches <= ANALYZED_BATCHES {
+                    self.analyze(conn).await?;
+                }
             }
             if upto < batch.len() {
                 return Ok(at);
@@ -695,11 +703,6 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         batch: &[StoredEvent],
     ) -> Result<(), ReplayError> {
         self.write(conn, batch).await?;
-        self.batches += 1;
-        // The plans that matter are chosen while the tables are small.
-        if self.batches.is_power_of_two() && self.batches <= ANALYZED_BATCHES {
-            self.analyze(conn).await?;
-        }
         self.events += batch.iter().filter(|e| self.selection.reads(e)).count() as u64;
         self.bar.inc(batch.len() as u64);
         Ok(())

@@ -245,6 +245,38 @@ async fn replay_refuses_bad_requests_with_a_clear_error_and_changes_nothing() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_replay_that_fails_for_one_projection_says_why_and_leaves_no_rebuild_behind() {
+    let app = TestApp::spawn().await;
+    let url = app.database_url.clone();
+    projections_idle(app.store.pool()).await;
+    // Another replay of the proposals holds their lock.
+    let mut holder = app.store.pool().acquire().await.expect("a connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('execops.replay.proposals', 0))")
+        .execute(&mut *holder)
+        .await
+        .expect("locked");
+    let out = tokio::task::spawn_blocking(move || execops(&url, &["replay", "--yes"]))
+        .await
+        .expect("ran");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("another replay of proposals is running"),
+        "{}",
+        stderr(&out)
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'execops_replay_%' \
+            OR nspname LIKE 'execops_retired_%'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("schemas");
+    assert_eq!(left, 0, "every other projection finished and cleaned up");
+    drop(holder);
+    app.stop().await;
+}
+
 /// A failed-invoice delivery for invoice `n`, signed: one Stripe retry proposal each.
 fn failed_invoice(n: usize) -> execops::send::Delivery {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
