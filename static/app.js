@@ -37,7 +37,10 @@
     // What changed between the page being rendered and the stream opening (or reopening)
     // sent no event: catch up, then say the list is live.
     stream.addEventListener("open", function () {
-      refresh().then(function () { document.body.dataset.live = "1"; });
+      // A failed refresh leaves the list as it was; the next change refreshes it again.
+      refresh()
+        .catch(function () {})
+        .then(function () { document.body.dataset.live = "1"; });
     });
   }
 

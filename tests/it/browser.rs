@@ -430,7 +430,7 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
     for (id, _) in &ids {
         wait_for(&app, id, "ExecutionSucceeded").await;
     }
-    // The approvers were told by email too; the customer got exactly one.
+    // The customer got exactly one email; any other is an approval email to an approver.
     let (mails, told): (Vec<_>, Vec<_>) = smtp
         .messages()
         .into_iter()
