@@ -596,6 +596,11 @@ impl<'a, S: Subscriber> Replay<'a, S> {
                 .bind(through.position)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::store::subscription::CHECKPOINTS_CHANNEL)
+                    .bind(self.projection.name)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
             }
         }

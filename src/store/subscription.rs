@@ -16,6 +16,10 @@ use super::log::{read_after_with, LogPosition, Slim, StoredEvent};
 
 /// The channel the `events` insert trigger notifies.
 pub const EVENTS_CHANNEL: &str = "execops_events";
+/// Where each subscription says, with its name, that it has applied a batch holding events
+/// it reads: told when the batch commits, so that a reader of its tables (the inbox) can
+/// read what it just wrote.
+pub const CHECKPOINTS_CHANNEL: &str = "execops_checkpoints";
 
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -329,6 +333,17 @@ impl<S: Subscriber> Runner<S> {
         .await?;
         if moved.rows_affected() != 1 {
             return Err(RunError::CheckpointMoved);
+        }
+        let types = self.subscriber.payload_types();
+        if batch
+            .iter()
+            .any(|e| types.is_none_or(|types| types.contains(&e.aggregate_type.as_str())))
+        {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHECKPOINTS_CHANNEL)
+                .bind(self.subscriber.name())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

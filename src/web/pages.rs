@@ -875,8 +875,9 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-/// `GET /inbox/stream`: a `proposals` event whenever the log moves, for the inbox to refresh.
-/// It ends when the server shuts down, so that HTTP can drain.
+/// `GET /inbox/stream`: a `proposals` event whenever the proposals projection has applied
+/// more of the log, for the inbox to refresh. It ends when the server shuts down, so that
+/// HTTP can drain.
 pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::stream;
@@ -885,7 +886,7 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
     let listener = async {
         let mut listener = sqlx::postgres::PgListener::connect_with(state.store.pool()).await?;
         listener
-            .listen(crate::store::subscription::EVENTS_CHANNEL)
+            .listen(crate::store::subscription::CHECKPOINTS_CHANNEL)
             .await?;
         Ok::<_, sqlx::Error>(listener)
     }
@@ -895,25 +896,20 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
         Err(error) => return ApiError::from(error).into_response(),
     };
     let shutdown = state.shutdown.clone();
-    let pool = state.store.pool().clone();
     let events = stream::unfold(
-        (listener, shutdown, pool),
-        |(mut listener, mut shutdown, pool)| async move {
+        (listener, shutdown),
+        |(mut listener, mut shutdown)| async move {
             if *shutdown.borrow() {
                 return None;
             }
             tokio::select! {
                 _ = shutdown.changed() => None,
-                notified = listener.recv() => {
-                    notified.ok()?;
-                    // Let the projection apply it, and fold a burst into one refresh.
-                    tokio::select! {
-                        _ = shutdown.changed() => return None,
-                        _ = proposals_caught_up(&pool) => {}
-                    }
+                moved = proposals_moved(&mut listener) => {
+                    moved.ok()?;
+                    // Fold a burst into one refresh.
                     while listener.next_buffered().is_some() {}
                     let event = Event::default().event("proposals").data("changed");
-                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown, pool)))
+                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown)))
                 }
             }
         },
@@ -923,23 +919,12 @@ pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> R
         .into_response()
 }
 
-/// Waits until the proposals projection has applied the whole log, so that the refresh it
-/// precedes shows what was just recorded; on a log that never quite stops moving, only for
-/// so long, and the page refreshes anyway.
-async fn proposals_caught_up(pool: &sqlx::PgPool) {
-    use std::time::Duration;
-    use tokio::time::Instant;
-
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// Waits until the proposals projection says it has applied a batch.
+async fn proposals_moved(listener: &mut sqlx::postgres::PgListener) -> Result<(), sqlx::Error> {
     loop {
-        let caught_up = matches!(
-            crate::store::subscription::backlog(pool, "proposals").await,
-            Ok(b) if b.events == 0
-        );
-        if caught_up || Instant::now() >= deadline {
-            return;
+        if listener.recv().await?.payload() == "proposals" {
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
