@@ -66,7 +66,7 @@ pub struct LinkConfig {
     pub secret: Option<SecretString>,
     /// `EXECOPS_LINK_TTL`, default `72h`: a link expires this long after its email is sent,
     /// or earlier if the proposal itself expires earlier.
-    pub ttl: Duration,
+    pub ttl: chrono::Duration,
 }
 
 impl Config {
@@ -349,32 +349,25 @@ fn links(get: &impl Fn(&str) -> Option<String>) -> Result<LinkConfig, ConfigErro
         });
     }
     let raw = get("EXECOPS_LINK_TTL").unwrap_or_else(|| "72h".into());
-    let ttl = parse_duration(&raw)
-        .filter(|ttl| !ttl.is_zero())
-        .ok_or_else(|| ConfigError {
-            key: "EXECOPS_LINK_TTL",
-            problem: format!("{raw:?} is not a duration such as 72h, 90m, 3d or 600s"),
-        })?;
+    let ttl = match parse_deadline(&raw) {
+        Ok(Some(ttl)) => ttl,
+        Ok(None) => {
+            return Err(ConfigError {
+                key: "EXECOPS_LINK_TTL",
+                problem: "a link must expire; write 72h, 90m, 3d or 600s".into(),
+            })
+        }
+        Err(problem) => {
+            return Err(ConfigError {
+                key: "EXECOPS_LINK_TTL",
+                problem,
+            })
+        }
+    };
     Ok(LinkConfig {
         secret: secret.map(SecretString::from),
         ttl,
     })
-}
-
-/// `600s`, `90m`, `72h`, `3d`.
-fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    number.checked_mul(seconds).map(Duration::from_secs)
 }
 
 fn execution(get: &impl Fn(&str) -> Option<String>) -> Result<ExecutionConfig, ConfigError> {
@@ -660,7 +653,7 @@ mod tests {
     #[test]
     fn link_settings_default_to_three_days_and_a_generated_key() {
         let c = config(&[]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.links.ttl, Duration::from_secs(72 * 3600));
+        assert_eq!(c.links.ttl, chrono::Duration::hours(72));
         assert!(c.links.secret.is_none());
         assert_eq!(c.public_base(), "http://127.0.0.1:8080");
         let c = config(&[
@@ -668,17 +661,19 @@ mod tests {
             ("EXECOPS_PUBLIC_URL", "https://ops.example.com/"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.links.ttl, Duration::from_secs(90 * 60));
+        assert_eq!(c.links.ttl, chrono::Duration::minutes(90));
         assert_eq!(c.public_base(), "https://ops.example.com");
     }
 
     #[test]
     fn bad_link_settings_are_refused_with_the_reason() {
         for (key, raw, expected) in [
-            ("EXECOPS_LINK_TTL", "72", "not a duration"),
-            ("EXECOPS_LINK_TTL", "3w", "not a duration"),
-            ("EXECOPS_LINK_TTL", "0h", "not a duration"),
-            ("EXECOPS_LINK_TTL", "h", "not a duration"),
+            ("EXECOPS_LINK_TTL", "72", "has no unit"),
+            ("EXECOPS_LINK_TTL", "3w", "has no unit"),
+            ("EXECOPS_LINK_TTL", "0h", "not a positive duration"),
+            ("EXECOPS_LINK_TTL", "h", "not a positive duration"),
+            ("EXECOPS_LINK_TTL", "400d", "longer than a year"),
+            ("EXECOPS_LINK_TTL", "never", "a link must expire"),
             ("EXECOPS_LINK_SECRET", "short", "at least 32 bytes"),
         ] {
             let error = config(&[(key, raw)])

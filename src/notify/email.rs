@@ -288,8 +288,7 @@ impl EmailApprovals {
         message_id: &str,
     ) -> Result<Sent, HandlerError> {
         let key = self.key().await?;
-        let ttl = chrono::Duration::from_std(self.links.ttl).unwrap_or(chrono::Duration::days(3));
-        let mut expires = Utc::now() + ttl;
+        let mut expires = Utc::now() + self.links.ttl;
         if let Some(own) = p.expires_at {
             expires = expires.min(own);
         }
@@ -380,8 +379,7 @@ impl Subscriber for EmailApprovals {
         };
         // Links sent now for an event this old would outlive nothing they could still do:
         // a new subscription on an old database does not mail its history.
-        let ttl = chrono::Duration::from_std(self.links.ttl).unwrap_or_default();
-        if event.recorded_at + ttl < Utc::now() {
+        if event.recorded_at + self.links.ttl < Utc::now() {
             return Ok(());
         }
         let id = event.aggregate_id.as_str();
