@@ -169,23 +169,11 @@ impl EmbeddedPostgres {
             }
         }
 
-        // A free port may be taken by another process before postgres binds it: then another.
-        let mut attempts = 0;
-        loop {
-            let port = match options.port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            match Self::launch(options, &bin, &run_as, &pgdata, &data_dir, &password, port) {
-                Err(EmbeddedError::PortTaken(port)) if options.port.is_none() && attempts < 5 => {
-                    tracing::warn!(
-                        port,
-                        "the port chosen for postgres was taken; trying another"
-                    );
-                    attempts += 1;
-                }
-                result => return result,
-            }
+        let launch =
+            |port| Self::launch(options, &bin, &run_as, &pgdata, &data_dir, &password, port);
+        match options.port {
+            Some(port) => launch(port),
+            None => on_a_free_port(free_port, launch),
         }
     }
 
@@ -568,6 +556,27 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .map_err(io("finding a free port"))
 }
 
+/// `launch` on a port from `ports`, and on another while the one chosen turns out taken (by
+/// another process, between choosing it and binding it), up to five more times.
+fn on_a_free_port<T>(
+    mut ports: impl FnMut() -> Result<u16, EmbeddedError>,
+    mut launch: impl FnMut(u16) -> Result<T, EmbeddedError>,
+) -> Result<T, EmbeddedError> {
+    let mut retries = 5;
+    loop {
+        match launch(ports()?) {
+            Err(EmbeddedError::PortTaken(port)) if retries > 0 => {
+                tracing::warn!(
+                    port,
+                    "the port chosen for postgres was taken; trying another"
+                );
+                retries -= 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// What was written to the log at `path` after its first `start` bytes.
 fn logged_since(path: &Path, start: u64) -> String {
     let bytes = fs::read(path).unwrap_or_default();
@@ -578,4 +587,47 @@ fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_traded_for_another_five_times_at_most() {
+        let mut next = 40_000;
+        let mut ports = || {
+            next += 1;
+            Ok(next)
+        };
+        // Taken twice, then free.
+        let started = on_a_free_port(&mut ports, |port| match port {
+            40_001 | 40_002 => Err(EmbeddedError::PortTaken(port)),
+            port => Ok(port),
+        });
+        assert!(matches!(started, Ok(40_003)), "{started:?}");
+
+        let mut tried = vec![];
+        let never = on_a_free_port(&mut ports, |port| {
+            tried.push(port);
+            Err::<u16, _>(EmbeddedError::PortTaken(port))
+        });
+        assert!(
+            matches!(never, Err(EmbeddedError::PortTaken(40_009))),
+            "{never:?}"
+        );
+        assert_eq!(tried.len(), 6, "the first try and five more");
+
+        // Anything else is not a matter of ports.
+        let mut tries = 0;
+        let other = on_a_free_port(&mut ports, |_| {
+            tries += 1;
+            Err::<u16, _>(failed("starting postgres", "it exited"))
+        });
+        assert!(
+            matches!(other, Err(EmbeddedError::Failed { .. })),
+            "{other:?}"
+        );
+        assert_eq!(tries, 1);
+    }
 }
