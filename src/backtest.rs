@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::domain::policies::{Outcome, PolicyConfig};
 use crate::domain::{InboundEvent, ProposalId};
 use crate::router::{facts, outcomes_for, priority_of};
-use crate::store::log::{last_in_snapshot, read_in_snapshot_after, LogPosition, StoredEvent};
+use crate::store::log::{read_in_snapshot_after, read_last_in_snapshot, LogPosition, StoredEvent};
 use crate::store::Database;
 
 /// The router's facts tables; the backtest shadows each with an empty temporary copy.
@@ -245,7 +245,10 @@ impl Replay {
             let _ = conn.close().await;
             return Err(e);
         }
-        let end = last_in_snapshot(&mut conn).await?;
+        let end = read_last_in_snapshot(&mut conn, 1)
+            .await?
+            .pop()
+            .map(|e| e.log);
         let (earlier, signals) = match end {
             None => (0, 0),
             Some(end) => {

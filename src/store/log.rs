@@ -459,23 +459,6 @@ pub async fn read_in_snapshot_after<'e, E: PgExecutor<'e>>(
     read_some(READ_IN_SNAPSHOT, executor, after, limit, payload_types, &[]).await
 }
 
-/// The last event the caller's snapshot shows, committed while a transaction that began
-/// before it is still open or not.
-pub async fn last_in_snapshot<'e, E: PgExecutor<'e>>(
-    executor: E,
-) -> Result<Option<LogPosition>, sqlx::Error> {
-    let last: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, position FROM events \
-         ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(last.map(|(transaction_id, position)| LogPosition {
-        transaction_id,
-        position,
-    }))
-}
-
 /// The last `count` readable events, oldest first: where `events tail` starts following.
 pub async fn read_last<'e, E: PgExecutor<'e>>(
     executor: E,
@@ -490,7 +473,8 @@ pub async fn read_last<'e, E: PgExecutor<'e>>(
 }
 
 /// The last `count` events the caller's snapshot shows, oldest first: what `events tail
-/// --no-follow` prints, which need not stay behind a transaction still open.
+/// --no-follow` prints and where a backtest ends, which need not stay behind a transaction
+/// still open.
 pub async fn read_last_in_snapshot<'e, E: PgExecutor<'e>>(
     executor: E,
     count: i64,
