@@ -239,17 +239,18 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
     read_after_with(executor, after, limit, None, &[]).await
 }
 
-/// The events after `$1`/`$2` in log order, `$3` at most, with the payloads of the
-/// aggregate types in `$4` (null: all), further limited by `$condition`.
+/// The events after `$1`/`$2` in log order, `$3` at most: their payloads and metadata
+/// where `$payload` holds, the rows where `$condition` holds as well.
 macro_rules! log_order_query {
-    ($condition:literal) => {
+    ($payload:expr, $condition:expr) => {
         concat!(
             "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_type, \
                aggregate_id, sequence, event_type, event_version, recorded_at, \
-               CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN payload END \
-                 AS payload, \
-               CASE WHEN $4::text[] IS NULL OR aggregate_type = ANY($4) THEN metadata END \
-                 AS metadata \
+               CASE WHEN ",
+            $payload,
+            " THEN payload END AS payload, CASE WHEN ",
+            $payload,
+            " THEN metadata END AS metadata \
              FROM events \
              WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) ",
             $condition,
@@ -259,12 +260,32 @@ macro_rules! log_order_query {
     };
 }
 
+/// The payloads of the aggregate types in `$4` (null: all).
+macro_rules! payloads_of {
+    () => {
+        "($4::text[] IS NULL OR aggregate_type = ANY($4))"
+    };
+}
+
+/// Only events below the oldest transaction still running: none can commit behind them.
+macro_rules! below_running {
+    () => {
+        "AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    };
+}
+
+/// A delivery of one of the senders in `$5`.
+macro_rules! skipped_sender {
+    () => {
+        "(aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5))"
+    };
+}
+
 /// The query behind [`read_after_with`]: `$1`/`$2` the position to read after, `$3` the
 /// limit, `$4` the aggregate types whose payloads to fetch (null: all). It orders by the
 /// table's own columns so that Postgres walks `events_log_order` rather than sorting every
 /// row after the position.
-pub const READ_AFTER: &str =
-    log_order_query!("AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
+pub const READ_AFTER: &str = log_order_query!(payloads_of!(), below_running!());
 
 /// As [`read_after`], but only events of `payload_types` (aggregate types) carry their payload
 /// and metadata; the others come as `null`, so a reader that needs few of them does not pay
@@ -424,25 +445,19 @@ impl Selection {
 /// The query behind [`Selection::read_after`]: as [`READ_AFTER`], with `$5` the senders
 /// whose deliveries come without payload, and `$6` the aggregate types read at all (null:
 /// every event; then those senders' deliveries are skipped too).
-pub const READ_SELECTED: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
-       aggregate_type, aggregate_id, sequence, event_type, event_version, recorded_at, \
-       CASE WHEN ($4::text[] IS NULL OR aggregate_type = ANY($4)) \
-             AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
-            THEN payload END AS payload, \
-       CASE WHEN ($4::text[] IS NULL OR aggregate_type = ANY($4)) \
-             AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)) \
-            THEN metadata END AS metadata \
-     FROM events \
-     WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-       AND ($6::text[] IS NULL OR (aggregate_type = ANY($6) \
-            AND NOT (aggregate_type = 'Inbound' AND split_part(aggregate_id, ':', 1) = ANY($5)))) \
-     ORDER BY events.transaction_id, events.position \
-     LIMIT $3";
+pub const READ_SELECTED: &str = log_order_query!(
+    concat!(payloads_of!(), " AND NOT ", skipped_sender!()),
+    concat!(
+        below_running!(),
+        " AND ($6::text[] IS NULL OR (aggregate_type = ANY($6) AND NOT ",
+        skipped_sender!(),
+        "))"
+    )
+);
 
 /// The query behind [`read_in_snapshot_after`]: [`READ_AFTER`] without the line below the
 /// transactions still running.
-pub const READ_IN_SNAPSHOT: &str = log_order_query!("");
+pub const READ_IN_SNAPSHOT: &str = log_order_query!(payloads_of!(), "");
 
 /// Up to `limit` events after `after`, in log order, as the caller's snapshot shows them;
 /// payloads as [`read_after_with`]. For a reader that reads up to a known end once rather
