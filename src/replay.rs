@@ -279,7 +279,7 @@ pub async fn run(
     // spreads over the cores.
     let selections = projections
         .iter()
-        .map(|projection| with_subscriber!(projection.name, |s| Ok(selection_of(&s))))
+        .map(|projection| with_subscriber!(projection.name, |s| Ok(s.selection())))
         .collect::<Result<Vec<_>, ReplayError>>()?;
     let selection = Selection::union(&selections);
     let options = pool.connect_options();
@@ -403,16 +403,6 @@ async fn joined<T: Send + 'static>(
         .map_err(|_| ReplayError::Task("a replay thread panicked".into()))?
 }
 
-/// What `subscriber` reads of the log.
-fn selection_of<S: Subscriber>(subscriber: &S) -> Selection {
-    Selection::of(
-        subscriber.payload_types(),
-        subscriber.ignores_other_types(),
-        subscriber.ignores_sources(),
-        subscriber.slim(),
-    )
-}
-
 /// One projection's replay, from the batches of the log in `feed`.
 async fn replay(
     pool: &PgPool,
@@ -463,7 +453,7 @@ impl<'a, S: Subscriber> Replay<'a, S> {
         Self {
             pool,
             projection,
-            selection: selection_of(&subscriber),
+            selection: subscriber.selection(),
             subscriber,
             mode,
             bar,

@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
-use super::log::{read_after_with, LogPosition, Slim, StoredEvent};
+use super::log::{read_after_with, LogPosition, Selection, Slim, StoredEvent};
 
 /// The channel the `events` insert trigger notifies.
 pub const EVENTS_CHANNEL: &str = "execops_events";
@@ -58,6 +58,16 @@ pub trait Subscriber: Send + Sync + 'static {
     /// subscriber, so that a rebuild need not read them; with [`Subscriber::ignores_other_types`].
     fn ignores_sources(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// What a rebuild of this subscriber reads of the log, from the declarations above.
+    fn selection(&self) -> Selection {
+        Selection::of(
+            self.payload_types(),
+            self.ignores_other_types(),
+            self.ignores_sources(),
+            self.slim(),
+        )
     }
 
     /// Applies a batch in log order. Override it when a batch can be written in fewer
