@@ -24,7 +24,7 @@ use crate::store::subscription::{HandlerError, Subscriber};
 
 /// What an approval message shows.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Notice {
+struct Notice {
     pub id: String,
     pub title: String,
     pub reasoning: String,
@@ -73,7 +73,7 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
-pub fn escape(text: &str) -> String {
+fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -87,7 +87,7 @@ fn link_line(id: &str, public_url: Option<&str>) -> String {
 }
 
 /// The approval message: its notification text and its Block Kit blocks.
-pub fn approval_message(notice: &Notice, public_url: Option<&str>) -> (String, Value) {
+fn approval_message(notice: &Notice, public_url: Option<&str>) -> (String, Value) {
     let lead = match notice.escalation {
         Some(level) => format!("Escalated to you (level {level}): "),
         None => "Waiting for your decision: ".to_string(),

@@ -22,7 +22,7 @@ use crate::slack_approvals::{decided_message, ephemeral};
 use crate::store::CommandError;
 
 /// Who linked a member whose confirmed email address Slack reported.
-pub const VERIFIED_EMAIL: &str = "slack:verified-email";
+const VERIFIED_EMAIL: &str = "slack:verified-email";
 
 const OTHER_WORKSPACE: &str = "This Slack workspace is not the one ExecOps works with, so \
      nothing was decided.";

@@ -1325,6 +1325,13 @@ async fn a_quorum_takes_clicks_from_two_members_and_keeps_the_buttons_until_then
     press(&world, &again).await;
     let refused = world.answer("q1b").await;
     assert_eq!(refused["response_type"], "ephemeral", "{refused}");
+    assert!(
+        refused["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already approved"),
+        "{refused}"
+    );
     assert_eq!(decisions(&world.app, &id).await, ["ApprovalAdded"]);
 
     let second = click(
