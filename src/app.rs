@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 
 use crate::adapters::llm::Wording;
 use crate::adapters::Adapters;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::deadlines::Deadlines;
 use crate::executor::outcomes::Outcomes;
@@ -29,6 +30,11 @@ pub struct App {
 impl App {
     /// Starts the subscriptions on `pool`; call [`App::stop`] to end them.
     pub fn start(pool: PgPool, config: &Config) -> Self {
+        Self::start_with_clock(pool, config, Clock::system())
+    }
+
+    /// [`App::start`] with the clock that deadlines, sessions, links and limits read.
+    pub fn start_with_clock(pool: PgPool, config: &Config, clock: Clock) -> Self {
         let metrics = Metrics::new();
         let subscriptions = Registry::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -46,7 +52,8 @@ impl App {
             config.precision.clone(),
             config.llm.clone().map(Wording::new),
         )
-        .with_approvals(config.approvals.clone());
+        .with_approvals(config.approvals.clone())
+        .with_clock(clock);
         let options = RunnerOptions::default();
         tasks.spawn(
             Runner::new(pool.clone(), EventCounts, options.clone(), &subscriptions)
@@ -104,13 +111,13 @@ impl App {
         tasks.spawn(
             Runner::new(
                 pool.clone(),
-                Deadlines::new(store.clone()),
+                Deadlines::new(store.clone(), clock),
                 options.clone(),
                 &subscriptions,
             )
             .run(shutdown_rx.clone()),
         );
-        match EmailApprovals::new(pool.clone(), config) {
+        match EmailApprovals::new(pool.clone(), config, clock) {
             Ok(Some(notifier)) => {
                 tasks.spawn(
                     Runner::new(pool.clone(), notifier, options.clone(), &subscriptions)
@@ -157,6 +164,7 @@ impl App {
                 subscriptions,
                 metrics,
                 config: std::sync::Arc::new(config.clone()),
+                clock,
                 shutdown: shutdown_rx,
             },
             shutdown,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::clock::Clock;
 use crate::domain::{Proposal, ProposalError};
 use crate::projections::proposals::{due, Summary};
 use crate::store::log::{LogPosition, StoredEvent};
@@ -24,11 +25,12 @@ const PER_BATCH: i64 = 200;
 /// The subscriber that settles overdue proposals as events arrive.
 pub struct Deadlines {
     store: Store,
+    clock: Clock,
 }
 
 impl Deadlines {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, clock: Clock) -> Self {
+        Self { store, clock }
     }
 }
 
@@ -73,13 +75,13 @@ pub fn patch(summary: &mut Summary, proposal: &Proposal) {
     summary.rejected_by = serde_json::json!(proposal.rejected_by());
 }
 
-/// Settles every overdue row of `rows` (a page about to be shown) and patches it.
+/// Settles every row of `rows` (a page about to be shown) overdue at `now`, and patches it.
 pub async fn settle_rows(
     store: &Store,
     rows: &mut [Summary],
+    now: DateTime<Utc>,
     via: &str,
 ) -> Result<(), CommandError<ProposalError>> {
-    let now = Utc::now();
     for row in rows.iter_mut().filter(|row| row.is_due(now)) {
         let proposal = settle(store, &row.id, now, via).await?;
         patch(row, &proposal);
@@ -116,7 +118,7 @@ impl Subscriber for Deadlines {
         let Some(last) = events.last().map(|e| e.log) else {
             return Ok(());
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let ids = due(&mut *conn, now, PER_BATCH)
             .await
             .map_err(|e| (last, e.into()))?;

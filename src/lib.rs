@@ -22,7 +22,8 @@
 //! - [`backtest`] replays past signals through the router's policies with another
 //!   configuration, writing nothing, to show what a threshold change would have proposed.
 //! - [`config`], [`telemetry`] and [`cli`] sit at the edge: settings from the environment,
-//!   logs and metrics, and the `execops` command line.
+//!   logs and metrics, and the `execops` command line; [`clock`] is the wall clock, passed in
+//!   where a deadline or a limit needs it, so tests can set it.
 
 pub mod adapters;
 pub mod app;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod backtest;
 pub mod canvas;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod deadlines;
 pub mod demo;

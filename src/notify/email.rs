@@ -11,6 +11,7 @@
 //! email and that row committing sends that one email twice, with the same Message-ID:
 //! a duplicate notice is harmless (its links decide once), a lost one is not.
 
+use crate::clock::Clock;
 use std::collections::BTreeSet;
 
 use askama::Template;
@@ -40,12 +41,13 @@ pub struct EmailApprovals {
     public_base: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    clock: Clock,
 }
 
 impl EmailApprovals {
     /// The notifier, or `None` when there is no mail server to send through (`SMTP_URL`
     /// unset); an unusable `SMTP_URL` or `EXECOPS_EMAIL_FROM` is an error.
-    pub fn new(pool: PgPool, config: &Config) -> Result<Option<Self>, String> {
+    pub fn new(pool: PgPool, config: &Config, clock: Clock) -> Result<Option<Self>, String> {
         let Some(url) = &config.adapters.smtp_url else {
             return Ok(None);
         };
@@ -66,6 +68,7 @@ impl EmailApprovals {
             public_base: config.public_base(),
             transport,
             from,
+            clock,
         }))
     }
 
@@ -288,7 +291,7 @@ impl EmailApprovals {
         message_id: &str,
     ) -> Result<Sent, HandlerError> {
         let key = self.key().await?;
-        let mut expires = Utc::now() + self.links.ttl;
+        let mut expires = self.clock.now() + self.links.ttl;
         if let Some(own) = p.expires_at {
             expires = expires.min(own);
         }
@@ -379,7 +382,7 @@ impl Subscriber for EmailApprovals {
         };
         // Links sent now for an event this old would outlive nothing they could still do:
         // a new subscription on an old database does not mail its history.
-        if event.recorded_at + self.links.ttl < Utc::now() {
+        if event.recorded_at + self.links.ttl < self.clock.now() {
             return Ok(());
         }
         let id = event.aggregate_id.as_str();

@@ -160,18 +160,22 @@ async fn set_cash(
 
 /// The facts for `signal`, as they will stand once it is recorded: read before
 /// [`record`], with the signal's own part added here, so that the router can finish its
-/// slow work (wording) before its transaction writes anything. `now` is when ExecOps received
-/// the signal, so that a replay sees the same facts.
+/// slow work (wording) before its transaction writes anything.
+///
+/// Every window is the signal's own: a vendor's month is its expense's, and the runway's
+/// three months are the full months before the one the signal occurred in. `recorded_at`
+/// is when ExecOps recorded the signal, which due dates count from. Nothing here reads the
+/// wall clock, so the same signals give the same facts whenever they are processed.
 pub async fn look_up(
     conn: &mut PgConnection,
     signal: &Signal,
-    now: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
 ) -> Result<Facts, sqlx::Error> {
     let mut facts = Facts {
-        now,
+        recorded_at,
         ..Facts::default()
     };
-    let this_month = month_of(now.date_naive());
+    let signal_month = month_of(signal.occurred_at.date_naive());
     if signal.kind == "expense.recorded" {
         if let Some((vendor, amount, currency, month)) = expense(signal) {
             let mut spend = vendor_spend(conn, &vendor, &currency, month).await?;
@@ -187,7 +191,7 @@ pub async fn look_up(
             .or_else(|| str_at(&signal.payload, "/data/object/available/0/currency"))
             .unwrap_or("usd")
             .to_lowercase();
-        facts.runway = runway(conn, signal, &currency, this_month).await?;
+        facts.runway = runway(conn, signal, &currency, signal_month).await?;
     }
     if signal.kind == "deal.propertyChange" {
         let deal = signal
@@ -254,6 +258,7 @@ async fn vendor_spend(
         trailing_average_cents: row.try_get::<i64, _>("trailing")? / 3,
         months_with_history: row.try_get::<i64, _>("months")? as u32,
         currency: currency.to_string(),
+        month,
     })
 }
 

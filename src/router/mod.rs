@@ -16,6 +16,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::adapters::llm::Wording;
+use crate::clock::Clock;
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError};
 use crate::domain::policies::{evaluate, Outcome, Plan, PolicyConfig, PrecisionConfig};
 use crate::domain::priority::Priority;
@@ -34,6 +35,7 @@ pub struct Router {
     precision: PrecisionConfig,
     wording: Option<Wording>,
     approvals: ApprovalRules,
+    clock: Clock,
 }
 
 impl Router {
@@ -49,6 +51,7 @@ impl Router {
             precision,
             wording,
             approvals: ApprovalRules::default(),
+            clock: Clock::system(),
         }
     }
 
@@ -57,9 +60,15 @@ impl Router {
         self.approvals = approvals;
         self
     }
+
+    /// Starts proposals' expiry and escalation from this clock's time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
-/// What `signal`, received at `received_at`, calls for: the policies run on the facts as
+/// What `signal`, recorded at `recorded_at`, calls for: the policies run on the facts as
 /// they stand with it, then the facts are brought up to date with it. The router and
 /// `execops backtest` both go through here, so a backtest sees what the router would.
 ///
@@ -69,11 +78,11 @@ impl Router {
 pub async fn outcomes_for(
     conn: &mut PgConnection,
     signal: &Signal,
-    received_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
     policies: &PolicyConfig,
     wording: Option<&Wording>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let facts = facts::look_up(conn, signal, received_at).await?;
+    let facts = facts::look_up(conn, signal, recorded_at).await?;
     let mut outcomes = evaluate(signal, &facts, policies);
     if let Some(wording) = wording {
         for outcome in &mut outcomes {
@@ -219,8 +228,11 @@ impl Router {
         }
         let id = ProposalId::derive(inbound_id, plan.rule);
         // From now, not from the signal's arrival: a router catching up on a backlog must
-        // not draft proposals that are already expired.
-        let terms = self.approvals.terms(plan.action_type, &action, Utc::now());
+        // not draft proposals that are already expired. The terms are written into the
+        // draft, so a replay of the proposal reads them back instead of the clock.
+        let terms = self
+            .approvals
+            .terms(plan.action_type, &action, self.clock.now());
         let draft = ProposalDraft {
             id,
             title: plan.title,

@@ -280,7 +280,7 @@ pub async fn list(
     } else {
         None
     };
-    settle_rows(&state.store, &mut rows, "api").await?;
+    settle_rows(&state, &mut rows, "api").await?;
     // Settling may have expired rows asked for as pending: they are that no longer.
     if let Some(status) = query.status.as_deref() {
         rows.retain(|row| row.status == status);
@@ -307,7 +307,7 @@ pub async fn get(
 ) -> Result<Json<ProposalDetail>, ApiError> {
     actor.may(Permission::Read)?;
     let mut proposal = summary(&state, &id).await?;
-    settle_rows(&state.store, std::slice::from_mut(&mut proposal), "api").await?;
+    settle_rows(&state, std::slice::from_mut(&mut proposal), "api").await?;
     let history = history(state.store.pool(), &id).await?;
     Ok(Json(ProposalDetail {
         proposal: item(&proposal),
@@ -413,12 +413,7 @@ pub async fn decide(
 ) -> Result<DecisionOutcome, ApiError> {
     actor.may(Permission::Decide)?;
     let mut proposal = summary(state, id).await?;
-    settle_rows(
-        &state.store,
-        std::slice::from_mut(&mut proposal),
-        "decision",
-    )
-    .await?;
+    settle_rows(state, std::slice::from_mut(&mut proposal), "decision").await?;
     let identities = match Email::parse(&actor.email) {
         Ok(email) => {
             let links = linked_accounts(state.store.pool(), email.as_str()).await?;
@@ -490,11 +485,11 @@ pub async fn decide(
 
 /// Settles the overdue deadlines of rows about to be shown or decided.
 pub(super) async fn settle_rows(
-    store: &crate::store::Store,
+    state: &AppState,
     rows: &mut [Summary],
     via: &str,
 ) -> Result<(), ApiError> {
-    crate::deadlines::settle_rows(store, rows, via)
+    crate::deadlines::settle_rows(&state.store, rows, state.clock.now(), via)
         .await
         .map_err(ApiError::from)
 }

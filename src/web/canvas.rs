@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde::Deserialize;
 
 use super::api::Authenticated;
@@ -124,7 +123,7 @@ struct CanvasPage {
 
 /// What the request asks for: a reading of the question, or of the named query.
 async fn reading(state: &AppState, request: &CanvasQuery) -> Result<Option<Understood>, String> {
-    let today = Utc::now().date_naive();
+    let today = state.clock.now().date_naive();
     if let Some(name) = request.query.as_deref().filter(|n| !n.trim().is_empty()) {
         let query = QueryName::parse(name.trim()).ok_or_else(|| {
             format!(
@@ -248,7 +247,7 @@ pub async fn api(
             names.join(", ")
         ))
     })?;
-    let params = Params::parse(&request.raw(), Utc::now().date_naive()).map_err(|e| {
+    let params = Params::parse(&request.raw(), state.clock.now().date_naive()).map_err(|e| {
         ApiError::BadRequest {
             code: "invalid_parameter",
             message: e.to_string(),

@@ -185,7 +185,7 @@ pub async fn undo(
         if let Some(limit) = state.adapters.rollback_limit(proposal.action_type()) {
             return Err(conflict(format!("This cannot be undone: {limit}.")));
         }
-        let now = Utc::now();
+        let now = state.clock.now();
         if let Some(closes) = proposal.succeeded_at().map(|t| t + window) {
             if now > closes {
                 return Err(conflict(

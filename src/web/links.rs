@@ -148,7 +148,7 @@ async fn checked(state: &AppState, token: &str) -> Result<LinkClaims, Message> {
             tracing::warn!(%error, "the link key could not be loaded");
             unavailable()
         })?;
-    match key.verify(token, Utc::now()) {
+    match key.verify(token, state.clock.now()) {
         Ok(claims) => Ok(claims),
         Err(LinkError::Invalid) => Err(invalid()),
         Err(LinkError::Expired(claims)) => Err(Message::new(

@@ -39,6 +39,8 @@ pub struct AppState {
     pub subscriptions: Registry,
     pub metrics: Metrics,
     pub config: Arc<Config>,
+    /// What time it is, for sessions, links, deadlines and a delivery's timestamp tolerance.
+    pub clock: crate::clock::Clock,
     /// Turns true when the server is shutting down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

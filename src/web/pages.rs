@@ -361,7 +361,7 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
                 "Wrong email or password.",
             ));
         }
-        let cookie = session::start(pool, &email, &state.config.session).await?;
+        let cookie = session::start(pool, &email, &state.config.session, state.clock.now()).await?;
         Ok::<_, sqlx::Error>(
             ([(header::SET_COOKIE, cookie)], Redirect::to("/inbox")).into_response(),
         )
@@ -489,7 +489,7 @@ pub async fn inbox(
     let fragment = headers.contains_key("hx-request");
     let rows = async {
         let mut rows = inbox_rows(state.store.pool(), &filter).await?;
-        settle_rows(&state.store, &mut rows, "page").await?;
+        settle_rows(&state, &mut rows, "page").await?;
         rows.retain(|row| row.status == "pending");
         Ok::<_, ApiError>(rows)
     }
@@ -584,7 +584,7 @@ pub async fn queue(
     let status = filter.status.clone().unwrap_or_else(|| "pending".into());
     let rows = async {
         let (mut rows, total) = queue_rows(state.store.pool(), &filter, 50).await?;
-        settle_rows(&state.store, &mut rows, "page").await?;
+        settle_rows(&state, &mut rows, "page").await?;
         rows.retain(|row| row.status == status);
         Ok::<_, ApiError>((rows, total))
     }
@@ -647,7 +647,7 @@ pub async fn proposal(
     let found = async {
         let mut row = by_id(pool, &id).await?;
         if let Some(row) = row.as_mut() {
-            settle_rows(&state.store, std::slice::from_mut(row), "page").await?;
+            settle_rows(&state, std::slice::from_mut(row), "page").await?;
         }
         Ok::<_, ApiError>((row, history(pool, &id).await?))
     }
@@ -663,7 +663,7 @@ pub async fn proposal(
                 undo_until: row.executed_at.and_then(|t| {
                     let until = t + chrono::Duration::from_std(state.config.execution.undo_window)
                         .unwrap_or_default();
-                    (until > Utc::now()).then_some(until)
+                    (until > state.clock.now()).then_some(until)
                 }),
                 p: row.into(),
                 may_decide: session.actor.may(Permission::Decide).is_ok(),

@@ -1,6 +1,7 @@
 //! Browser sessions in Postgres: a random cookie (HttpOnly, SameSite=Lax, Secure unless
 //! served on loopback) whose hash keys a row with the person, a CSRF token, an idle and an
-//! absolute expiry. Several `serve` processes share them.
+//! absolute expiry. Several `serve` processes share them. Expiry is judged by the app's
+//! clock, passed to every query, never by the database's.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
@@ -45,21 +46,24 @@ fn random_secret() -> String {
     crate::auth::new_token().1
 }
 
-/// Starts a session; returns the `Set-Cookie` value.
+/// Starts a session at `now`; returns the `Set-Cookie` value.
 pub async fn start(
     pool: &PgPool,
     email: &str,
     policy: &SessionPolicy,
+    now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let secret = random_secret();
-    let expires = Utc::now() + chrono::Duration::from_std(policy.absolute).unwrap_or_default();
+    let expires = now + chrono::Duration::from_std(policy.absolute).unwrap_or_default();
     sqlx::query(
-        "INSERT INTO sessions (id_hash, email, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (id_hash, email, csrf_token, expires_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(token_hash(&secret))
     .bind(email)
     .bind(random_secret())
     .bind(expires)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(format!(
@@ -98,13 +102,14 @@ pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>,
     };
     let idle = state.config.session.idle.as_secs() as f64;
     let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "UPDATE sessions s SET last_seen_at = now() FROM users u \
-         WHERE s.id_hash = $1 AND u.email = s.email AND s.expires_at > now() \
-           AND s.last_seen_at > now() - make_interval(secs => $2) \
+        "UPDATE sessions s SET last_seen_at = $3 FROM users u \
+         WHERE s.id_hash = $1 AND u.email = s.email AND s.expires_at > $3 \
+           AND s.last_seen_at > $3 - make_interval(secs => $2) \
          RETURNING s.id_hash, u.email, u.role, s.csrf_token",
     )
     .bind(token_hash(&secret))
     .bind(idle)
+    .bind(state.clock.now())
     .fetch_optional(state.store.pool())
     .await?;
     Ok(row.and_then(|(id_hash, email, role, csrf)| {

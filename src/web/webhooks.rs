@@ -151,7 +151,7 @@ async fn take(
 ) -> Result<Ingested, ApiError> {
     let secret = secret(state, sender.source, sender.setting)?;
     let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    Ok((sender.verify)(secret, headers, &body, Utc::now())?)
+    Ok((sender.verify)(secret, headers, &body, state.clock.now())?)
 }
 
 /// The endpoint of a sender that needs nothing beyond [`take`] and [`record`].
@@ -320,7 +320,7 @@ pub async fn hubspot(
         &called,
         &headers,
         &body,
-        Utc::now(),
+        state.clock.now(),
     )?;
     Ok(Json(record(&state, &headers, ingested).await?))
 }
@@ -340,6 +340,6 @@ pub async fn standard(
     };
     let key = standard::decode_secret(secret.expose_secret()).map_err(ApiError::Internal)?;
     let body = read_body(body, state.config.webhook_max_body_bytes).await?;
-    let ingested = standard::verify(&source, &key, &headers, &body, Utc::now())?;
+    let ingested = standard::verify(&source, &key, &headers, &body, state.clock.now())?;
     Ok(Json(record(&state, &headers, ingested).await?).into_response())
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use execops::app::App;
+use execops::clock::Clock;
 use execops::config::Config;
 use execops::domain::Signal;
 use execops::store::testing::TestDatabase;
@@ -29,6 +30,8 @@ pub struct TestApp {
     pub database_url: String,
     pub store: Store,
     pub client: reqwest::Client,
+    /// The app's clock: what a sender signing a delivery for it should read.
+    pub clock: Clock,
     app: Option<App>,
 }
 
@@ -44,9 +47,21 @@ impl TestApp {
         app
     }
 
+    /// The app on its own fresh database, with its clock set by the caller.
+    pub async fn spawn_with_clock(config: Config, clock: Clock) -> Self {
+        let db = TestDatabase::new().await.expect("a fresh test database");
+        let mut app = Self::spawn_on_with_clock(db.pool.clone(), config, clock).await;
+        app.database_url = db.url;
+        app
+    }
+
     /// The app on a pool of the caller's choosing.
     pub async fn spawn_on(pool: sqlx::PgPool, config: Config) -> Self {
-        let app = App::start(pool, &config);
+        Self::spawn_on_with_clock(pool, config, Clock::system()).await
+    }
+
+    async fn spawn_on_with_clock(pool: sqlx::PgPool, config: Config, clock: Clock) -> Self {
+        let app = App::start_with_clock(pool, &config, clock);
         let router = app.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -58,6 +73,7 @@ impl TestApp {
             database_url: String::new(),
             store: app.state.store.clone(),
             client: reqwest::Client::new(),
+            clock,
             app: Some(app),
         }
     }

@@ -64,6 +64,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
         subscriptions,
         metrics: Metrics::new(),
         config: Arc::new(config(&[("EXECOPS_MAX_SUBSCRIBER_LAG_SECS", "1")])),
+        clock: execops::clock::Clock::system(),
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
@@ -94,6 +95,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
         subscriptions: Registry::default(),
         metrics,
         config: Arc::new(config(&[])),
+        clock: execops::clock::Clock::system(),
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use execops::clock::Clock;
 use execops::projections::proposals::{from_signal, todays_moves, Summary};
 use execops::send::prepare;
 use execops::store::subscription::backlog;
@@ -43,7 +44,7 @@ pub(crate) async fn send(app: &TestApp, path: &Path) -> Value {
         path,
         &configured(),
         &format!("http://{}", app.addr),
-        Utc::now(),
+        app.clock.now(),
     )
     .expect("signs");
     let (status, body) = post(app, &delivery).await;
@@ -69,9 +70,9 @@ fn describe(p: &Summary) -> String {
     )
 }
 
-#[tokio::test]
-async fn every_fixture_drafts_exactly_the_proposals_its_policies_call_for() {
-    let app = TestApp::spawn_with(configured()).await;
+/// Every fixture sent in turn to an app whose clock says `clock`: one line per proposal.
+async fn proposals_of_every_fixture(clock: Clock) -> Vec<String> {
+    let app = TestApp::spawn_with_clock(configured(), clock).await;
     let mut got = Vec::new();
     for path in fixtures() {
         let body = send(&app, &path).await;
@@ -90,12 +91,29 @@ async fn every_fixture_drafts_exactly_the_proposals_its_policies_call_for() {
             got.push(format!("{name} => {}", describe(&proposal)));
         }
     }
-    let expected = include_str!("policies.expected.txt")
+    app.stop().await;
+    got
+}
+
+fn expected() -> Vec<&'static str> {
+    include_str!("policies.expected.txt")
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>();
-    assert_eq!(got, expected, "\n--- got ---\n{}\n", got.join("\n"));
-    app.stop().await;
+        .collect()
+}
+
+#[tokio::test]
+async fn every_fixture_drafts_exactly_the_proposals_its_policies_call_for() {
+    let got = proposals_of_every_fixture(Clock::system()).await;
+    assert_eq!(got, expected(), "\n--- got ---\n{}\n", got.join("\n"));
+}
+
+/// The policies decide from each signal's own time, so the golden lines hold in any month
+/// the fixtures are sent in, not only the one they were written in.
+#[tokio::test]
+async fn the_fixtures_draft_the_same_proposals_a_year_later() {
+    let got = proposals_of_every_fixture(Clock::shifted(chrono::Duration::days(366))).await;
+    assert_eq!(got, expected(), "\n--- got ---\n{}\n", got.join("\n"));
 }
 
 pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
@@ -120,7 +138,7 @@ pub(crate) async fn send_changed(
         serde_json::to_vec(&json).expect("json"),
         &configured_with(&[]),
         &format!("http://{}", app.addr),
-        Utc::now(),
+        app.clock.now(),
     )
     .expect("signs");
     let (status, body) = post(app, &delivery).await;
@@ -570,8 +588,7 @@ async fn the_execops_slash_command_answers_with_the_top_pending_proposals() {
 }
 
 pub(crate) async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
-    let body =
-        serde_json::json!({ "type": kind, "timestamp": Utc::now().to_rfc3339(), "data": data });
+    let body = serde_json::json!({ "type": kind, "timestamp": app.clock.now().to_rfc3339(), "data": data });
     let sender = execops::send::Sender::Standard {
         source: "bank".into(),
     };
@@ -580,13 +597,13 @@ pub(crate) async fn feed(app: &TestApp, kind: &str, id: &str, data: Value) {
         serde_json::to_vec(&body).expect("json"),
         &configured(),
         &format!("http://{}", app.addr),
-        Utc::now(),
+        app.clock.now(),
     )
     .expect("signs");
     // One webhook-id per event, as a sender gives.
     let key = execops::ingest::standard::decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .expect("the key");
-    let ts = Utc::now().timestamp();
+    let ts = app.clock.now().timestamp();
     delivery.headers.retain(|(n, _)| !n.starts_with("webhook-"));
     delivery.headers.push(("webhook-id".into(), id.into()));
     delivery

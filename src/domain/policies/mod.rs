@@ -9,7 +9,7 @@ mod money;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 use super::inbound::Signal;
@@ -76,6 +76,8 @@ pub struct VendorSpend {
     /// How many of those three months had any spend.
     pub months_with_history: u32,
     pub currency: String,
+    /// The month the expense falls in (its first day): the month the figures are for.
+    pub month: NaiveDate,
 }
 
 /// Cash and burn, as they stand with the signal included.
@@ -90,7 +92,9 @@ pub struct Runway {
 /// What the router looked up for this signal.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
-    pub now: DateTime<Utc>,
+    /// When ExecOps recorded the signal: due dates are counted from it. Never the wall
+    /// clock, so the same signals give the same proposals whenever they are processed.
+    pub recorded_at: DateTime<Utc>,
     pub vendor_spend: Option<VendorSpend>,
     pub runway: Option<Runway>,
     /// A HubSpot deal's last known amount.

@@ -83,7 +83,7 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
     let attempts = i64_at(invoice, "/attempt_count").unwrap_or(1);
     let retry_at = i64_at(invoice, "/next_payment_attempt")
         .and_then(|t| DateTime::from_timestamp(t, 0))
-        .filter(|t| *t > facts.now - Duration::days(3650));
+        .filter(|t| *t > facts.recorded_at - Duration::days(3650));
     let (to, who) = customer_recipient(invoice);
     let link = str_at(invoice, "/hosted_invoice_url")
         .map(str::to_string)
@@ -302,7 +302,7 @@ fn win_back(subscription: &Value, facts: &Facts) -> Vec<Outcome> {
             strategic: Factor::new(60, "every cancellation says something about the product"),
         },
         urgency: Urgency::Medium,
-        due_by: Some(facts.now + Duration::days(3)),
+        due_by: Some(facts.recorded_at + Duration::days(3)),
         owner: None,
         subject_key: format!("stripe:subscription:{id}:win_back"),
         outcome_key: None,
@@ -321,7 +321,7 @@ fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<O
     }
     let over = spend.month_to_date_cents - spend.trailing_average_cents;
     let percent = over * 100 / spend.trailing_average_cents;
-    let month = facts.now.format("%Y-%m");
+    let month = spend.month.format("%Y-%m");
     let mtd = money(spend.month_to_date_cents, &spend.currency);
     let avg = money(spend.trailing_average_cents, &spend.currency);
     Some(Outcome::Propose(Box::new(Plan {
