@@ -1,6 +1,7 @@
 //! Assembles a running ExecOps on a database: the store, the metrics, the subscriptions and
 //! the HTTP router. `execops serve` and the integration tests build it the same way.
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -16,6 +17,7 @@ use crate::notify::email::EmailApprovals;
 use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::slack_approvals::SlackApprovals;
+use crate::store::notifications::Notifications;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -45,9 +47,19 @@ impl App {
             "webhook sources (a disabled one has no secret set)"
         );
         let mut tasks = JoinSet::new();
+        // Requests use `pool`; everything that runs in the background (subscriptions, the
+        // executor, their commands) uses a pool of its own and one shared listener, so that
+        // neither can starve the other (docs/scaling.md, "Connections").
+        let background = PgPoolOptions::new()
+            .max_connections(config.limits.db_background_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        let notifications = Notifications::start(pool.connect_options().as_ref().clone());
         let store = Store::new(pool.clone(), metrics.clone());
+        let worker_store = Store::new(background.clone(), metrics.clone());
+        let pool = background;
         let router = Router::new(
-            store.clone(),
+            worker_store.clone(),
             config.policies.clone(),
             config.precision.clone(),
             config.llm.clone().map(Wording::new),
@@ -57,22 +69,27 @@ impl App {
         let options = RunnerOptions::default();
         tasks.spawn(
             Runner::new(pool.clone(), EventCounts, options.clone(), &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(pool.clone(), Proposals, options.clone(), &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(pool.clone(), Users, options.clone(), &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(pool.clone(), AuditLog, options.clone(), &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(pool.clone(), Canvas, options.clone(), &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         // With a language model, the router words each signal's proposals before its
@@ -88,6 +105,7 @@ impl App {
         };
         tasks.spawn(
             Runner::new(pool.clone(), router, router_options, &subscriptions)
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
         );
         tasks.spawn(
@@ -97,30 +115,34 @@ impl App {
                 options.clone(),
                 &subscriptions,
             )
+            .with_notifications(notifications.clone())
             .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(
                 pool.clone(),
-                Outcomes::new(store.clone()),
+                Outcomes::new(worker_store.clone()),
                 options.clone(),
                 &subscriptions,
             )
+            .with_notifications(notifications.clone())
             .run(shutdown_rx.clone()),
         );
         tasks.spawn(
             Runner::new(
                 pool.clone(),
-                Deadlines::new(store.clone(), clock),
+                Deadlines::new(worker_store.clone(), clock),
                 options.clone(),
                 &subscriptions,
             )
+            .with_notifications(notifications.clone())
             .run(shutdown_rx.clone()),
         );
         match EmailApprovals::new(pool.clone(), config, clock) {
             Ok(Some(notifier)) => {
                 tasks.spawn(
                     Runner::new(pool.clone(), notifier, options.clone(), &subscriptions)
+                        .with_notifications(notifications.clone())
                         .run(shutdown_rx.clone()),
                 );
             }
@@ -145,16 +167,18 @@ impl App {
                     },
                     &subscriptions,
                 )
+                .with_notifications(notifications.clone())
                 .run(shutdown_rx.clone()),
             );
         }
         tasks.spawn(
             Executor::new(
-                store.clone(),
+                worker_store.clone(),
                 adapters.clone(),
                 config.execution.clone(),
                 metrics.clone(),
             )
+            .with_notifications(notifications.clone())
             .run(shutdown_rx.clone()),
         );
         Self {
@@ -165,6 +189,7 @@ impl App {
                 metrics,
                 config: std::sync::Arc::new(config.clone()),
                 clock,
+                live: crate::web::live::LiveStreams::new(notifications, &config.limits),
                 shutdown: shutdown_rx,
             },
             shutdown,

@@ -385,14 +385,30 @@ async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> any
     tracing::info!(%addr, "listening");
     let router = app.router();
     let stopping = app.shutdown_sender();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                // Live streams end now, so that HTTP can drain.
-                let _ = stopping.send(true);
+    if let Some(metrics_addr) = config.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding EXECOPS_METRICS_ADDR {metrics_addr}"))?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+        let metrics = crate::web::metrics_router(app.state.clone());
+        let limits = config.limits.clone();
+        let mut stopped = app.state.shutdown.clone();
+        tokio::spawn(async move {
+            crate::web::serve::serve(metrics_listener, metrics, &limits, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
             })
             .await
+        });
+    }
+    let limits = config.limits.clone();
+    let server = tokio::spawn(async move {
+        crate::web::serve::serve(listener, router, &limits, async move {
+            shutdown_signal().await;
+            // Live streams end now, so that HTTP can drain.
+            let _ = stopping.send(true);
+        })
+        .await;
+        Ok::<_, std::io::Error>(())
     });
     if let Some(fixtures) = demo_fixtures {
         let base = format!("http://{addr}");

@@ -56,6 +56,69 @@ pub struct Config {
     /// `SLACK_TEAM_ID`: the Slack workspace whose members may decide; unset, any workspace
     /// whose requests carry the app's signature.
     pub slack_team_id: Option<String>,
+    /// What a client can hold, and for how long: connections, streams, password checks,
+    /// sign-in attempts, timeouts.
+    pub limits: Limits,
+    /// `EXECOPS_TRUSTED_PROXIES`: addresses or CIDR blocks of the proxies in front of
+    /// ExecOps; only their `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `EXECOPS_METRICS_ADDR`: a listener of its own for `/metrics` and `/readyz` with its
+    /// reasons; set, the main listener serves neither.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `EXECOPS_METRICS_TOKEN`: a bearer token that may read `/metrics` and `/readyz`'s
+    /// reasons on the main listener (an admin's API token may too).
+    pub metrics_token: Option<SecretString>,
+}
+
+/// The bounds on what clients can hold. Every default fits a team of 50 on one instance.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `EXECOPS_DB_BACKGROUND_CONNECTIONS` (8): the pool of the subscriptions' and the
+    /// executor's commands and queries, apart from the request pool.
+    pub db_background_connections: u32,
+    /// `EXECOPS_LIVE_STREAMS` (400): open inbox streams in all.
+    pub live_streams: usize,
+    /// `EXECOPS_LIVE_STREAMS_PER_SESSION` (8): open inbox streams of one browser session.
+    pub live_streams_per_session: usize,
+    /// `EXECOPS_PASSWORD_CHECKS` (the number of cores): password hashes computed at once.
+    pub password_checks: usize,
+    /// `EXECOPS_PASSWORD_WAIT_MS` (2000): how long a sign-in waits for a turn before 503.
+    pub password_wait: Duration,
+    /// `EXECOPS_SIGNIN_FAILURES` (5): failed sign-ins of one email from one address before
+    /// that pair waits, doubling each time (up to 15 minutes).
+    pub signin_failures: u32,
+    /// `EXECOPS_SIGNIN_PER_MINUTE` (600): sign-in attempts per minute this instance takes in
+    /// all; past it, 429.
+    pub signin_per_minute: u32,
+    /// `EXECOPS_MAX_CLIENT_CONNECTIONS` (1024): open client connections; more wait to be
+    /// accepted.
+    pub client_connections: usize,
+    /// `EXECOPS_HEADER_TIMEOUT_SECS` (10): to send a request's headers, counted from when
+    /// the server waits for them, so a kept-alive connection idle this long is closed too.
+    pub header_timeout: Duration,
+    /// `EXECOPS_REQUEST_TIMEOUT_SECS` (30): for a whole request but the live streams.
+    pub request_timeout: Duration,
+}
+
+impl Limits {
+    fn from(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let secs = |key, default| parse::<u64>(get, key, default).map(Duration::from_secs);
+        Ok(Self {
+            db_background_connections: parse(get, "EXECOPS_DB_BACKGROUND_CONNECTIONS", "8")?,
+            live_streams: parse(get, "EXECOPS_LIVE_STREAMS", "400")?,
+            live_streams_per_session: parse(get, "EXECOPS_LIVE_STREAMS_PER_SESSION", "8")?,
+            password_checks: parse::<usize>(get, "EXECOPS_PASSWORD_CHECKS", &cores.to_string())?
+                .max(1),
+            password_wait: Duration::from_millis(parse(get, "EXECOPS_PASSWORD_WAIT_MS", "2000")?),
+            signin_failures: parse::<u32>(get, "EXECOPS_SIGNIN_FAILURES", "5")?.max(1),
+            signin_per_minute: parse::<u32>(get, "EXECOPS_SIGNIN_PER_MINUTE", "600")?.max(1),
+            client_connections: parse::<usize>(get, "EXECOPS_MAX_CLIENT_CONNECTIONS", "1024")?
+                .max(1),
+            header_timeout: secs("EXECOPS_HEADER_TIMEOUT_SECS", "10")?,
+            request_timeout: secs("EXECOPS_REQUEST_TIMEOUT_SECS", "30")?,
+        })
+    }
 }
 
 /// How approval links in emails are signed and how long they live.
@@ -200,6 +263,22 @@ impl Config {
                 window: parse(&get, "EXECOPS_PRECISION_WINDOW", "20")?,
             },
             links: links(&get)?,
+            limits: Limits::from(&get)?,
+            trusted_proxies: list(&get("EXECOPS_TRUSTED_PROXIES").unwrap_or_default())
+                .iter()
+                .map(|item| {
+                    item.parse::<ipnet::IpNet>()
+                        .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError {
+                            key: "EXECOPS_TRUSTED_PROXIES",
+                            problem: format!("{item:?} is not an address or a CIDR block"),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            metrics_addr: get("EXECOPS_METRICS_ADDR")
+                .map(|_| parse(&get, "EXECOPS_METRICS_ADDR", ""))
+                .transpose()?,
+            metrics_token: get("EXECOPS_METRICS_TOKEN").map(SecretString::from),
             llm: match get("EXECOPS_LLM_URL") {
                 None => None,
                 Some(url) => Some(LlmConfig {

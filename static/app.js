@@ -34,6 +34,16 @@
   if (window.EventSource) {
     var stream = new EventSource("/inbox/stream");
     stream.addEventListener("proposals", refresh);
+    // Over the server's bound on open pages: no live updates, and the page says so.
+    stream.addEventListener("paused", function (event) {
+      stream.close();
+      document.body.dataset.live = "0";
+      var note = document.getElementById("live-note");
+      if (note) {
+        note.textContent = event.data;
+        note.hidden = false;
+      }
+    });
     // What changed between the page being rendered and the stream opening (or reopening)
     // sent no event: catch up, then say the list is live.
     stream.addEventListener("open", function () {

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,6 +27,7 @@ use crate::config::ExecutionConfig;
 use crate::domain::guardrails::{GuardrailsCommand, Hold, Load, Scope};
 use crate::domain::{Proposal, ProposalCommand, Status};
 use crate::store::log::StoredEvent;
+use crate::store::notifications::Notifications;
 use crate::store::subscription::{lock_name, stopping, wait_or_shutdown, HandlerError, Subscriber};
 use crate::store::{CommandError, Store};
 use crate::telemetry::Metrics;
@@ -118,6 +118,7 @@ pub struct Executor {
     /// Guardrail checks and starts one at a time, so two attempts never both take the last
     /// slot of a rate limit or both probe a half-open circuit.
     gate: Arc<tokio::sync::Mutex<()>>,
+    notifications: Option<Notifications>,
 }
 
 impl Executor {
@@ -134,7 +135,14 @@ impl Executor {
             metrics,
             running: Arc::default(),
             gate: Arc::default(),
+            notifications: None,
         }
+    }
+
+    /// Wakes on the process's shared listener instead of a connection of its own.
+    pub fn with_notifications(mut self, notifications: Notifications) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     fn pool(&self) -> &PgPool {
@@ -180,8 +188,10 @@ impl Executor {
             }
         }
         tracing::info!("executor active");
-        let mut listener = PgListener::connect_with(self.pool()).await?;
-        listener.listen(JOBS_CHANNEL).await?;
+        let notifications = self.notifications.clone().unwrap_or_else(|| {
+            Notifications::start(self.pool().connect_options().as_ref().clone())
+        });
+        let mut wakeups = notifications.subscribe();
         let mut tasks: JoinSet<String> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
         let result = loop {
@@ -200,12 +210,7 @@ impl Executor {
                 .min(Duration::from_secs(30));
             tokio::select! {
                 _ = shutdown.changed() => {}
-                notified = listener.recv() => {
-                    if let Err(error) = notified {
-                        break Err(error);
-                    }
-                    while listener.next_buffered().is_some() {}
-                }
+                _ = wakeups.wait_for(JOBS_CHANNEL, None) => wakeups.drain(),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(id) = done {
                         in_flight.remove(&id);

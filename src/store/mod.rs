@@ -5,6 +5,7 @@
 pub mod appender;
 pub mod embedded;
 pub mod log;
+pub mod notifications;
 pub mod subscription;
 pub mod testing;
 

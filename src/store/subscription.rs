@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
 use super::log::{read_after_with, LogPosition, Selection, Slim, StoredEvent};
+use super::notifications::Notifications;
 
 /// The channel the `events` insert trigger notifies.
 pub const EVENTS_CHANNEL: &str = "execops_events";
@@ -195,6 +195,7 @@ pub struct Runner<S: Subscriber> {
     subscriber: Arc<S>,
     options: RunnerOptions,
     status: Arc<RunnerStatus>,
+    notifications: Option<Notifications>,
 }
 
 impl<S: Subscriber> Runner<S> {
@@ -205,7 +206,14 @@ impl<S: Subscriber> Runner<S> {
             subscriber: Arc::new(subscriber),
             options,
             status,
+            notifications: None,
         }
+    }
+
+    /// Wakes on the process's shared listener instead of a connection of its own.
+    pub fn with_notifications(mut self, notifications: Notifications) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     pub fn status(&self) -> Arc<RunnerStatus> {
@@ -261,8 +269,11 @@ impl<S: Subscriber> Runner<S> {
         tracing::info!("subscription active");
         self.status.active.store(true, Ordering::Relaxed);
 
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
+        let notifications = self
+            .notifications
+            .clone()
+            .unwrap_or_else(|| Notifications::start(self.pool.connect_options().as_ref().clone()));
+        let mut wakeups = notifications.subscribe();
         let mut checkpoint = load_checkpoint(&mut conn, name).await?;
         let mut retry_soon: Option<Duration> = None;
 
@@ -297,10 +308,9 @@ impl<S: Subscriber> Runner<S> {
             let wait = retry_soon.unwrap_or(self.options.poll_interval);
             tokio::select! {
                 _ = shutdown.changed() => {}
-                notified = listener.recv() => {
-                    notified?;
+                _ = wakeups.wait_for(EVENTS_CHANNEL, None) => {
                     tokio::time::sleep(self.options.gather).await;
-                    while listener.next_buffered().is_some() {}
+                    wakeups.drain();
                     retry_soon = Some(Duration::from_millis(20));
                 }
                 _ = tokio::time::sleep(wait) => {

@@ -7,8 +7,10 @@ pub mod canvas;
 pub mod error;
 pub mod execution;
 pub mod links;
+pub mod live;
 mod ops;
 pub mod pages;
+pub mod serve;
 pub mod session;
 pub mod slack;
 mod webhooks;
@@ -17,12 +19,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -41,20 +45,27 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// What time it is, for sessions, links, deadlines and a delivery's timestamp tolerance.
     pub clock: crate::clock::Clock,
+    /// The open inbox streams and the one listener they wait on.
+    pub live: live::LiveStreams,
     /// Turns true when the server is shutting down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Every route of the main listener. `/metrics` is left out when it has a listener of its
+/// own; every request but a live stream must finish within `EXECOPS_REQUEST_TIMEOUT_SECS`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let timed = Router::new()
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/readyz", get(ops::readyz));
+    let timed = match state.config.metrics_addr {
+        Some(_) => timed,
+        None => timed.route("/metrics", get(ops::metrics)),
+    };
+    let timed = timed
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/inbox", get(pages::inbox))
-        .route("/inbox/stream", get(pages::inbox_stream))
         .route("/queue", get(pages::queue))
         .route("/audit", get(pages::audit))
         .route("/canvas", get(canvas::page))
@@ -98,6 +109,29 @@ pub fn router(state: AppState) -> Router {
             webhooks::endpoint(&webhooks::INTERCOM),
         )
         .route("/webhooks/std/{source}", post(webhooks::standard))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.limits.request_timeout,
+        ));
+    with_common_layers(
+        timed.route("/inbox/stream", get(pages::inbox_stream)),
+        state,
+    )
+}
+
+/// The metrics listener's routes: `/metrics` and `/readyz` with its reasons, to anyone who
+/// can reach it.
+pub fn metrics_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .layer(axum::Extension(ops::Private));
+    with_common_layers(routes, state)
+}
+
+fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -151,14 +185,29 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    // Labels come from small fixed sets, whatever a client sends: a route template, or
+    // `other` for a path no route matches; a standard method, or `other`.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
+        .unwrap_or_else(|| "other".to_string());
+    let method = method_label(request.method()).to_string();
     let response = next.run(request).await;
     state
         .metrics

@@ -1,16 +1,29 @@
 //! Operations endpoints: liveness, readiness (Postgres reachable and every subscription
 //! within its lag bound) and Prometheus metrics.
+//!
+//! What they tell depends on who asks. On the metrics listener (`EXECOPS_METRICS_ADDR`),
+//! which is meant to be private, everything. On the main listener, `/readyz` tells the
+//! anonymous only ready or not ready, and its reasons to a bearer of `EXECOPS_METRICS_TOKEN`
+//! or an admin's API token; `/metrics` answers only those (and is not served there at all
+//! when the metrics listener is set).
 
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
 use super::AppState;
+use crate::domain::Role;
 use crate::projections::event_counts;
+use crate::projections::users::actor_for_token;
 use crate::store::subscription::backlog;
 use crate::telemetry::{EventTypeLabels, SubscriptionLabels};
 
@@ -34,8 +47,45 @@ struct SubscriptionReadiness {
     lag_seconds: f64,
 }
 
+/// Who may read the details: the metrics listener marks its requests with this.
+#[derive(Clone, Copy, Debug)]
+pub struct Private;
+
+/// Whether the request may read reasons and metrics.
+async fn insider(state: &AppState, parts: &Parts) -> Result<bool, sqlx::Error> {
+    if parts.extensions.get::<Private>().is_some() {
+        return Ok(true);
+    }
+    let Some(token) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(false);
+    };
+    if let Some(expected) = &state.config.metrics_token {
+        if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+            return Ok(true);
+        }
+    }
+    Ok(actor_for_token(state.store.pool(), token)
+        .await?
+        .is_some_and(|actor| actor.role == Role::Admin))
+}
+
 #[tracing::instrument(skip_all)]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<AppState>, parts: Parts) -> Response {
+    let (code, body) = readiness(&state).await;
+    match insider(&state, &parts).await {
+        Ok(true) => (code, Json(body)).into_response(),
+        _ => (code, Json(serde_json::json!({ "status": body.status }))).into_response(),
+    }
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     let pool = state.store.pool();
     let mut reasons = Vec::new();
     let database = match tokio::time::timeout(
@@ -88,11 +138,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    (code, body)
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Response {
+    match insider(&state, &parts).await {
+        Ok(true) => {}
+        Ok(false) => return ApiError::Unauthenticated.into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
+    }
     let pool = state.store.pool();
     let now = chrono::Utc::now();
     // Figures read from Postgres are best effort: a scrape still answers when it is down.

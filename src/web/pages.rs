@@ -878,54 +878,8 @@ pub async fn script() -> Response {
 /// `GET /inbox/stream`: a `proposals` event whenever the proposals projection has applied
 /// more of the log, for the inbox to refresh. It ends when the server shuts down, so that
 /// HTTP can drain.
-pub async fn inbox_stream(State(state): State<AppState>, _session: Session) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use futures::stream;
-    use std::time::Duration;
-
-    let listener = async {
-        let mut listener = sqlx::postgres::PgListener::connect_with(state.store.pool()).await?;
-        listener
-            .listen(crate::store::subscription::CHECKPOINTS_CHANNEL)
-            .await?;
-        Ok::<_, sqlx::Error>(listener)
-    }
-    .await;
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(error) => return ApiError::from(error).into_response(),
-    };
-    let shutdown = state.shutdown.clone();
-    let events = stream::unfold(
-        (listener, shutdown),
-        |(mut listener, mut shutdown)| async move {
-            if *shutdown.borrow() {
-                return None;
-            }
-            tokio::select! {
-                _ = shutdown.changed() => None,
-                moved = proposals_moved(&mut listener) => {
-                    moved.ok()?;
-                    // Fold a burst into one refresh.
-                    while listener.next_buffered().is_some() {}
-                    let event = Event::default().event("proposals").data("changed");
-                    Some((Ok::<_, std::convert::Infallible>(event), (listener, shutdown)))
-                }
-            }
-        },
-    );
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
-        .into_response()
-}
-
-/// Waits until the proposals projection says it has applied a batch.
-async fn proposals_moved(listener: &mut sqlx::postgres::PgListener) -> Result<(), sqlx::Error> {
-    loop {
-        if listener.recv().await?.payload() == "proposals" {
-            return Ok(());
-        }
-    }
+pub async fn inbox_stream(State(state): State<AppState>, session: Session) -> Response {
+    state.live.inbox(session.key(), state.shutdown.clone())
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

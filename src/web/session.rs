@@ -36,6 +36,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// What tells this session from others without revealing its cookie.
+    pub fn key(&self) -> &str {
+        &self.id_hash
+    }
+
     /// The token a state-changing request must echo, compared in constant time.
     pub fn check_csrf(&self, presented: Option<&str>) -> bool {
         presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(self.csrf.as_bytes())))

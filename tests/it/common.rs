@@ -67,7 +67,14 @@ impl TestApp {
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("a bound address");
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let limits = config.limits.clone();
+        let mut stopped = app.state.shutdown.clone();
+        tokio::spawn(async move {
+            execops::web::serve::serve(listener, router, &limits, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+        });
         Self {
             addr,
             database_url: String::new(),
@@ -76,6 +83,11 @@ impl TestApp {
             clock,
             app: Some(app),
         }
+    }
+
+    /// What every handler of this app reaches, to serve it on another listener.
+    pub fn state(&self) -> execops::web::AppState {
+        self.app.as_ref().expect("a running app").state.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
