@@ -190,6 +190,7 @@ impl App {
                 config: std::sync::Arc::new(config.clone()),
                 clock,
                 live: crate::web::live::LiveStreams::new(notifications, &config.limits),
+                signin: crate::web::signin::SignInGate::new(&config.limits),
                 shutdown: shutdown_rx,
             },
             shutdown,

@@ -608,6 +608,10 @@ async fn add_user(
             std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
         )
         .await;
+    let result = match result {
+        Ok(()) => applied(&db.pool, &email).await,
+        Err(error) => Err(error.into()),
+    };
     db.close().await?;
     result?;
     println!("added {email} as {role}");
@@ -650,7 +654,7 @@ async fn link_slack(config: Config, email: &str, member: Option<&str>) -> anyhow
         };
         let metadata = std::collections::HashMap::from([("via".to_string(), "cli".to_string())]);
         match store.user(&email, command, metadata).await {
-            Ok(()) => Ok(match &member {
+            Ok(()) => applied(&db.pool, &email).await.map(|()| match &member {
                 Some(member) => format!("linked {email} to Slack member {member}"),
                 None => format!("unlinked {email} from Slack"),
             }),
@@ -689,6 +693,10 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
             std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
         )
         .await;
+    let result = match result {
+        Ok(()) => applied(&db.pool, &email).await,
+        Err(error) => Err(error.into()),
+    };
     db.close().await?;
     result?;
     println!("{token}");
@@ -710,10 +718,28 @@ async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Re
             std::collections::HashMap::from([("via".to_string(), "cli".to_string())]),
         )
         .await;
+    let result = match result {
+        Ok(()) => applied(&db.pool, &email).await,
+        Err(error) => Err(error.into()),
+    };
     db.close().await?;
     result?;
     println!("token {token_id} revoked");
     Ok(())
+}
+
+/// Returns once the users read model, which decides who may do what, has applied every
+/// change to `email`: what a command prints (a token, a role) holds on the next request.
+async fn applied(pool: &sqlx::PgPool, email: &crate::domain::user::Email) -> anyhow::Result<()> {
+    crate::store::subscription::wait_applied(
+        pool,
+        crate::projections::Users,
+        "User",
+        email.as_str(),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .map_err(Into::into)
 }
 
 async fn shutdown_signal() {

@@ -430,3 +430,79 @@ pub async fn backlog(pool: &PgPool, name: &str) -> Result<super::log::Backlog, s
 
 /// Lag is counted up to this many events; past it the exact number does not matter.
 pub const BACKLOG_CAP: i64 = 100_000;
+
+/// Waits until `subscriber`'s read model has applied every event recorded so far on one
+/// aggregate, so that a command's caller reads its own write (a token works on the next
+/// request). Whoever runs the subscription applies it: a serving instance, or, when none
+/// does, a runner started here for the wait and stopped after it.
+pub async fn wait_applied<S: Subscriber>(
+    pool: &PgPool,
+    subscriber: S,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let name = subscriber.name().to_string();
+    let target: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, position FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((transaction_id, position)) = target else {
+        return Ok(());
+    };
+    let target = LogPosition {
+        transaction_id,
+        position,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let options = RunnerOptions {
+        standby_interval: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(50),
+        gather: Duration::ZERO,
+        ..RunnerOptions::default()
+    };
+    let runner = tokio::spawn(
+        Runner::new(pool.clone(), subscriber, options, &Registry::default()).run(stopped),
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = loop {
+        let at = match checkpoint(pool, &name).await {
+            Ok(Some(at)) if at >= target => break Ok(()),
+            Ok(at) => at.unwrap_or(LogPosition::START),
+            Err(error) => break Err(error.into()),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            break Err(WaitError::NotApplied {
+                subscription: name,
+                timeout,
+                at,
+                target,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = stop.send(true);
+    let _ = runner.await;
+    outcome
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "the change is recorded, but the {subscription} read model has not applied it within \
+         {timeout:?} (it is at {at:?}, the change at {target:?}); /readyz names a subscription \
+         that is stuck or failing"
+    )]
+    NotApplied {
+        subscription: String,
+        timeout: Duration,
+        at: LogPosition,
+        target: LogPosition,
+    },
+}

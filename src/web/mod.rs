@@ -12,6 +12,7 @@ mod ops;
 pub mod pages;
 pub mod serve;
 pub mod session;
+pub mod signin;
 pub mod slack;
 mod webhooks;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub clock: crate::clock::Clock,
     /// The open inbox streams and the one listener they wait on.
     pub live: live::LiveStreams,
+    /// The bounds on sign-ins: password checks at once, failures, attempts a minute.
+    pub signin: signin::SignInGate,
     /// Turns true when the server is shutting down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::api::{decide, settle_rows, DecisionRequest};
 use super::error::ApiError;
 use super::session::{self, Session};
+use super::signin::{self, Refusal};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
 use crate::domain::Status;
@@ -332,16 +333,59 @@ fn login_error(status: StatusCode, error: &str) -> Response {
     )
 }
 
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+fn refused(refusal: Refusal) -> Response {
+    let (status, retry_after, text) = match refusal {
+        Refusal::Throttled { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "Too many failed attempts for this address from here",
+        ),
+        Refusal::Busy { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "Too many sign-ins right now",
+        ),
+        Refusal::Overloaded { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
+            "Sign-in is busy",
+        ),
+    };
+    let seconds = retry_after.as_secs().max(1);
+    let mut response = login_error(status, &format!("{text}; try again in {seconds} s."));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let pool = state.store.pool();
     let email = form.email.trim().to_lowercase();
+    let client = signin::client_address(
+        peer.map(|p| (p.0).0),
+        &headers,
+        &state.config.trusted_proxies,
+    )
+    .map(|ip| ip.to_string())
+    .unwrap_or_default();
+    let now = state.clock.now();
+    if let Err(refusal) = state.signin.admit() {
+        return refused(refusal);
+    }
     let result = async {
-        if session::too_many_failures(pool, &email).await? {
-            return Ok(login_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed attempts for this address; wait 15 minutes.",
-            ));
+        if let Err(refusal) = state.signin.throttled(pool, &email, &client, now).await? {
+            return Ok(refused(refusal));
         }
+        let turn = match state.signin.turn().await {
+            Ok(turn) => turn,
+            Err(refusal) => return Ok(refused(refusal)),
+        };
         let found = credentials(pool, &email).await?;
         // Spend the same time whether or not the person exists; hashing is slow on purpose,
         // so it runs off the async workers.
@@ -350,12 +394,16 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
             None => (DECOY_HASH.to_string(), false),
         };
         let password = form.password.clone();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-            .await
-            .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || {
+            let matches = verify_password(&password, &stored);
+            drop(turn);
+            matches
+        })
+        .await
+        .unwrap_or(false);
         let valid = exists && matches;
         if !valid {
-            session::record_failure(pool, &email).await?;
+            signin::record_failure(pool, &email, &client, now).await?;
             return Ok(login_error(
                 StatusCode::UNAUTHORIZED,
                 "Wrong email or password.",

@@ -146,22 +146,3 @@ impl FromRequestParts<AppState> for Session {
         }
     }
 }
-
-/// Too many failed sign-ins for this address in the last 15 minutes.
-pub async fn too_many_failures(pool: &PgPool, email: &str) -> Result<bool, sqlx::Error> {
-    let failures: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM login_failures WHERE email = $1 AND failed_at > now() - interval '15 minutes'",
-    )
-    .bind(email)
-    .fetch_one(pool)
-    .await?;
-    Ok(failures >= 5)
-}
-
-pub async fn record_failure(pool: &PgPool, email: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO login_failures (email) VALUES ($1)")
-        .bind(email)
-        .execute(pool)
-        .await
-        .map(|_| ())
-}

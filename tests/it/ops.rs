@@ -92,6 +92,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
         ])),
         clock: execops::clock::Clock::system(),
         live: live_streams(),
+        signin: execops::web::signin::SignInGate::new(&config(&[]).limits),
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
@@ -122,6 +123,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
         config: Arc::new(with_metrics_token()),
         clock: execops::clock::Clock::system(),
         live: live_streams(),
+        signin: execops::web::signin::SignInGate::new(&config(&[]).limits),
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;

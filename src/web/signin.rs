@@ -1,0 +1,243 @@
+//! What a sign-in may cost. Password hashing is slow and large on purpose (argon2, 19 MiB
+//! each), so it is bounded three ways:
+//! - at most `EXECOPS_PASSWORD_CHECKS` hashes at once; a request that waits longer than
+//!   `EXECOPS_PASSWORD_WAIT_MS` for a turn gets 503 with `Retry-After`, never a thread;
+//! - failures are counted per (client address, email): past `EXECOPS_SIGNIN_FAILURES` in
+//!   15 minutes that pair waits, twice as long after each further failure (up to 15
+//!   minutes), while the email's owner signs in from anywhere else;
+//! - at most `EXECOPS_SIGNIN_PER_MINUTE` attempts a minute on this instance in all.
+//!
+//! The client address is the peer's, or, for a peer named in `EXECOPS_TRUSTED_PROXIES`, the
+//! nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Limits;
+
+/// How long failures are remembered.
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The sign-in bounds of this instance. Cheap to clone.
+#[derive(Clone)]
+pub struct SignInGate {
+    checks: Arc<Semaphore>,
+    wait: Duration,
+    failures: u32,
+    per_minute: u32,
+    minute: Arc<Mutex<(Instant, u32)>>,
+}
+
+/// Why a sign-in is not tried now, and when it may be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many failures from this address for this email (429).
+    Throttled { retry_after: Duration },
+    /// Too many sign-ins on this instance this minute (429).
+    Busy { retry_after: Duration },
+    /// No turn for a password check in time (503).
+    Overloaded { retry_after: Duration },
+}
+
+impl SignInGate {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            checks: Arc::new(Semaphore::new(limits.password_checks)),
+            wait: limits.password_wait,
+            failures: limits.signin_failures,
+            per_minute: limits.signin_per_minute,
+            minute: Arc::new(Mutex::new((Instant::now(), 0))),
+        }
+    }
+
+    /// Counts an attempt against the instance's ceiling.
+    pub fn admit(&self) -> Result<(), Refusal> {
+        let mut minute = self.minute.lock().map_err(|_| Refusal::Busy {
+            retry_after: Duration::from_secs(1),
+        })?;
+        let elapsed = minute.0.elapsed();
+        if elapsed >= Duration::from_secs(60) {
+            *minute = (Instant::now(), 0);
+        }
+        if minute.1 >= self.per_minute {
+            let retry_after = Duration::from_secs(60).saturating_sub(minute.0.elapsed());
+            return Err(Refusal::Busy {
+                retry_after: retry_after.max(Duration::from_secs(1)),
+            });
+        }
+        minute.1 += 1;
+        Ok(())
+    }
+
+    /// A turn to check a password, waited for at most the configured time.
+    pub async fn turn(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        match tokio::time::timeout(self.wait, self.checks.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Refusal::Overloaded {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// Whether `client` must wait before trying `email` again, from its recent failures.
+    pub async fn throttled(
+        &self,
+        pool: &PgPool,
+        email: &str,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Refusal>, sqlx::Error> {
+        let (failures, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), max(failed_at) FROM login_failures \
+             WHERE email = $1 AND client = $2 AND failed_at > $3",
+        )
+        .bind(email)
+        .bind(client)
+        .bind(now - chrono::Duration::from_std(WINDOW).unwrap_or_default())
+        .fetch_one(pool)
+        .await?;
+        Ok(match (backoff(failures, self.failures), last) {
+            (Some(wait), Some(last)) => {
+                let until = last + chrono::Duration::from_std(wait).unwrap_or_default();
+                match (until - now).to_std() {
+                    Ok(left) if !left.is_zero() => Err(Refusal::Throttled {
+                        retry_after: left.max(Duration::from_secs(1)),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        })
+    }
+}
+
+/// How long a client waits after `failures` recent ones when `allowed` are free: a minute
+/// at the first one over, doubling each time, at most the window.
+fn backoff(failures: i64, allowed: u32) -> Option<Duration> {
+    let over = failures - i64::from(allowed);
+    if over < 0 {
+        return None;
+    }
+    let doublings = u32::try_from(over).unwrap_or(u32::MAX).min(10);
+    Some(Duration::from_secs(60 << doublings).min(WINDOW))
+}
+
+/// Records a failed sign-in, and forgets up to a hundred failures older than the window, so
+/// the table stays as small as the rate of failures allows.
+pub async fn record_failure(
+    pool: &PgPool,
+    email: &str,
+    client: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH old AS (DELETE FROM login_failures WHERE ctid IN \
+           (SELECT ctid FROM login_failures WHERE failed_at < $4 LIMIT 100)) \
+         INSERT INTO login_failures (email, client, failed_at) VALUES ($1, $2, $3)",
+    )
+    .bind(email)
+    .bind(client)
+    .bind(now)
+    .bind(now - chrono::Duration::from_std(WINDOW).unwrap_or_default())
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not one.
+pub fn client_address(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| item.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().expect("a header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_a_trusted_proxy() {
+        let proxy: SocketAddr = "10.0.0.5:4000".parse().expect("an address");
+        let stranger: SocketAddr = "198.51.100.9:4000".parse().expect("an address");
+        let trusted = vec!["10.0.0.0/8".parse().expect("a block")];
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        for (peer, forwarded, expected) in [
+            // Not a proxy: its own address, whatever it claims.
+            (stranger, vec!["203.0.113.1"], ip("198.51.100.9")),
+            // A proxy: the nearest untrusted hop, not a spoofed first one.
+            (proxy, vec!["1.2.3.4, 203.0.113.1"], ip("203.0.113.1")),
+            (proxy, vec!["203.0.113.1, 10.0.0.7"], ip("203.0.113.1")),
+            (proxy, vec!["1.2.3.4", "203.0.113.1"], ip("203.0.113.1")),
+            // Nothing usable: the proxy itself.
+            (proxy, vec![], ip("10.0.0.5")),
+            (proxy, vec!["not an address"], ip("10.0.0.5")),
+        ] {
+            assert_eq!(
+                client_address(Some(peer), &headers(&forwarded), &trusted),
+                expected,
+                "{peer} {forwarded:?}"
+            );
+        }
+        assert_eq!(client_address(None, &headers(&[]), &trusted), None);
+    }
+
+    #[test]
+    fn back_off_starts_past_the_allowance_and_doubles_up_to_the_window() {
+        assert_eq!(backoff(4, 5), None);
+        assert_eq!(backoff(5, 5), Some(Duration::from_secs(60)));
+        assert_eq!(backoff(6, 5), Some(Duration::from_secs(120)));
+        assert_eq!(backoff(8, 5), Some(Duration::from_secs(480)));
+        assert_eq!(backoff(50, 5), Some(WINDOW));
+    }
+
+    #[test]
+    fn the_instance_ceiling_refuses_past_its_count() {
+        let limits = Limits {
+            signin_per_minute: 3,
+            ..crate::config::Config::from_lookup(|_| None)
+                .expect("defaults")
+                .limits
+        };
+        let gate = SignInGate::new(&limits);
+        for _ in 0..3 {
+            assert_eq!(gate.admit(), Ok(()));
+        }
+        assert!(matches!(gate.admit(), Err(Refusal::Busy { .. })));
+    }
+}
