@@ -51,3 +51,13 @@ bench-replay:
 # Each canvas query's p50 and p90 over 1,000,000 events of history (BENCH_EVENTS, BENCH_RUNS).
 bench-canvas:
     cargo bench --bench canvas
+
+# Every parser and verifier a client reaches, fed arbitrary bytes and headers for ten
+# minutes in all; prints the cases each target ran (FUZZ_SEED picks another sequence).
+fuzz:
+    FUZZ_SECONDS=75 cargo test --test it fuzz:: -- --nocapture --test-threads 4
+
+# A team's day at once on one instance for 60 s: 200 open inbox streams, 20 people paging,
+# approvals, 500 signed webhooks/s and a sign-in flood (BENCH_SECONDS, BENCH_WEBHOOK_RATE).
+bench-load:
+    cargo bench --bench load

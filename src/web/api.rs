@@ -64,7 +64,7 @@ fn encode_cursor(created_at: DateTime<Utc>, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.timestamp_micros()))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
     let bad = || ApiError::BadRequest {
         code: "bad_cursor",
         message: "the cursor is not one this API gave".into(),

@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod email_links;
 pub mod execution;
+mod fuzz;
 mod limits;
 mod ops;
 pub mod pages;
