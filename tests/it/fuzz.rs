@@ -148,14 +148,11 @@ const SECRET: &str = "whsec_fuzzing_secret";
 const STANDARD_KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 type Verifier = fn(&str, &HeaderMap, &[u8], DateTime<Utc>) -> Result<Ingested, IngestError>;
+type Signer = fn(&[u8], DateTime<Utc>) -> HeaderMap;
 
 /// The built-in senders that sign with a secret and the body alone (and a timestamp), and how
 /// each signs a body at a time.
-fn senders() -> Vec<(
-    &'static str,
-    Verifier,
-    fn(&[u8], DateTime<Utc>) -> HeaderMap,
-)> {
+fn senders() -> Vec<(&'static str, Verifier, Signer)> {
     fn one(name: &'static str, value: String) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_str(&value).expect("a header"));
