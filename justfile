@@ -15,7 +15,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark.
-bench: bench-store bench-ingest bench-web bench-execute bench-replay bench-canvas
+bench: bench-store bench-ingest bench-web bench-execute bench-replay bench-canvas bench-load
 
 # Append and read-back throughput of the event store (BENCH_EVENTS, BENCH_CONCURRENCY).
 bench-store:
