@@ -25,6 +25,17 @@ use crate::projections::proposals::{by_id, history, newest, Summary};
 use crate::projections::users::{actor_for_token, linked_accounts};
 use crate::store::CommandError;
 
+/// The request's `Authorization: Bearer` token, if it has one.
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// The person behind the request's bearer token.
 pub struct Authenticated(pub Actor);
 
@@ -32,14 +43,7 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthenticated)?;
+        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
         let actor = actor_for_token(state.store.pool(), token)
             .await?
             .ok_or(ApiError::Unauthenticated)?;

@@ -56,14 +56,7 @@ async fn insider(state: &AppState, parts: &Parts) -> Result<bool, sqlx::Error> {
     if parts.extensions.get::<Private>().is_some() {
         return Ok(true);
     }
-    let Some(token) = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = super::api::bearer(parts) else {
         return Ok(false);
     };
     if let Some(expected) = &state.config.metrics_token {
