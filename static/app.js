@@ -50,7 +50,10 @@
       // A failed refresh leaves the list as it was; the next change refreshes it again.
       refresh()
         .catch(function () {})
-        .then(function () { document.body.dataset.live = "1"; });
+        .then(function () {
+          // A stream closed meanwhile (paused: too many pages) is not live.
+          if (stream.readyState !== EventSource.CLOSED) document.body.dataset.live = "1";
+        });
     });
   }
 

@@ -547,3 +547,35 @@ async fn a_founder_asks_the_canvas_in_words_and_sees_a_table_and_a_chart() {
     screenshot(&client, "canvas").await;
     client.close().await.expect("closed");
 }
+
+#[tokio::test]
+async fn a_page_over_the_bound_on_live_pages_says_it_is_not_live() {
+    let mut pairs: Vec<(&str, &str)> = crate::webhooks::SECRETS.to_vec();
+    pairs.push(("EXECOPS_LIVE_STREAMS_PER_SESSION", "0"));
+    let app = TestApp::spawn_with(crate::common::config(&pairs)).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let driver = driver();
+    let client = browser(&driver, "paused").await;
+    sign_in(&client, &app, "approver@example.com").await;
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("body[data-live='0']"))
+        .await
+        .expect("the page knows it is not live");
+    let note = client
+        .find(Locator::Css("#live-note"))
+        .await
+        .expect("the note");
+    assert!(
+        note.is_displayed().await.expect("visible"),
+        "the note is shown"
+    );
+    let text = note.text().await.expect("text");
+    assert!(
+        text.contains("live updates are paused") && text.contains("reload"),
+        "{text}"
+    );
+    client.close().await.expect("closed");
+    app.stop().await;
+}
