@@ -513,7 +513,44 @@ impl<'a, S: Subscriber> Replay<'a, S> {
             Mode::Swap => None,
         };
         let at = self.apply_fed(conn, feed, limit).await?;
+        // The lock is taken table by table, so a statement that reads two of them at once
+        // can hold one while waiting for the other: Postgres breaks the deadlock by failing
+        // one side. The transaction then rolled back whole, so it is tried again.
+        let mut attempt = 0;
+        let mut report = loop {
+            let events = self.events;
+            match self.finish(conn, at).await {
+                Err(ReplayError::Database(error))
+                    if crate::store::is_deadlock(&error) && attempt < 5 =>
+                {
+                    // What the rolled-back attempt applied is not in the rebuild.
+                    self.events = events;
+                    attempt += 1;
+                    tracing::warn!(
+                        projection = self.projection.name,
+                        attempt,
+                        "the swap met a deadlock; trying again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                other => break other?,
+            }
+        };
+        sqlx::query("SET search_path = public")
+            .execute(&mut *conn)
+            .await?;
+        report.events = self.events;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
 
+    /// Locks the live tables, brings the rebuild up to their checkpoint, and compares or
+    /// swaps, all in one transaction.
+    async fn finish(
+        &mut self,
+        conn: &mut PgConnection,
+        at: LogPosition,
+    ) -> Result<Report, ReplayError> {
         let mut tx = conn.begin().await?;
         let names: Vec<String> = self
             .projection
@@ -594,11 +631,6 @@ impl<'a, S: Subscriber> Replay<'a, S> {
                 tx.commit().await?;
             }
         }
-        sqlx::query("SET search_path = public")
-            .execute(&mut *conn)
-            .await?;
-        report.events = self.events;
-        report.elapsed = started.elapsed();
         Ok(report)
     }
 

@@ -93,6 +93,15 @@ pub async fn create_database_if_missing(server_url: &str, name: &str) -> Result<
     conn.close().await
 }
 
+/// Postgres chose this transaction to break a deadlock (SQLSTATE 40P01): it rolled back
+/// whole, and may be tried again.
+pub fn is_deadlock(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01")
+}
+
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

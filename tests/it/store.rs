@@ -186,3 +186,41 @@ async fn an_embedded_postgres_on_a_port_another_process_holds_says_so() {
         .expect("stops");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_deadlock_is_told_apart_from_other_errors_so_it_can_be_retried() {
+    let (_db, store) = store().await;
+    let pool = store.pool();
+    sqlx::raw_sql("CREATE TABLE locks_a (id int); CREATE TABLE locks_b (id int);")
+        .execute(pool)
+        .await
+        .expect("tables");
+    // Two transactions take the same two locks in opposite orders: Postgres fails one.
+    let mut first = pool.begin().await.expect("a transaction");
+    let mut second = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE locks_a IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *first)
+        .await
+        .expect("a");
+    sqlx::query("LOCK TABLE locks_b IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *second)
+        .await
+        .expect("b");
+    // A side that is failed rolls back at once, so the other can go on.
+    let then = |mut tx: sqlx::Transaction<'static, sqlx::Postgres>, table: &'static str| async move {
+        let locked = sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *tx)
+            .await;
+        let _ = tx.rollback().await;
+        locked
+    };
+    let (one, other) = tokio::join!(then(first, "locks_b"), then(second, "locks_a"));
+    let errors: Vec<sqlx::Error> = [one.err(), other.err()].into_iter().flatten().collect();
+    assert_eq!(errors.len(), 1, "exactly one side is failed");
+    assert!(execops::store::is_deadlock(&errors[0]), "{}", errors[0]);
+    let other = sqlx::query("SELECT 1/0")
+        .execute(pool)
+        .await
+        .expect_err("fails");
+    assert!(!execops::store::is_deadlock(&other));
+}
