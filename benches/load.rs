@@ -116,7 +116,6 @@ async fn main() -> anyhow::Result<()> {
         .env("EXECOPS_ADDR", format!("127.0.0.1:{port}"))
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
         .env("EXECOPS_LIVE_STREAMS_PER_SESSION", TABS.to_string())
-        .env("EXECOPS_SIGNIN_PER_MINUTE", "100000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -80,7 +80,8 @@ pub struct Limits {
     pub live_streams: usize,
     /// `EXECOPS_LIVE_STREAMS_PER_SESSION` (8): open inbox streams of one browser session.
     pub live_streams_per_session: usize,
-    /// `EXECOPS_PASSWORD_CHECKS` (the number of cores): password hashes computed at once.
+    /// `EXECOPS_PASSWORD_CHECKS` (half the cores, at least one): password hashes computed at
+    /// once.
     pub password_checks: usize,
     /// `EXECOPS_PASSWORD_WAIT_MS` (2000): how long a sign-in waits for a turn before 503.
     pub password_wait: Duration,
@@ -108,8 +109,13 @@ impl Limits {
             db_background_connections: parse(get, "EXECOPS_DB_BACKGROUND_CONNECTIONS", "8")?,
             live_streams: parse(get, "EXECOPS_LIVE_STREAMS", "400")?,
             live_streams_per_session: parse(get, "EXECOPS_LIVE_STREAMS_PER_SESSION", "8")?,
-            password_checks: parse::<usize>(get, "EXECOPS_PASSWORD_CHECKS", &cores.to_string())?
-                .max(1),
+            // Half the cores: a flood of sign-ins leaves the other half to everything else.
+            password_checks: parse::<usize>(
+                get,
+                "EXECOPS_PASSWORD_CHECKS",
+                &(cores / 2).max(1).to_string(),
+            )?
+            .max(1),
             password_wait: Duration::from_millis(parse(get, "EXECOPS_PASSWORD_WAIT_MS", "2000")?),
             signin_failures: parse::<u32>(get, "EXECOPS_SIGNIN_FAILURES", "5")?.max(1),
             signin_per_minute: parse::<u32>(get, "EXECOPS_SIGNIN_PER_MINUTE", "600")?.max(1),

@@ -411,14 +411,7 @@ pub struct Answer {
 impl Answer {
     /// The table as CSV: a header row, then one line per row; money as major units.
     pub fn to_csv(&self) -> String {
-        let quote = |v: &str| {
-            let v = if v.starts_with(['=', '+', '-', '@']) && v.parse::<f64>().is_err() {
-                format!("'{v}")
-            } else {
-                v.to_string()
-            };
-            format!("\"{}\"", v.replace('"', "\"\""))
-        };
+        let quote = |v: &str| csv_cell(v, true);
         let mut out = self
             .columns
             .iter()
@@ -439,9 +432,40 @@ impl Answer {
     }
 }
 
+/// One CSV cell: quoted, inner quotes doubled, and defused where a spreadsheet would run it
+/// as a formula (a leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` before it).
+/// With `numbers`, a cell that is a number (`-12.50`) is left as one.
+pub fn csv_cell(value: &str, numbers: bool) -> String {
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let number = numbers && value.parse::<f64>().is_ok();
+    let value = if formula && !number {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
+        for (value, numbers, expected) in [
+            ("=HYPERLINK(\"x\")", false, "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("+1+1", false, "\"'+1+1\""),
+            ("-2+3", false, "\"'-2+3\""),
+            ("@SUM(A1)", false, "\"'@SUM(A1)\""),
+            ("\t=1", false, "\"'\t=1\""),
+            ("\r=1", false, "\"'\r=1\""),
+            ("-12.50", true, "\"-12.50\""),
+            ("-12.50", false, "\"'-12.50\""),
+            ("plain", false, "\"plain\""),
+        ] {
+            assert_eq!(csv_cell(value, numbers), expected, "{value:?}");
+        }
+    }
 
     fn day(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()

@@ -562,10 +562,11 @@ pub async fn audit(
     Query(filter): Query<super::pages::AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     actor.may(Permission::Read)?;
-    let page = filter.page.unwrap_or(0).max(0);
     let size = super::pages::AUDIT_PAGE;
+    let offset = super::pages::page_offset(filter.page, size)?;
+    let page = offset / size;
     let mut items =
-        super::pages::audit_entries(state.store.pool(), &filter, size + 1, page * size).await?;
+        super::pages::audit_entries(state.store.pool(), &filter, size + 1, offset).await?;
     let more = items.len() as i64 > size;
     items.truncate(size as usize);
     Ok(Json(AuditPage {

@@ -72,6 +72,21 @@ fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: S
 }
 
 /// Errors of a page request, shown as a page rather than JSON.
+/// The last page number a list answers; past it (or below 0) is a mistake in the request.
+pub const MAX_PAGE: i64 = 1_000_000;
+
+/// The offset of page `page` of `size` rows, or why there is no such page.
+pub(super) fn page_offset(page: Option<i64>, size: i64) -> Result<i64, ApiError> {
+    let page = page.unwrap_or(0);
+    if !(0..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::BadRequest {
+            code: "bad_page",
+            message: format!("page must be from 0 to {MAX_PAGE}; {page} is not"),
+        });
+    }
+    Ok(page * size)
+}
+
 pub(super) fn page_error(session: &Session, error: ApiError) -> Response {
     match error {
         ApiError::Forbidden(text) => {
@@ -527,12 +542,16 @@ pub async fn inbox(
 ) -> Response {
     let vertical = known(query.vertical, &VERTICALS);
     let urgency = known(query.urgency, &URGENCIES);
-    let page = query.page.unwrap_or(0).max(0);
+    let offset = match page_offset(query.page, INBOX_PAGE) {
+        Ok(offset) => offset,
+        Err(error) => return page_error(&session, error),
+    };
+    let page = offset / INBOX_PAGE;
     let filter = InboxFilter {
         vertical: vertical.clone(),
         urgency: urgency.clone(),
         limit: INBOX_PAGE + 1,
-        offset: page * INBOX_PAGE,
+        offset,
     };
     let fragment = headers.contains_key("hx-request");
     let rows = async {
@@ -1021,13 +1040,7 @@ fn date(raw: &Option<String>) -> Option<chrono::NaiveDate> {
 }
 
 fn csv_field(value: &str) -> String {
-    // Quote everything; double inner quotes; defuse spreadsheet formulas.
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    };
-    format!("\"{}\"", value.replace('"', "\"\""))
+    crate::canvas::csv_cell(value, false)
 }
 
 /// Who did what, when, newest first: the audit log, a row per event but the raw deliveries.
@@ -1066,14 +1079,18 @@ pub async fn audit(
     session: Session,
     Query(filter): Query<AuditQuery>,
 ) -> Response {
-    let page = filter.page.unwrap_or(0).max(0);
+    let offset = match page_offset(filter.page, AUDIT_PAGE) {
+        Ok(offset) => offset,
+        Err(error) => return page_error(&session, error),
+    };
+    let page = offset / AUDIT_PAGE;
     let csv = filter.format.as_deref() == Some("csv");
     let limit = if csv { 100_000 } else { AUDIT_PAGE + 1 };
     let rows = audit_entries(
         state.store.pool(),
         &filter,
         limit,
-        if csv { 0 } else { page * AUDIT_PAGE },
+        if csv { 0 } else { offset },
     )
     .await;
     let mut entries = match rows {

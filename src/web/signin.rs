@@ -1,6 +1,6 @@
 //! What a sign-in may cost. Password hashing is slow and large on purpose (argon2, 19 MiB
 //! each), so it is bounded three ways:
-//! - at most `EXECOPS_PASSWORD_CHECKS` hashes at once; a request that waits longer than
+//! - at most `EXECOPS_PASSWORD_CHECKS` hashes at once (half the cores); a request that waits longer than
 //!   `EXECOPS_PASSWORD_WAIT_MS` for a turn gets 503 with `Retry-After`, never a thread;
 //! - failures are counted per (client address, email): past `EXECOPS_SIGNIN_FAILURES` in
 //!   15 minutes that pair waits, twice as long after each further failure (up to 15

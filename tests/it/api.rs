@@ -551,3 +551,45 @@ async fn the_openapi_document_describes_the_routes_and_the_shapes_the_api_return
     assert_eq!(returned, described);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn page_numbers_past_the_bounds_are_refused_in_words_not_with_a_500() {
+    let app = TestApp::spawn().await;
+    let token = person(&app, "reader@example.com", Role::Viewer).await;
+    let cookie = crate::pages::sign_in(&app, "reader@example.com").await;
+    for (path, expected) in [
+        ("/api/v1/audit?page=9223372036854775807", 400),
+        ("/api/v1/audit?page=1000001", 400),
+        ("/api/v1/audit?page=-1", 400),
+        ("/api/v1/audit?page=1000000", 200),
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status().as_u16(), expected, "{path}");
+        if expected == 400 {
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"], "bad_page", "{path}: {body}");
+        }
+    }
+    for (path, expected) in [
+        ("/audit?page=9223372036854775807", 400),
+        ("/inbox?page=9223372036854775807", 400),
+        ("/inbox?page=-3", 400),
+        ("/audit?page=2", 200),
+    ] {
+        let (status, html, _) = crate::pages::page(&app, Some(&cookie), path).await;
+        assert_eq!(status, expected, "{path}");
+        if expected == 400 {
+            assert!(
+                html.contains("page must be from 0 to 1000000"),
+                "{path}: {html}"
+            );
+        }
+    }
+    app.stop().await;
+}
