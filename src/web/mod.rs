@@ -155,12 +155,22 @@ fn request_span(request: &Request) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    // The route's template, never the path itself: a path can carry a secret (an email
+    // link's token) or be anything a client makes up.
     tracing::info_span!(
         "request",
-        method = %request.method(),
-        uri = %request.uri().path(),
+        method = method_label(request.method()),
+        route = route_label(request),
         request_id = %request_id,
     )
+}
+
+/// The matched route's template, or `other` for a path no route matches.
+fn route_label(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", |p| p.as_str())
 }
 
 /// Headers every answer carries: no inline script, no framing, no sniffing, no referrer
@@ -205,11 +215,7 @@ async fn record_latency(State(state): State<AppState>, request: Request, next: N
     let started = Instant::now();
     // Labels come from small fixed sets, whatever a client sends: a route template, or
     // `other` for a path no route matches; a standard method, or `other`.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".to_string());
+    let route = route_label(&request).to_string();
     let method = method_label(request.method()).to_string();
     let response = next.run(request).await;
     state

@@ -303,3 +303,55 @@ async fn odd_methods_and_paths_leave_the_metrics_small() {
     assert!(text.contains(r#"route="other",method="other""#), "{text}");
     app.stop().await;
 }
+
+/// Whatever the app logs on this thread, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut all) = self.0.lock() {
+            all.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn request_logs_name_the_route_template_never_the_path_a_client_sent() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // The test's runtime runs the server on this thread, so its logs come here.
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let app = TestApp::spawn().await;
+    let secret = "tok3n-that-must-not-be-logged";
+    for path in [
+        format!("/links/{secret}"),
+        format!("/no/such/{secret}"),
+        format!("/api/v1/proposals/{secret}"),
+    ] {
+        let _ = app
+            .client
+            .get(app.url(&path))
+            .send()
+            .await
+            .expect("an answer");
+    }
+    app.stop().await;
+    let text = String::from_utf8_lossy(&captured.0.lock().expect("the logs")).to_string();
+    assert!(
+        text.contains("/links/{token}"),
+        "the template is logged: {text}"
+    );
+    assert!(text.contains(r#""route":"other""#), "{text}");
+    assert!(!text.contains(secret), "a path was logged: {text}");
+}
