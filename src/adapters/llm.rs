@@ -52,7 +52,7 @@ impl Wording {
         }
         .await;
         match answer {
-            Some(rewrite) if !rewrite.is_empty() && keeps_facts(text, &rewrite) => Some(rewrite),
+            Some(rewrite) if !rewrite.is_empty() && faithful(text, &rewrite) => Some(rewrite),
             Some(_) => {
                 tracing::warn!(
                     "the language model's rewrite changed facts; keeping the rule's text"
@@ -85,6 +85,30 @@ impl Wording {
         }
         action
     }
+}
+
+/// `rewrite` keeps every fact of `original` and adds no link, address or mention of its own:
+/// a model must not send anyone anywhere the rule did not.
+pub fn faithful(original: &str, rewrite: &str) -> bool {
+    keeps_facts(original, rewrite) && adds_nothing(original, rewrite)
+}
+
+/// Every link, address and mention in `rewrite` is in `original` too, and so is every Slack
+/// control sequence (`<!channel>`, `<@U…>`, `<#C…>`, `<http…|…>`).
+fn adds_nothing(original: &str, rewrite: &str) -> bool {
+    let known = facts(original);
+    let pointers = facts(rewrite)
+        .into_iter()
+        .filter(|f| f.contains("://") || f.contains('@') || f.starts_with("www."));
+    let controls = ["<!", "<@", "<#", "<http", "<mailto"];
+    pointers.into_iter().all(|p| known.contains(&p))
+        && controls
+            .iter()
+            .all(|c| !rewrite.contains(c) || original.contains(c))
+        && rewrite
+            .split_whitespace()
+            .filter(|w| w.starts_with("www."))
+            .all(|w| original.contains(w.trim_end_matches(['.', ',', ';', ':', ')'])))
 }
 
 /// Every number, amount, link and address of `original` is still in `rewrite`.
@@ -138,6 +162,29 @@ fn facts(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewrite_that_adds_a_link_an_address_or_a_mention_is_not_faithful() {
+        let original =
+            "Invoice in_123 for $10.00 failed: https://pay.example/x (jenny@example.com)";
+        assert!(faithful(
+            original,
+            "Heads up: invoice in_123 for $10.00 failed. https://pay.example/x, jenny@example.com"
+        ));
+        for added in [
+            " Pay at https://evil.example/pay",
+            " or write to help@evil.example",
+            " <!channel>",
+            " cc <@U0123>",
+            " see <https://evil.example|the invoice>",
+            " www.evil.example",
+        ] {
+            let rewrite = format!(
+                "Invoice in_123 for $10.00 failed: https://pay.example/x (jenny@example.com).{added}"
+            );
+            assert!(!faithful(original, &rewrite), "{added:?} was let through");
+        }
+    }
 
     #[test]
     fn a_rewrite_must_keep_amounts_dates_links_and_addresses() {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{str_at, Facts, Outcome, Plan, PolicyConfig};
+use super::{slack_escape, str_at, Facts, Outcome, Plan, PolicyConfig};
 use crate::domain::inbound::Signal;
 use crate::domain::priority::{urgency_factor, Factor, Priority};
 use crate::domain::values::{Urgency, Vertical};
@@ -77,7 +77,7 @@ pub(super) fn intercom(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -
             action_type: "slack.post_message",
             action: json!({
                 "channel": config.owner_slack,
-                "text": format!("{name} ({who}) in conversation {conversation}: \"{quote}\""),
+                "text": slack_escape(&format!("{name} ({who}) in conversation {conversation}: \"{quote}\"")),
             }),
             reasoning: reasoning.clone(),
             priority: priority(Factor::new(95, "it is one Slack message")),

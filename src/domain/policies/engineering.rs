@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{i64_at, str_at, Facts, Outcome, Plan, PolicyConfig};
+use super::{i64_at, slack_escape, str_at, Facts, Outcome, Plan, PolicyConfig};
 use crate::domain::inbound::Signal;
 use crate::domain::priority::{urgency_factor, Factor, Priority};
 use crate::domain::values::{Urgency, Vertical};
@@ -101,7 +101,7 @@ pub(super) fn github(signal: &Signal, _facts: &Facts, config: &PolicyConfig) -> 
             action_type: "slack.post_message",
             action: json!({
                 "channel": channel,
-                "text": format!(":red_circle: {workflow} {conclusion} on {branch} of {repo} at {short_sha}: {url}"),
+                "text": slack_escape(&format!(":red_circle: {workflow} {conclusion} on {branch} of {repo} at {short_sha}: {url}")),
             }),
             reasoning,
             priority: priority(Factor::new(95, "it is one Slack message")),

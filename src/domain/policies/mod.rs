@@ -101,6 +101,15 @@ pub struct Facts {
     pub deal_amount_cents: Option<i64>,
 }
 
+/// Text for a Slack message with words from outside in it (a customer's message, a vendor's
+/// or a branch's name): `&`, `<` and `>` escaped as Slack asks, so those words cannot
+/// mention `<!channel>` or disguise a link.
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// One proposal a rule calls for, before it gets its id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -240,6 +249,44 @@ impl PrecisionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slack_text_with_a_customers_words_cannot_mention_everyone_or_disguise_a_link() {
+        let mut payload: Value = serde_json::from_str(include_str!(
+            "../../../fixtures/intercom/conversation.user.replied.json"
+        ))
+        .expect("the fixture");
+        payload["data"]["item"]["user"]["name"] =
+            Value::String("<!channel> Bill & <https://evil.example|your bank>".into());
+        let signal = Signal {
+            source: "intercom".into(),
+            kind: "conversation.user.replied".into(),
+            external_id: "notif_1".into(),
+            occurred_at: DateTime::default(),
+            payload,
+        };
+        let outcomes = evaluate(&signal, &Facts::default(), &PolicyConfig::default());
+        let texts: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Propose(plan) if plan.action_type == "slack.post_message" => {
+                    plan.action["text"].as_str()
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts.len(), 1, "{outcomes:?}");
+        assert!(
+            !texts[0].contains('<') && !texts[0].contains('>'),
+            "{}",
+            texts[0]
+        );
+        assert!(
+            texts[0].contains("&lt;!channel&gt; Bill &amp; &lt;https://evil.example|your bank&gt;"),
+            "{}",
+            texts[0]
+        );
+    }
 
     #[test]
     fn precision_disables_only_past_the_minimum_and_under_the_floor() {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
-use super::{i64_at, str_at, Facts, Outcome, Plan, PolicyConfig};
+use super::{i64_at, slack_escape, str_at, Facts, Outcome, Plan, PolicyConfig};
 use crate::domain::inbound::Signal;
 use crate::domain::priority::{money, revenue_factor, urgency_factor, Factor, Priority};
 use crate::domain::values::{Urgency, Vertical};
@@ -140,10 +140,10 @@ fn payment_failed(invoice: &Value, facts: &Facts, config: &PolicyConfig) -> Vec<
             action_type: "slack.post_message",
             action: json!({
                 "channel": config.owner_slack,
-                "text": format!(
+                "text": slack_escape(&format!(
                     "Invoice {id} ({amount_text}, {who}) has failed {attempts} times. \
                      A card-update email is proposed; a personal note may save the account."
-                ),
+                )),
             }),
             reasoning: format!(
                 "The payment failed {attempts} times and {amount_text} is at stake: worth the \
@@ -233,11 +233,11 @@ fn dispute(dispute: &Value, config: &PolicyConfig) -> Vec<Outcome> {
         action_type: "slack.post_message",
         action: json!({
             "channel": config.owner_slack,
-            "text": format!(
+            "text": slack_escape(&format!(
                 "Dispute {id} on charge {charge} for {amount_text} (reason: {reason}); {due_text}. \
                  Gather the receipt, the customer's messages, proof of delivery and the refund \
                  policy, and respond in the Stripe Dashboard."
-            ),
+            )),
         }),
         reasoning: format!(
             "A customer disputed {amount_text} (reason: {reason}). Unanswered disputes are lost \
@@ -331,10 +331,10 @@ fn spend_jump(payload: &Value, facts: &Facts, config: &PolicyConfig) -> Option<O
         action_type: "slack.post_message",
         action: json!({
             "channel": config.owner_slack,
-            "text": format!(
+            "text": slack_escape(&format!(
                 "{vendor}: {mtd} so far in {month}, {percent}% over the {avg} monthly average of \
                  the last three months. Worth a look before the month closes."
-            ),
+            )),
         }),
         reasoning: format!(
             "Spend with {vendor} this month ({mtd}) is {percent}% over its trailing three-month \
@@ -375,10 +375,10 @@ fn runway(facts: &Facts, config: &PolicyConfig) -> Option<Outcome> {
         action_type: "slack.post_message",
         action: json!({
             "channel": config.owner_slack,
-            "text": format!(
+            "text": slack_escape(&format!(
                 "Runway is {months} months: {cash} in cash against {burn} of net burn a month \
                  (average of the last three months). The floor is {floor} months."
-            ),
+            )),
         }),
         reasoning: format!(
             "Cash of {cash} lasts {months} months at the trailing three-month net burn of \
