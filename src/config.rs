@@ -40,7 +40,8 @@ pub struct Config {
     /// `EXECOPS_LLM_URL` and friends: optional wording by a language model.
     pub llm: Option<LlmConfig>,
     /// `EXECOPS_SESSION_IDLE_MINUTES` (720), `EXECOPS_SESSION_MAX_HOURS` (168),
-    /// `EXECOPS_SECURE_COOKIES` (default: on unless serving on loopback).
+    /// `EXECOPS_SECURE_COOKIES` (default: on when `EXECOPS_PUBLIC_URL` is https or serving
+    /// off loopback); a secure cookie is named with the `__Host-` prefix.
     pub session: crate::web::session::SessionPolicy,
     /// Where the execution adapters send, and with which credentials.
     pub adapters: AdapterConfig,
@@ -220,7 +221,10 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let addr: SocketAddr = parse(&get, "EXECOPS_ADDR", "127.0.0.1:8080")?;
-        let secure_default = if addr.ip().is_loopback() {
+        // Secure whenever people reach it over HTTPS, or it serves anywhere but loopback.
+        let public_https = get("EXECOPS_PUBLIC_URL")
+            .is_some_and(|u| u.trim().to_ascii_lowercase().starts_with("https://"));
+        let secure_default = if addr.ip().is_loopback() && !public_https {
             "false"
         } else {
             "true"

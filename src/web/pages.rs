@@ -374,6 +374,30 @@ fn refused(refusal: Refusal) -> Response {
     response
 }
 
+/// Whether a sign-in form was posted from another site (login CSRF: signing someone into an
+/// account of the attacker's). Browsers say where a request comes from in `Sec-Fetch-Site`
+/// and `Origin`; a request with neither (a script, an old browser) is let through.
+fn from_another_site(headers: &HeaderMap, state: &AppState) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    let ours = match &state.config.public_url {
+        Some(public) => url::Url::parse(public)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default(),
+        None => text("host")
+            .map(|host| format!("http://{host}"))
+            .unwrap_or_default(),
+    };
+    !origin.eq_ignore_ascii_case(&ours)
+}
+
 pub async fn login(
     State(state): State<AppState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
@@ -390,6 +414,12 @@ pub async fn login(
     .map(|ip| ip.to_string())
     .unwrap_or_default();
     let now = state.clock.now();
+    if from_another_site(&headers, &state) {
+        return login_error(
+            StatusCode::FORBIDDEN,
+            "This sign-in was sent from another site. Open ExecOps itself and sign in there.",
+        );
+    }
     if let Err(refusal) = state.signin.admit() {
         return refused(refusal);
     }
@@ -456,7 +486,7 @@ pub async fn logout(
     if !session.check_csrf(form.csrf.as_deref().or_else(|| header_token(&headers))) {
         return csrf_refused(&session);
     }
-    match session::end(state.store.pool(), &session).await {
+    match session::end(state.store.pool(), &session, &state.config.session).await {
         Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }

@@ -18,6 +18,9 @@ use crate::auth::{token_hash, Actor};
 use crate::domain::Role;
 
 pub const COOKIE: &str = "execops_session";
+/// The cookie's name when it is `Secure`: the `__Host-` prefix makes browsers refuse it
+/// unless it came over HTTPS from this very host, for every path, with no `Domain`.
+pub const SECURE_COOKIE: &str = "__Host-execops_session";
 
 /// How long sessions live.
 #[derive(Clone, Debug)]
@@ -25,6 +28,17 @@ pub struct SessionPolicy {
     pub idle: Duration,
     pub absolute: Duration,
     pub secure_cookie: bool,
+}
+
+impl SessionPolicy {
+    /// The session cookie's name under this policy.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure_cookie {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
+    }
 }
 
 /// A signed-in person, from the session cookie.
@@ -72,23 +86,30 @@ pub async fn start(
     .execute(pool)
     .await?;
     Ok(format!(
-        "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        "{}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        policy.cookie_name(),
         policy.absolute.as_secs(),
         if policy.secure_cookie { "; Secure" } else { "" }
     ))
 }
 
-pub async fn end(pool: &PgPool, session: &Session) -> Result<String, sqlx::Error> {
+pub async fn end(
+    pool: &PgPool,
+    session: &Session,
+    policy: &SessionPolicy,
+) -> Result<String, sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
         .bind(&session.id_hash)
         .execute(pool)
         .await?;
     Ok(format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        policy.cookie_name(),
+        if policy.secure_cookie { "; Secure" } else { "" }
     ))
 }
 
-fn cookie(parts: &Parts) -> Option<String> {
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
     parts
         .headers
         .get_all(header::COOKIE)
@@ -96,13 +117,13 @@ fn cookie(parts: &Parts) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_string())
 }
 
 /// The session of a request, if it has a live one; touching it extends the idle expiry.
 pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>, sqlx::Error> {
-    let Some(secret) = cookie(parts) else {
+    let Some(secret) = cookie(parts, state.config.session.cookie_name()) else {
         return Ok(None);
     };
     let idle = state.config.session.idle.as_secs() as f64;

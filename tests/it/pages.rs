@@ -626,3 +626,68 @@ async fn a_session_ends_at_its_absolute_limit_however_active() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sign_in_posted_from_another_site_is_refused() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let ours = format!("http://{}", app.addr);
+    for (headers, expected) in [
+        (vec![("sec-fetch-site", "cross-site")], 403),
+        (vec![("sec-fetch-site", "same-site")], 403),
+        (vec![("origin", "https://evil.example")], 403),
+        (vec![("origin", "null")], 403),
+        (
+            vec![("sec-fetch-site", "same-origin"), ("origin", ours.as_str())],
+            303,
+        ),
+        (vec![("sec-fetch-site", "none")], 303),
+        (vec![], 303),
+    ] {
+        let mut request = browser()
+            .post(app.url("/login"))
+            .form(&[("email", "approver@example.com"), ("password", PASSWORD)]);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("an answer");
+        assert_eq!(response.status().as_u16(), expected, "{headers:?}");
+        if expected == 403 {
+            let html = response.text().await.unwrap_or_default();
+            assert!(html.contains("sent from another site"), "{html}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_https_the_session_cookie_is_secure_and_host_prefixed() {
+    let mut pairs: Vec<(&str, &str)> = crate::webhooks::SECRETS.to_vec();
+    pairs.push(("EXECOPS_PUBLIC_URL", "https://execops.example.com"));
+    let app = TestApp::spawn_with(crate::common::config(&pairs)).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let response = browser()
+        .post(app.url("/login"))
+        .header("origin", "https://execops.example.com")
+        .form(&[("email", "approver@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 303);
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .to_string();
+    assert!(set.starts_with("__Host-execops_session="), "{set}");
+    assert!(
+        set.contains("; Secure") && set.contains("Path=/") && !set.contains("Domain"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().expect("name=value").to_string();
+    let (status, _, _) = page(&app, Some(&cookie), "/inbox").await;
+    assert_eq!(status, 200, "the prefixed cookie signs the person in");
+    let plain = cookie.replacen("__Host-", "", 1);
+    let (status, _, _) = page(&app, Some(&plain), "/inbox").await;
+    assert_eq!(status, 303, "the unprefixed name is not read");
+    app.stop().await;
+}
