@@ -46,6 +46,12 @@ impl App {
             ?disabled,
             "webhook sources (a disabled one has no secret set)"
         );
+        if config.webhooks.hubspot.is_some() && config.public_url.is_none() {
+            tracing::warn!(
+                "HubSpot webhooks are disabled: HubSpot signs the full URL it called, so \
+                 EXECOPS_PUBLIC_URL must say what that URL is"
+            );
+        }
         let mut tasks = JoinSet::new();
         // Requests use `pool`; everything that runs in the background (subscriptions, the
         // executor, their commands) uses a pool of its own and one shared listener, so that

@@ -42,6 +42,10 @@ pub fn with_demo_secrets(mut config: Config) -> Config {
             SecretString::from(format!("whsec_{key}")),
         )]);
     }
+    // HubSpot's signatures cover the URL it called: in the demo, the local one.
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{}", config.addr));
+    }
     config
 }
 

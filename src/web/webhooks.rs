@@ -302,18 +302,17 @@ pub async fn hubspot(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let secret = secret(&state, "hubspot", "HUBSPOT_CLIENT_SECRET")?;
+    // HubSpot signs the whole URL it called. Rebuilt from the request's `Host`, that URL
+    // would be whatever the sender says it is, so only the configured one is trusted.
+    let Some(base) = &state.config.public_url else {
+        return Err(ApiError::SourceDisabled {
+            source: "hubspot".into(),
+            setting: "EXECOPS_PUBLIC_URL (HubSpot signs the full URL it called)".into(),
+        });
+    };
     let body = read_body(body, state.config.webhook_max_body_bytes).await?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let called = match &state.config.public_url {
-        Some(base) => format!("{base}{path}"),
-        None => {
-            let host = headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default();
-            format!("http://{host}{path}")
-        }
-    };
+    let called = format!("{base}{path}");
     let ingested = hubspot::verify(
         secret,
         method.as_str(),

@@ -25,9 +25,13 @@ pub const SECRETS: [(&str, &str); 6] = [
 
 const LIMIT: usize = 256 * 1024;
 
+/// The address senders are told to call: HubSpot signs it.
+pub const PUBLIC_URL: &str = "http://execops.test";
+
 pub fn configured() -> Config {
     let mut pairs: Vec<(&str, &str)> = SECRETS.to_vec();
     pairs.push(("EXECOPS_WEBHOOK_MAX_BODY_BYTES", "262144"));
+    pairs.push(("EXECOPS_PUBLIC_URL", PUBLIC_URL));
     config(&pairs)
 }
 
@@ -634,4 +638,51 @@ async fn webhooks_get_503_while_postgres_is_down_and_200_once_it_is_back() {
     app.stop().await;
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn hubspot_is_verified_only_against_the_public_url_never_the_host_a_request_names() {
+    // Without EXECOPS_PUBLIC_URL the sender is disabled, signature or not.
+    let mut pairs: Vec<(&str, &str)> = SECRETS.to_vec();
+    pairs.push(("EXECOPS_WEBHOOK_MAX_BODY_BYTES", "262144"));
+    let app = TestApp::spawn_with(config(&pairs)).await;
+    let body = std::fs::read(fixture("hubspot/contact.creation.json")).expect("fixture");
+    let mut spoofed = configured();
+    spoofed.public_url = Some(format!("http://{}", app.addr));
+    let delivery = sign(
+        &Sender::HubSpot,
+        body.clone(),
+        &spoofed,
+        &base(&app),
+        Utc::now(),
+    )
+    .expect("signs");
+    let (status, answer) = post(&app, &delivery).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "source_disabled");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("EXECOPS_PUBLIC_URL"),
+        "{answer}"
+    );
+    app.stop().await;
+
+    // With it, a delivery signed for the host the request names is refused.
+    let app = TestApp::spawn_with(configured()).await;
+    let (status, answer) = post(&app, &delivery).await;
+    assert_eq!(status, 401, "{answer}");
+    let genuine = sign(
+        &Sender::HubSpot,
+        body,
+        &configured(),
+        &base(&app),
+        Utc::now(),
+    )
+    .expect("signs");
+    let (status, answer) = post(&app, &genuine).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(events(&app).await, 1);
+    app.stop().await;
 }
