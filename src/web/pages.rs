@@ -387,15 +387,26 @@ fn from_another_site(headers: &HeaderMap, state: &AppState) -> bool {
     let Some(origin) = text("origin") else {
         return false;
     };
-    let ours = match &state.config.public_url {
-        Some(public) => url::Url::parse(public)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default(),
-        None => text("host")
-            .map(|host| format!("http://{host}"))
-            .unwrap_or_default(),
-    };
-    !origin.eq_ignore_ascii_case(&ours)
+    // Ours: the public URL's origin, or the host the browser addressed (a browser sets
+    // `Host` itself, so another site cannot choose it).
+    let public = state
+        .config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin().ascii_serialization());
+    let host_of_origin = url::Url::parse(origin).ok().and_then(|u| {
+        let host = u.host_str()?.to_string();
+        Some(match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    });
+    let same_host = host_of_origin
+        .zip(text("host"))
+        .is_some_and(|(origin, host)| origin.eq_ignore_ascii_case(host));
+    let same_public = public.is_some_and(|p| p.eq_ignore_ascii_case(origin));
+    !(same_host || same_public)
 }
 
 pub async fn login(
