@@ -55,6 +55,7 @@ async fn draft_and_approve(store: &Store, name: &str) -> anyhow::Result<String> 
         comment: None,
         payload_hash: payload_hash(&action),
         identities: vec![],
+        at: Some(chrono::Utc::now()),
     };
     store
         .proposal(&id, ProposalCommand::Approve(decision), HashMap::new())

@@ -297,6 +297,7 @@ impl History {
             comment: Some("go".into()),
             payload_hash: hash,
             identities: vec![],
+            at: Some(chrono::Utc::now()),
         };
         match n % 10 {
             0..=6 => {

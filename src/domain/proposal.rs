@@ -67,6 +67,11 @@ pub struct Decision {
     /// before the command, so a proposal they requested under any of them is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identities: Vec<String>,
+    /// When the decision is made: the command carries it so that the aggregate itself
+    /// refuses a decision past the proposal's expiry, whoever settled it or not. The event's
+    /// own time is its `recorded_at`, so this is not stored.
+    #[serde(skip)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl Decision {
@@ -371,6 +376,10 @@ pub enum ProposalError {
     NoFurtherEscalation,
     #[error("the action shown is not the action drafted; reload it and decide again")]
     PayloadChanged,
+    #[error("the proposal expired at {0}; nothing was decided")]
+    PastExpiry(DateTime<Utc>),
+    #[error("a decision must say when it is made")]
+    NoDecisionTime,
     #[error("the proposal is {0} and has no approval to execute")]
     NotApproved(Status),
     #[error("the proposal is {0} and cannot start an execution")]
@@ -521,6 +530,15 @@ impl Proposal {
         }
     }
 
+    /// A decision is made before the proposal's expiry, by the decision's own time.
+    fn check_in_time(&self, decision: &Decision) -> Result<(), ProposalError> {
+        let at = decision.at.ok_or(ProposalError::NoDecisionTime)?;
+        match self.terms.expires_at {
+            Some(end) if at >= end => Err(ProposalError::PastExpiry(end)),
+            _ => Ok(()),
+        }
+    }
+
     fn check_decider(&self, decision: &Decision) -> Result<(), ProposalError> {
         if !decision.role.may_decide() {
             return Err(ProposalError::RoleMayNotDecide(decision.role));
@@ -594,6 +612,7 @@ impl Proposal {
             }
             C::Approve(decision) => {
                 self.check_decider(&decision)?;
+                self.check_in_time(&decision)?;
                 if self.requested_by.as_deref().is_some_and(|r| decision.is(r)) {
                     return Err(ProposalError::SelfApproval);
                 }
@@ -610,6 +629,7 @@ impl Proposal {
             }
             C::Reject { decision, reason } => {
                 self.check_decider(&decision)?;
+                self.check_in_time(&decision)?;
                 if decision.payload_hash != self.payload_hash {
                     return Err(ProposalError::PayloadChanged);
                 }

@@ -1642,6 +1642,7 @@ mod tests {
             comment: Some("go".into()),
             payload_hash: "h".into(),
             identities: vec!["slack:U1".into()],
+            at: Some(chrono::Utc::now()),
         };
         let draft = ProposalDraft {
             id: crate::domain::ProposalId::derive("stripe:evt_1", "rule"),

@@ -431,6 +431,7 @@ pub async fn decide(
         comment: request.comment,
         payload_hash: request.shown_hash.unwrap_or(proposal.payload_hash),
         identities,
+        at: Some(state.clock.now()),
     };
     let command = if request.approve {
         ProposalCommand::Approve(decision)
@@ -455,12 +456,12 @@ pub async fn decide(
                 code: "payload_changed",
                 message: e.to_string(),
             },
-            CommandError::Refused(ProposalError::NotPending(Status::Expired)) => {
-                ApiError::Conflict {
-                    code: "expired",
-                    message: "the proposal expired undecided; nothing was decided".into(),
-                }
-            }
+            CommandError::Refused(
+                ProposalError::NotPending(Status::Expired) | ProposalError::PastExpiry(_),
+            ) => ApiError::Conflict {
+                code: "expired",
+                message: "the proposal expired undecided; nothing was decided".into(),
+            },
             CommandError::Refused(e @ ProposalError::NotPending(_)) => ApiError::Conflict {
                 code: "already_decided",
                 message: e.to_string(),

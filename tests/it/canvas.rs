@@ -120,6 +120,7 @@ fn decision() -> Decision {
         comment: None,
         payload_hash: "h".into(),
         identities: vec![],
+        at: Some(chrono::Utc::now()),
     }
 }
 

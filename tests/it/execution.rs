@@ -730,6 +730,7 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
             comment: None,
             payload_hash: payload_hash(&action),
             identities: vec![],
+            at: Some(chrono::Utc::now()),
         };
         for command in [
             ProposalCommand::Draft(draft),
@@ -937,6 +938,7 @@ async fn an_uncertain_execution_is_marked_done_or_retried_by_a_person() {
                 comment: None,
                 payload_hash: execops::domain::payload_hash(&slack_post("#a", name)),
                 identities: vec![],
+                at: Some(chrono::Utc::now()),
             }),
             ProposalCommand::StartExecution,
             ProposalCommand::RecordUncertain {

@@ -382,6 +382,7 @@ async fn an_action_type_people_keep_rejecting_is_disabled_and_can_be_enabled_aga
             comment: None,
             payload_hash: payload_hash(&action),
             identities: vec![],
+            at: Some(chrono::Utc::now()),
         };
         app.store
             .proposal(

@@ -447,6 +447,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
             comment: None,
             payload_hash: payload_hash(action),
             identities: vec![],
+            at: Some(chrono::Utc::now()),
         };
         store
             .proposal(id, ProposalCommand::Approve(decision), Default::default())

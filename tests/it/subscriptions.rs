@@ -204,6 +204,7 @@ async fn run_lifecycle(store: &Store, writer: usize, n: usize) {
             comment: None,
             payload_hash: hash,
             identities: vec![],
+            at: Some(chrono::Utc::now()),
         }),
         ProposalCommand::StartExecution,
         ProposalCommand::RecordSuccess {

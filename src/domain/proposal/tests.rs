@@ -41,6 +41,7 @@ fn decision(actor: &str, role: Role) -> Decision {
         comment: Some("go".into()),
         payload_hash: hash(),
         identities: vec![],
+        at: Some(at()),
     }
 }
 
@@ -1136,4 +1137,35 @@ fn new_events_keep_the_json_shape_others_read() {
     let back: ProposalEvent = serde_json::from_value(old)
         .unwrap_or_else(|e| panic!("an old draft does not read back: {e}"));
     assert_eq!(back, drafted());
+}
+
+#[test]
+fn a_decision_past_the_expiry_is_refused_by_the_proposal_itself() {
+    let late = Decision {
+        at: Some(hours(10)),
+        ..approver()
+    };
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Approve(late.clone()))
+        .then_expect_error(ProposalError::PastExpiry(hours(10)));
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(rejection(late))
+        .then_expect_error(ProposalError::PastExpiry(hours(10)));
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Approve(Decision {
+            at: None,
+            ..approver()
+        }))
+        .then_expect_error(ProposalError::NoDecisionTime);
+    let in_time = Decision {
+        at: Some(hours(9)),
+        ..approver()
+    };
+    Framework::with(())
+        .given(vec![ladder()])
+        .when(ProposalCommand::Approve(in_time.clone()))
+        .then_expect_events(vec![ProposalEvent::Approved(in_time)]);
 }
