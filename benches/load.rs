@@ -251,16 +251,15 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                if let Some(id) = body["items"]
-                    .as_array()
-                    .and_then(|items| items.first())
-                    .and_then(|p| p["id"].as_str())
+                let first = body["items"].as_array().and_then(|items| items.first());
+                if let Some((id, hash)) =
+                    first.and_then(|p| Some((p["id"].as_str()?, p["payload_hash"].as_str()?)))
                 {
                     let started = Instant::now();
                     let result = client
                         .post(format!("{base}/api/v1/proposals/{id}/approve"))
                         .bearer_auth(&token)
-                        .json(&serde_json::json!({"comment": "load"}))
+                        .json(&serde_json::json!({"comment": "load", "payload_hash": hash}))
                         .send()
                         .await;
                     note(

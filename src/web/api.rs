@@ -328,13 +328,18 @@ pub async fn get(
     }))
 }
 
-/// A decision's body; every field may be left out, but a rejection needs its `reason`.
+/// A decision's body. An approval needs the `payload_hash` the caller was shown (from
+/// `GET /api/v1/proposals/{id}`), so that it binds exactly that action; a rejection needs
+/// its `reason`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     comment: Option<String>,
     reason: Option<String>,
-    /// The hash of the payload the person was shown; defaults to the current one.
+    /// The hash of the action the person was shown, from `GET /api/v1/proposals/{id}`.
+    /// Required to approve (400 `missing_payload_hash` without it; 409 `payload_changed`
+    /// when the action has changed since). A rejection without it rejects the current one.
+    #[schema(example = "9b74c9897bac770ffc029102a200c5de1c3a2e43ea70d1a0f7d7bb32cba6f8f7")]
     payload_hash: Option<String>,
 }
 
@@ -511,12 +516,24 @@ pub async fn approve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<DecisionResult>, ApiError> {
+    // Who may not decide hears so before what their request lacks.
+    actor.may(Permission::Decide)?;
     let body = parse_body(&body)?;
+    let shown = body
+        .payload_hash
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "missing_payload_hash",
+            message: format!(
+                "an approval binds the action you were shown: send its payload_hash, as \
+                 GET /api/v1/proposals/{id} gives it"
+            ),
+        })?;
     let request = DecisionRequest {
         approve: true,
         comment: body.comment,
         reason: None,
-        shown_hash: body.payload_hash,
+        shown_hash: Some(shown),
         metadata: request_metadata(&headers),
     };
     let outcome = decide(&state, &actor, &id, request).await?;

@@ -8,7 +8,7 @@ use execops::domain::user::{Email, UserCommand};
 use execops::domain::Role;
 use serde_json::Value;
 
-use crate::common::{eventually, TestApp};
+use crate::common::{count, eventually, TestApp};
 use crate::policies::settle;
 use crate::webhooks::{configured, post, send_fixture};
 
@@ -81,6 +81,15 @@ async fn call(
 }
 
 /// A pending proposal to decide on: the card-update email of the failed-payment fixture.
+/// The `payload_hash` of the action proposal `id` shows now: what an approval must send.
+pub async fn shown(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT payload_hash FROM proposal_summaries WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("a proposal")
+}
+
 async fn pending_proposal(app: &TestApp) -> String {
     send_fixture(app, "stripe/invoice.payment_failed.json").await;
     settle(app).await;
@@ -161,7 +170,7 @@ async fn each_role_may_do_what_it_may_and_nothing_more() {
         "POST",
         &format!("/api/v1/proposals/{id}/approve"),
         Some(&approver),
-        Some(serde_json::json!({"comment": "go"})),
+        Some(serde_json::json!({"comment": "go", "payload_hash": shown(&app, &id).await})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -170,7 +179,7 @@ async fn each_role_may_do_what_it_may_and_nothing_more() {
         "POST",
         &format!("/api/v1/proposals/{id}/approve"),
         Some(&approver),
-        None,
+        Some(serde_json::json!({"payload_hash": shown(&app, &id).await})),
     )
     .await;
     assert_eq!(
@@ -212,9 +221,10 @@ async fn fifty_concurrent_decisions_on_one_proposal_record_exactly_one() {
     let app = std::sync::Arc::new(TestApp::spawn_with(configured()).await);
     let id = pending_proposal(&app).await;
     let token = person(&app, "approver@example.com", Role::Approver).await;
+    let hash = shown(&app, &id).await;
     let mut calls = Vec::new();
     for n in 0..50 {
-        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        let (app, token, id, hash) = (app.clone(), token.clone(), id.clone(), hash.clone());
         calls.push(tokio::spawn(async move {
             let action = if n % 2 == 0 { "approve" } else { "reject" };
             call(
@@ -222,7 +232,9 @@ async fn fifty_concurrent_decisions_on_one_proposal_record_exactly_one() {
                 "POST",
                 &format!("/api/v1/proposals/{id}/{action}"),
                 Some(&token),
-                Some(serde_json::json!({"reason": "race", "comment": "race"})),
+                Some(
+                    serde_json::json!({"reason": "race", "comment": "race", "payload_hash": hash}),
+                ),
             )
             .await
             .0
@@ -475,7 +487,7 @@ async fn the_audit_api_lists_decisions_newest_first_and_refuses_the_anonymous() 
         "POST",
         &format!("/api/v1/proposals/{id}/approve"),
         Some(&token),
-        None,
+        Some(serde_json::json!({"payload_hash": shown(&app, &id).await})),
     )
     .await;
     assert_eq!(status, 200);
@@ -591,5 +603,69 @@ async fn page_numbers_past_the_bounds_are_refused_in_words_not_with_a_500() {
             );
         }
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_approval_binds_the_payload_hash_the_caller_saw() {
+    let app = TestApp::spawn_with(configured()).await;
+    let id = pending_proposal(&app).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    let path = format!("/api/v1/proposals/{id}/approve");
+    let (_, got) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/proposals/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    let hash = got["payload_hash"]
+        .as_str()
+        .expect("the proposal shows its hash")
+        .to_string();
+    for (body, status, code) in [
+        (None, 400, "missing_payload_hash"),
+        (
+            Some(serde_json::json!({"comment": "go"})),
+            400,
+            "missing_payload_hash",
+        ),
+        (
+            Some(serde_json::json!({"payload_hash": ""})),
+            400,
+            "missing_payload_hash",
+        ),
+        (
+            Some(serde_json::json!({"payload_hash": "0".repeat(64)})),
+            409,
+            "payload_changed",
+        ),
+    ] {
+        let (got_status, answer) = call(&app, "POST", &path, Some(&token), body.clone()).await;
+        assert_eq!(
+            (got_status, answer["error"].as_str()),
+            (status, Some(code)),
+            "{body:?}"
+        );
+    }
+    assert_eq!(
+        count(
+            app.store.pool(),
+            "SELECT count(*) FROM events WHERE event_type IN ('Approved', 'ApprovalAdded')"
+        )
+        .await,
+        0,
+        "nothing was approved blind"
+    );
+    let (status, answer) = call(
+        &app,
+        "POST",
+        &path,
+        Some(&token),
+        Some(serde_json::json!({"payload_hash": hash})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
     app.stop().await;
 }

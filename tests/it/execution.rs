@@ -230,7 +230,7 @@ pub async fn approve(app: &TestApp, token: &str, id: &str) {
         .client
         .post(app.url(&format!("/api/v1/proposals/{id}/approve")))
         .bearer_auth(token)
-        .json(&json!({"comment": "go"}))
+        .json(&json!({"comment": "go", "payload_hash": crate::api::shown(app, id).await}))
         .send()
         .await
         .expect("the server answers");

@@ -300,7 +300,7 @@ async fn approving_on_the_page_and_through_the_api_records_the_same_event() {
         .client
         .post(app.url(&format!("/api/v1/proposals/{api_id}/approve")))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"comment": "yes"}))
+        .json(&serde_json::json!({"comment": "yes", "payload_hash": crate::api::shown(&app, api_id).await}))
         .send()
         .await
         .expect("an answer");

@@ -44,7 +44,7 @@ async fn approve(app: &TestApp, token: &str, id: &str) -> (u16, Value) {
         "POST",
         &format!("/api/v1/proposals/{id}/approve"),
         token,
-        Some(json!({"comment": "go"})),
+        Some(json!({"comment": "go", "payload_hash": crate::api::shown(app, id).await})),
     )
     .await
 }
