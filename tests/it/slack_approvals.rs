@@ -1398,7 +1398,7 @@ async fn the_member_who_set_a_proposal_off_may_not_approve_it_by_click_or_by_ema
             world.app.addr
         ))
         .bearer_auth(token)
-        .json(&json!({}))
+        .json(&json!({"payload_hash": crate::api::shown(&world.app, &id).await}))
         .send()
         .await
         .expect("sent");
