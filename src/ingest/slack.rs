@@ -48,7 +48,8 @@ pub fn verify_event(
     now: DateTime<Utc>,
 ) -> Result<Ingested, IngestError> {
     verify_signature(secret, headers, body, now)?;
-    let payload = json(body)?;
+    let mut payload = json(body)?;
+    without_token(&mut payload);
     let kind = required(&payload, "type")?;
     if kind == "url_verification" {
         let challenge = required(&payload, "challenge")?;
@@ -75,6 +76,14 @@ pub fn verify_event(
     }]))
 }
 
+/// Drops Slack's legacy verification `token`, which every request carries: a credential
+/// that is never stored (the signing secret is what ExecOps checks).
+fn without_token(payload: &mut Value) {
+    if let Some(object) = payload.as_object_mut() {
+        object.remove("token");
+    }
+}
+
 fn form(body: &[u8]) -> Result<Map<String, Value>, IngestError> {
     utf8(body)?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
@@ -93,7 +102,8 @@ pub fn verify_command(
     now: DateTime<Utc>,
 ) -> Result<Ingested, IngestError> {
     verify_signature(secret, headers, body, now)?;
-    let fields = form(body)?;
+    let mut fields = form(body)?;
+    fields.remove("token");
     let external_id = required_str(&fields, "trigger_id")?.to_string();
     if !fields.contains_key("command") {
         return Err(IngestError::MissingField("command"));
@@ -117,8 +127,9 @@ pub fn verify_interaction(
     verify_signature(secret, headers, body, now)?;
     let fields = form(body)?;
     let raw = required_str(&fields, "payload")?;
-    let payload: Value =
+    let mut payload: Value =
         serde_json::from_str(raw).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
+    without_token(&mut payload);
     let kind = required(&payload, "type")?;
     let external_id = payload
         .get("trigger_id")
@@ -323,6 +334,47 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slacks_verification_token_is_never_kept_from_any_request() {
+        let now = Utc::now();
+        let interaction = serde_json::json!({
+            "type": "block_actions", "token": "legacy-verification-token", "trigger_id": "t1",
+        });
+        let bodies: [(Verify, String); 3] = [
+            (
+                verify_event,
+                r#"{"type":"event_callback","token":"legacy-verification-token","event_id":"Ev1","event":{"type":"app_mention"}}"#.into(),
+            ),
+            (
+                verify_command,
+                "token=legacy-verification-token&command=%2Fexecops&text=&trigger_id=t1".into(),
+            ),
+            (
+                verify_interaction,
+                serde_urlencoded::to_string([("payload", interaction.to_string())])
+                    .expect("a form"),
+            ),
+        ];
+        for (verify, body) in bodies {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                SIGNATURE,
+                sign("secret", now.timestamp(), body.as_bytes())
+                    .parse()
+                    .expect("a header"),
+            );
+            headers.insert(TIMESTAMP, now.timestamp().into());
+            let Ok(Ingested::Signals(signals)) = verify("secret", &headers, body.as_bytes(), now)
+            else {
+                panic!("{body} was not taken");
+            };
+            let stored = signals[0].payload.to_string();
+            assert!(!stored.contains("legacy-verification-token"), "{stored}");
+        }
+    }
+
+    type Verify = fn(&str, &HeaderMap, &[u8], DateTime<Utc>) -> Result<Ingested, IngestError>;
 
     const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const ID: &str = "6f1c2d4e-9a3b-4c5d-8e7f-0a1b2c3d4e5f";
