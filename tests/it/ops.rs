@@ -329,17 +329,20 @@ async fn request_logs_name_the_route_template_never_the_path_a_client_sent() {
         format!("/no/such/{secret}"),
         format!("/api/v1/proposals/{secret}"),
     ];
+    let visit = || async {
+        for path in &paths {
+            let _ = app
+                .client
+                .get(app.url(path))
+                .send()
+                .await
+                .expect("an answer");
+        }
+    };
     // Once before listening, so that every log statement on the way is registered: tracing
     // works out who listens to a statement when it is first met, and other tests' threads
     // meet the same statements at the same time.
-    for path in &paths {
-        let _ = app
-            .client
-            .get(app.url(path))
-            .send()
-            .await
-            .expect("an answer");
-    }
+    visit().await;
     let captured = Captured::default();
     let writer = captured.clone();
     // The test's runtime runs the server on this thread, so its logs come here.
@@ -350,14 +353,7 @@ async fn request_logs_name_the_route_template_never_the_path_a_client_sent() {
             .with_writer(move || writer.clone())
             .finish(),
     );
-    for path in &paths {
-        let _ = app
-            .client
-            .get(app.url(path))
-            .send()
-            .await
-            .expect("an answer");
-    }
+    visit().await;
     drop(logs);
     app.stop().await;
     let text = String::from_utf8_lossy(&captured.0.lock().expect("the logs")).to_string();
