@@ -271,6 +271,50 @@ pub(crate) fn field<'a>(action: &'a Value, name: &str) -> Result<&'a str, Adapte
 
 pub(crate) const REDACTED: &str = "[redacted]";
 
+/// A header or query parameter that carries a credential, by its name.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "signature",
+        "token",
+        "secret",
+        "key",
+        "password",
+        "sig",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+        // An idempotency key names the request; it opens nothing.
+        && !name.contains("idempotency")
+}
+
+/// `url` with its password and any secret query parameter replaced by `[redacted]`.
+fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(REDACTED));
+    }
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(name, value)| {
+            let value = if is_secret_name(&name) {
+                REDACTED.to_string()
+            } else {
+                value.into_owned()
+            };
+            (name.into_owned(), value)
+        })
+        .collect();
+    if !pairs.is_empty() {
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// The error of an adapter whose credential or target is not configured, naming the setting
 /// so the person reading it knows what to set.
 pub(crate) fn not_set(setting: &str, consequence: &str) -> AdapterError {
@@ -327,11 +371,21 @@ impl HttpRequest {
         self
     }
 
+    /// The request as a reviewer may see it: never a usable credential. Signatures, tokens
+    /// and keys in headers, a password in the URL and secrets in its query are redacted, so
+    /// a viewer cannot replay a previewed delivery at its receiver.
     pub fn preview(&self) -> RequestPreview {
         let mut headers: BTreeMap<String, String> = self
             .headers
             .iter()
-            .map(|(name, value)| (name.to_string(), value.clone()))
+            .map(|(name, value)| {
+                let value = if is_secret_name(name) {
+                    REDACTED.to_string()
+                } else {
+                    value.clone()
+                };
+                (name.to_string(), value)
+            })
             .collect();
         if self.bearer.is_some() {
             headers.insert("Authorization".into(), format!("Bearer {REDACTED}"));
@@ -344,7 +398,7 @@ impl HttpRequest {
         };
         RequestPreview {
             method: self.method.to_string(),
-            url: self.url.clone(),
+            url: redacted_url(&self.url),
             headers,
             body,
         }
@@ -378,5 +432,44 @@ impl HttpRequest {
             headers,
             text,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_holds_no_usable_credential() {
+        let request = HttpRequest {
+            method: reqwest::Method::POST,
+            url: "https://user:hunter2@hooks.example/in?access_token=abc123&team=ops&sig=f00"
+                .into(),
+            headers: vec![
+                ("webhook-id", "msg_1".into()),
+                ("webhook-signature", "v1,c2lnbmF0dXJl".into()),
+                ("X-Api-Key", "key-123".into()),
+                ("Idempotency-Key", "prop-1".into()),
+                ("Content-Type", "application/json".into()),
+            ],
+            bearer: Some(secrecy::SecretString::from("sk_live_1")),
+            body: b"{}".to_vec(),
+        };
+        let preview = request.preview();
+        let shown = serde_json::to_string(&preview).expect("serialises");
+        for secret in [
+            "hunter2",
+            "abc123",
+            "f00",
+            "c2lnbmF0dXJl",
+            "key-123",
+            "sk_live_1",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(preview.headers["webhook-id"], "msg_1");
+        assert_eq!(preview.headers["Idempotency-Key"], "prop-1");
+        assert_eq!(preview.headers["Content-Type"], "application/json");
+        assert!(preview.url.contains("team=ops"), "{}", preview.url);
     }
 }

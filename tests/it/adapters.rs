@@ -1032,19 +1032,8 @@ async fn an_outbound_webhook_is_signed_so_execops_own_verifier_accepts_it() {
     assert_eq!(preview.headers["Content-Type"], "application/json");
     assert_eq!(preview.body["type"], body["type"]);
     assert_eq!(preview.body["data"], body["data"]);
-    // The preview is signed for the moment it was made: a valid delivery in itself.
-    let previewed_at = preview.headers["webhook-timestamp"]
-        .parse::<i64>()
-        .expect("unix seconds");
-    assert_eq!(
-        preview.headers["webhook-signature"],
-        standard::sign(
-            &outbound_key(),
-            KEY,
-            previewed_at,
-            preview.body.to_string().as_bytes()
-        )
-    );
+    // A valid signature would let a viewer replay the preview at the receiver.
+    assert_eq!(preview.headers["webhook-signature"], "[redacted]");
     let shown = serde_json::to_string(preview).expect("serialises");
     assert!(!shown.contains(OUTBOUND_SECRET.trim_start_matches("whsec_")));
     assert!(adapters.dedupes("webhook.post"));
