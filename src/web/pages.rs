@@ -431,11 +431,13 @@ pub async fn login(
             "This sign-in was sent from another site. Open ExecOps itself and sign in there.",
         );
     }
-    if let Err(refusal) = state.signin.admit() {
-        return refused(refusal);
-    }
     let result = async {
         if let Err(refusal) = state.signin.throttled(pool, &email, &client, now).await? {
+            return Ok(refused(refusal));
+        }
+        // Only an attempt that would reach a password check counts against the instance's
+        // ceiling: a flood that is already throttled cannot spend everyone's budget.
+        if let Err(refusal) = state.signin.admit() {
             return Ok(refused(refusal));
         }
         let turn = match state.signin.turn().await {
