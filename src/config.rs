@@ -89,6 +89,9 @@ pub struct Limits {
     /// `EXECOPS_SIGNIN_FAILURES` (5): failed sign-ins of one email from one address before
     /// that pair waits, doubling each time (up to 15 minutes).
     pub signin_failures: u32,
+    /// `EXECOPS_SIGNIN_ADDRESS_FAILURES` (30): failed sign-ins from one address, whatever
+    /// the email, before that address waits, doubling each time (up to 15 minutes).
+    pub signin_address_failures: u32,
     /// `EXECOPS_SIGNIN_PER_MINUTE` (600): sign-in attempts per minute this instance takes in
     /// all; past it, 429.
     pub signin_per_minute: u32,
@@ -119,6 +122,8 @@ impl Limits {
             .max(1),
             password_wait: Duration::from_millis(parse(get, "EXECOPS_PASSWORD_WAIT_MS", "2000")?),
             signin_failures: parse::<u32>(get, "EXECOPS_SIGNIN_FAILURES", "5")?.max(1),
+            signin_address_failures: parse::<u32>(get, "EXECOPS_SIGNIN_ADDRESS_FAILURES", "30")?
+                .max(1),
             signin_per_minute: parse::<u32>(get, "EXECOPS_SIGNIN_PER_MINUTE", "600")?.max(1),
             client_connections: parse::<usize>(get, "EXECOPS_MAX_CLIENT_CONNECTIONS", "1024")?
                 .max(1),

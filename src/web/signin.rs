@@ -5,6 +5,9 @@
 //! - failures are counted per (client address, email): past `EXECOPS_SIGNIN_FAILURES` in
 //!   15 minutes that pair waits, twice as long after each further failure (up to 15
 //!   minutes), while the email's owner signs in from anywhere else;
+//! - failures are counted per client address too: past `EXECOPS_SIGNIN_ADDRESS_FAILURES` in
+//!   15 minutes, whatever the emails, that address waits the same way, so one address
+//!   cannot spend the password checks on made-up emails;
 //! - at most `EXECOPS_SIGNIN_PER_MINUTE` attempts a minute on this instance in all.
 //!
 //! The client address is the peer's, or, for a peer named in `EXECOPS_TRUSTED_PROXIES`, the
@@ -30,6 +33,7 @@ pub struct SignInGate {
     checks: Arc<Semaphore>,
     wait: Duration,
     failures: u32,
+    address_failures: u32,
     per_minute: u32,
     minute: Arc<Mutex<(Instant, u32)>>,
 }
@@ -37,7 +41,7 @@ pub struct SignInGate {
 /// Why a sign-in is not tried now, and when it may be.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// Too many failures from this address for this email (429).
+    /// Too many failures from this address, for this email or in all (429).
     Throttled { retry_after: Duration },
     /// Too many sign-ins on this instance this minute (429).
     Busy { retry_after: Duration },
@@ -51,6 +55,7 @@ impl SignInGate {
             checks: Arc::new(Semaphore::new(limits.password_checks)),
             wait: limits.password_wait,
             failures: limits.signin_failures,
+            address_failures: limits.signin_address_failures,
             per_minute: limits.signin_per_minute,
             minute: Arc::new(Mutex::new((Instant::now(), 0))),
         }
@@ -85,7 +90,8 @@ impl SignInGate {
         }
     }
 
-    /// Whether `client` must wait before trying `email` again, from its recent failures.
+    /// Whether `client` must wait before trying `email` again, from its recent failures
+    /// with that email and with any.
     pub async fn throttled(
         &self,
         pool: &PgPool,
@@ -93,25 +99,35 @@ impl SignInGate {
         client: &str,
         now: DateTime<Utc>,
     ) -> Result<Result<(), Refusal>, sqlx::Error> {
-        let (failures, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*), max(failed_at) FROM login_failures \
-             WHERE email = $1 AND client = $2 AND failed_at > $3",
+        let (with_email, last_with_email, in_all, last): (
+            i64,
+            Option<DateTime<Utc>>,
+            i64,
+            Option<DateTime<Utc>>,
+        ) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE email = $1), max(failed_at) FILTER (WHERE email = $1), \
+                    count(*), max(failed_at) \
+             FROM login_failures WHERE client = $2 AND failed_at > $3",
         )
         .bind(email)
         .bind(client)
         .bind(now - chrono::Duration::from_std(WINDOW).unwrap_or_default())
         .fetch_one(pool)
         .await?;
-        Ok(match (backoff(failures, self.failures), last) {
-            (Some(wait), Some(last)) => {
-                let until = last + chrono::Duration::from_std(wait).unwrap_or_default();
-                match (until - now).to_std() {
-                    Ok(left) if !left.is_zero() => Err(Refusal::Throttled {
-                        retry_after: left.max(Duration::from_secs(1)),
-                    }),
-                    _ => Ok(()),
-                }
-            }
+        let wait_until = |failures: i64, allowed: u32, last: Option<DateTime<Utc>>| {
+            Some(last? + chrono::Duration::from_std(backoff(failures, allowed)?).ok()?)
+        };
+        let until = [
+            wait_until(with_email, self.failures, last_with_email),
+            wait_until(in_all, self.address_failures, last),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        Ok(match until.and_then(|until| (until - now).to_std().ok()) {
+            Some(left) if !left.is_zero() => Err(Refusal::Throttled {
+                retry_after: left.max(Duration::from_secs(1)),
+            }),
             _ => Ok(()),
         })
     }

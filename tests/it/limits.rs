@@ -249,6 +249,62 @@ async fn a_flood_against_an_email_from_one_address_does_not_lock_its_owner_out_e
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_address_trying_many_emails_waits_while_other_addresses_sign_in() {
+    let app = TestApp::spawn_with(configured_with(&[
+        ("EXECOPS_TRUSTED_PROXIES", "127.0.0.1"),
+        ("EXECOPS_SIGNIN_ADDRESS_FAILURES", "4"),
+    ]))
+    .await;
+    person(&app, "owner@example.com", Role::Approver).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let attempt = |from: &'static str, email: String, password: &'static str| {
+        let client = client.clone();
+        let url = app.url("/login");
+        async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", from)
+                .form(&[("email", email.as_str()), ("password", password)])
+                .send()
+                .await
+                .expect("an answer")
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(attempt("203.0.113.7", format!("made-up-{i}@example.com"), "guess").await);
+    }
+    assert_eq!(&statuses[..4], &[401; 4], "{statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        attempt(
+            "203.0.113.7",
+            "owner@example.com".into(),
+            "a long enough password"
+        )
+        .await,
+        429,
+        "the address waits whatever the email"
+    );
+    assert_eq!(
+        attempt(
+            "198.51.100.2",
+            "owner@example.com".into(),
+            "a long enough password"
+        )
+        .await,
+        303,
+        "the owner signs in from elsewhere"
+    );
+    app.stop().await;
+}
+
 /// Reads from `stream` until the server closes it; true if it did within `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buffer = [0u8; 4096];
