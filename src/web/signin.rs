@@ -13,6 +13,7 @@
 //! The client address is the peer's, or, for a peer named in `EXECOPS_TRUSTED_PROXIES`, the
 //! nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ use crate::config::Limits;
 /// How long failures are remembered.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 
+/// Waits remembered in memory, so a throttled flood is refused without a query. Past this
+/// many, expired ones are forgotten, and if none has expired nothing more is remembered
+/// (the database still decides): about 1 MB at most.
+const REMEMBERED_WAITS: usize = 10_000;
+
 /// The sign-in bounds of this instance. Cheap to clone.
 #[derive(Clone)]
 pub struct SignInGate {
@@ -36,6 +42,9 @@ pub struct SignInGate {
     address_failures: u32,
     per_minute: u32,
     minute: Arc<Mutex<(Instant, u32)>>,
+    /// Until when an address (keyed by itself) or an address with an email (keyed by both)
+    /// waits, as last read from the failures.
+    waits: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
 /// Why a sign-in is not tried now, and when it may be.
@@ -58,6 +67,7 @@ impl SignInGate {
             address_failures: limits.signin_address_failures,
             per_minute: limits.signin_per_minute,
             minute: Arc::new(Mutex::new((Instant::now(), 0))),
+            waits: Arc::default(),
         }
     }
 
@@ -99,6 +109,12 @@ impl SignInGate {
         client: &str,
         now: DateTime<Utc>,
     ) -> Result<Result<(), Refusal>, sqlx::Error> {
+        let pair = format!("{client}\n{email}");
+        if let Some(until) = self.remembered(client, &pair) {
+            if let Err(refusal) = wait_left(until, now) {
+                return Ok(Err(refusal));
+            }
+        }
         let (with_email, last_with_email, in_all, last): (
             i64,
             Option<DateTime<Utc>>,
@@ -117,19 +133,47 @@ impl SignInGate {
         let wait_until = |failures: i64, allowed: u32, last: Option<DateTime<Utc>>| {
             Some(last? + chrono::Duration::from_std(backoff(failures, allowed)?).ok()?)
         };
-        let until = [
-            wait_until(with_email, self.failures, last_with_email),
-            wait_until(in_all, self.address_failures, last),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
-        Ok(match until.and_then(|until| (until - now).to_std().ok()) {
-            Some(left) if !left.is_zero() => Err(Refusal::Throttled {
-                retry_after: left.max(Duration::from_secs(1)),
-            }),
-            _ => Ok(()),
+        let for_pair = wait_until(with_email, self.failures, last_with_email);
+        let for_address = wait_until(in_all, self.address_failures, last);
+        self.remember(client, for_address, now);
+        self.remember(&pair, for_pair, now);
+        Ok(match for_pair.max(for_address) {
+            Some(until) => wait_left(until, now),
+            None => Ok(()),
         })
+    }
+
+    /// The later remembered wait of the address and of the address with the email.
+    fn remembered(&self, address: &str, pair: &str) -> Option<DateTime<Utc>> {
+        let waits = self.waits.lock().ok()?;
+        waits.get(address).max(waits.get(pair)).copied()
+    }
+
+    /// Remembers a wait still to come, within the bound.
+    fn remember(&self, key: &str, until: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let Some(until) = until.filter(|until| *until > now) else {
+            return;
+        };
+        let Ok(mut waits) = self.waits.lock() else {
+            return;
+        };
+        if waits.len() >= REMEMBERED_WAITS && !waits.contains_key(key) {
+            waits.retain(|_, until| *until > now);
+            if waits.len() >= REMEMBERED_WAITS {
+                return;
+            }
+        }
+        waits.insert(key.to_string(), until);
+    }
+}
+
+/// A refusal while `until` is still to come.
+fn wait_left(until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Refusal> {
+    match (until - now).to_std() {
+        Ok(left) if !left.is_zero() => Err(Refusal::Throttled {
+            retry_after: left.max(Duration::from_secs(1)),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -198,6 +242,35 @@ pub fn client_address(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_waits_stay_within_their_bound_and_expired_ones_make_room() {
+        let limits = crate::config::Config::from_lookup(|_| None)
+            .expect("the defaults")
+            .limits;
+        let gate = SignInGate::new(&limits);
+        let now = Utc::now();
+        let soon = now + chrono::Duration::seconds(5);
+        for i in 0..REMEMBERED_WAITS {
+            gate.remember(&format!("203.0.113.{i}"), Some(soon), now);
+        }
+        gate.remember("198.51.100.1", Some(soon), now);
+        assert_eq!(gate.remembered("198.51.100.1", "-"), None, "full: not kept");
+        assert_eq!(gate.remembered("203.0.113.7", "-"), Some(soon));
+        gate.remember("198.51.100.1", None, now);
+        gate.remember("198.51.100.1", Some(now), now);
+        let later = soon + chrono::Duration::seconds(1);
+        gate.remember(
+            "198.51.100.1",
+            Some(later + chrono::Duration::seconds(5)),
+            later,
+        );
+        assert!(
+            gate.remembered("198.51.100.1", "-").is_some(),
+            "the expired waits were forgotten to make room"
+        );
+        assert_eq!(gate.waits.lock().expect("the waits").len(), 1);
+    }
 
     fn headers(forwarded: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
