@@ -58,6 +58,7 @@ fuzz:
     FUZZ_SECONDS=75 cargo test --test it fuzz:: -- --nocapture --test-threads 4
 
 # A team's day at once on one instance for 60 s: 200 open inbox streams, 20 people paging,
-# approvals, 500 signed webhooks/s and a sign-in flood (BENCH_SECONDS, BENCH_WEBHOOK_RATE).
+# approvals, 500 signed webhooks/s and 100 sign-ins/s with made-up emails (BENCH_SECONDS,
+# BENCH_WEBHOOK_RATE, BENCH_SIGNIN_RATE).
 bench-load:
     cargo bench --bench load

@@ -2,6 +2,12 @@
 //! ([`Notifications`]) and holds no database connection; how many may be open is bounded in
 //! all and per browser session. A page over either bound is told so once and falls back to
 //! showing what it loaded (and says so), rather than retrying.
+//!
+//! One task per process watches the listener for commits of the proposals projection and
+//! counts them in a `watch`: a stream wakes only for those, however many other notices
+//! pass, and a page is told of changes at most once every [`LEAST_INTERVAL`] (the first
+//! change after a quiet spell at once, a burst as one more event when the interval is up),
+//! so a busy hour costs each open page one refresh per interval.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,12 +21,16 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Limits;
 use crate::store::notifications::{Notifications, Wakeups};
+
+/// The least time between two `proposals` events of one stream.
+pub const LEAST_INTERVAL: Duration = Duration::from_secs(2);
 use crate::store::subscription::CHECKPOINTS_CHANNEL;
 
 /// The open streams, and the listener they wait on.
 #[derive(Clone)]
 pub struct LiveStreams {
-    notifications: Notifications,
+    /// How many times the proposals projection has committed since the process started.
+    commits: watch::Receiver<u64>,
     total: Arc<Semaphore>,
     per_session: Arc<Mutex<HashMap<String, usize>>>,
     per_session_cap: usize,
@@ -68,8 +78,10 @@ impl Full {
 
 impl LiveStreams {
     pub fn new(notifications: Notifications, limits: &Limits) -> Self {
+        let (counter, commits) = watch::channel(0);
+        tokio::spawn(count_commits(notifications.subscribe(), counter));
         Self {
-            notifications,
+            commits,
             total: Arc::new(Semaphore::new(limits.live_streams)),
             per_session: Arc::default(),
             per_session_cap: limits.live_streams_per_session,
@@ -116,7 +128,7 @@ impl LiveStreams {
     /// projection commits, or one `paused` event saying why there is no live stream.
     pub fn inbox(&self, session: &str, shutdown: watch::Receiver<bool>) -> Response {
         match self.seat(session) {
-            Ok(seat) => sse(changes(self.notifications.subscribe(), seat, shutdown)),
+            Ok(seat) => sse(changes(self.commits.clone(), seat, shutdown)),
             Err(full) => {
                 let paused = Event::default().event("paused").data(full.text());
                 sse(stream::once(async move { Ok(paused) }))
@@ -131,24 +143,47 @@ fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
         .into_response()
 }
 
-/// A `proposals` event each time the proposals projection commits; a burst is one event.
+/// Counts the proposals projection's commits into `counter`, until no stream can read it.
+async fn count_commits(mut wakeups: Wakeups, counter: watch::Sender<u64>) {
+    loop {
+        tokio::select! {
+            _ = counter.closed() => return,
+            _ = wakeups.wait_for(CHECKPOINTS_CHANNEL, Some("proposals")) => {
+                wakeups.drain();
+                counter.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+}
+
+/// A `proposals` event after the proposals projection commits, at most one every
+/// [`LEAST_INTERVAL`]; the commits of a burst are one event.
 fn changes(
-    wakeups: Wakeups,
+    mut commits: watch::Receiver<u64>,
     seat: Seat,
     shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    commits.mark_unchanged();
     stream::unfold(
-        (wakeups, seat, shutdown),
-        |(mut wakeups, seat, mut shutdown)| async move {
+        (commits, seat, shutdown, None),
+        |(mut commits, seat, mut shutdown, last): (_, _, _, Option<tokio::time::Instant>)| async move {
             if *shutdown.borrow() {
                 return None;
             }
+            let next = async {
+                commits.changed().await.ok()?;
+                if let Some(last) = last {
+                    tokio::time::sleep_until(last + LEAST_INTERVAL).await;
+                }
+                commits.mark_unchanged();
+                Some(())
+            };
             tokio::select! {
                 _ = shutdown.changed() => None,
-                _ = wakeups.wait_for(CHECKPOINTS_CHANNEL, Some("proposals")) => {
-                    wakeups.drain();
+                next = next => {
+                    next?;
                     let event = Event::default().event("proposals").data("changed");
-                    Some((Ok(event), (wakeups, seat, shutdown)))
+                    Some((Ok(event), (commits, seat, shutdown, Some(tokio::time::Instant::now()))))
                 }
             }
         },
@@ -171,6 +206,42 @@ mod tests {
                 .limits
         };
         LiveStreams::new(Notifications::start(options), &limits)
+    }
+
+    /// Whether `events` stays silent for `within`.
+    async fn quiet(events: &mut (impl Stream + Unpin), within: Duration) -> bool {
+        use futures::StreamExt;
+        tokio::time::timeout(within, events.next()).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_commits_is_one_event_now_and_one_more_after_the_interval() {
+        use futures::StreamExt;
+        let live = streams(3, 3);
+        let seat = live.seat("a").expect("a seat");
+        let (counter, commits) = watch::channel(0u64);
+        let (_stop, shutdown) = watch::channel(false);
+        let mut events = Box::pin(changes(commits, seat, shutdown));
+        assert!(
+            quiet(&mut events, Duration::from_millis(200)).await,
+            "no commit, no event"
+        );
+        counter.send_modify(|n| *n += 1);
+        let started = std::time::Instant::now();
+        assert!(events.next().await.is_some(), "the first commit is told");
+        for _ in 0..50 {
+            counter.send_modify(|n| *n += 1);
+        }
+        assert!(events.next().await.is_some(), "the burst is told");
+        assert!(
+            started.elapsed() >= LEAST_INTERVAL,
+            "the burst waited for the interval: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            quiet(&mut events, LEAST_INTERVAL + Duration::from_millis(500)).await,
+            "fifty commits are one event"
+        );
     }
 
     #[tokio::test]

@@ -444,6 +444,11 @@ pub async fn login(
             Ok(turn) => turn,
             Err(refusal) => return Ok(refused(refusal)),
         };
+        // Failures recorded while this one waited its turn count too, so a burst from one
+        // address stops at its limit instead of queueing for the password checks.
+        if let Err(refusal) = state.signin.throttled(pool, &email, &client, now).await? {
+            return Ok(refused(refusal));
+        }
         let found = credentials(pool, &email).await?;
         // Spend the same time whether or not the person exists; hashing is slow on purpose,
         // so it runs off the async workers.
