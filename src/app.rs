@@ -165,7 +165,7 @@ impl App {
                     SlackApprovals::new(
                         adapters.slack.clone(),
                         config.slack_approvals_channel.clone(),
-                        config.public_url.clone(),
+                        Some(config.public_base()),
                     ),
                     RunnerOptions {
                         batch_size: 1,

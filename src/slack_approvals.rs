@@ -14,6 +14,7 @@
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
+use crate::adapters::glance::{glance, Glance};
 use crate::adapters::slack::Slack;
 use crate::adapters::AdapterError;
 use crate::domain::{ProposalDraft, Urgency};
@@ -38,6 +39,8 @@ struct Notice {
     pub requested_by: Option<String>,
     /// Set when the proposal was escalated: the level reached.
     pub escalation: Option<u64>,
+    /// What the action does: shown in the message, bound by `payload_hash`.
+    pub glance: Glance,
 }
 
 impl Notice {
@@ -53,6 +56,7 @@ impl Notice {
             payload_hash: payload_hash.to_string(),
             requested_by: draft.requested_by.clone(),
             escalation: None,
+            glance: glance(&draft.action_type, &draft.action),
         }
     }
 }
@@ -72,11 +76,39 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-/// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
+/// Slack's mrkdwn treats `&`, `<` and `>` as control characters. Text escaped already (a
+/// Slack message's own text) is not escaped twice.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The action as the message shows it: whom it reaches, its subject and amount, and its
+/// first lines quoted.
+fn action_text(notice: &Notice) -> String {
+    let glance = &notice.glance;
+    let mut text = format!(
+        "*What will run* `{}`\n*To:* {}",
+        escape(&notice.action_type),
+        escape(&glance.to)
+    );
+    if let Some(subject) = &glance.subject {
+        text.push_str(&format!("\n*Subject:* {}", escape(subject)));
+    }
+    if let Some(amount) = &glance.amount {
+        text.push_str(&format!("\n*Amount:* {}", escape(amount)));
+    }
+    for line in &glance.lines {
+        text.push_str(&format!("\n>{}", escape(line)));
+    }
+    if glance.more {
+        text.push_str("\n>…");
+    }
+    text
 }
 
 fn link_line(id: &str, public_url: Option<&str>) -> String {
@@ -103,6 +135,7 @@ fn approval_message(notice: &Notice, public_url: Option<&str>) -> (String, Value
             {"type": "mrkdwn", "text": format!("*Action*\n`{}`", escape(&notice.action_type))},
             {"type": "mrkdwn", "text": format!("*Vertical*\n{}", notice.vertical)},
          ]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(&action_text(notice), 3000)}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": link_line(&notice.id, public_url)}]},
         {"type": "actions", "block_id": "execops_decision", "elements": [
             {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value,
@@ -217,9 +250,11 @@ async fn escalated_notice(
         action_type: String,
         vertical: String,
         payload_hash: String,
+        action: sqlx::types::Json<Value>,
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT status, title, reasoning, score, urgency, action_type, vertical, payload_hash \
+        "SELECT status, title, reasoning, score, urgency, action_type, vertical, payload_hash, \
+                action \
          FROM proposal_summaries WHERE id = $1",
     )
     .bind(id)
@@ -246,6 +281,7 @@ async fn escalated_notice(
         reasoning: row.reasoning,
         score: i64::from(row.score),
         urgency: row.urgency,
+        glance: glance(&row.action_type, &row.action.0),
         action_type: row.action_type,
         vertical: row.vertical,
         payload_hash: row.payload_hash,
@@ -343,6 +379,10 @@ mod tests {
             payload_hash: "ab".repeat(32),
             requested_by: None,
             escalation: None,
+            glance: glance(
+                "stripe.retry_invoice",
+                &serde_json::json!({"invoice": "in_1", "amount_cents": 12_500, "currency": "eur"}),
+            ),
         }
     }
 
@@ -350,7 +390,10 @@ mod tests {
     fn the_approval_message_carries_both_buttons_with_the_proposal_and_its_hash() {
         let (text, blocks) = approval_message(&notice(), Some("https://execops.example.com"));
         assert!(text.contains("Retry <invoice>"), "{text}");
-        let actions = &blocks[3];
+        let action = blocks[2]["text"]["text"].as_str().unwrap_or_default();
+        assert!(action.contains("*To:* Stripe invoice in_1"), "{action}");
+        assert!(action.contains("*Amount:* €125.00 EUR"), "{action}");
+        let actions = &blocks[4];
         assert_eq!(actions["type"], "actions");
         let value = format!("{}:{}", notice().id, "ab".repeat(32));
         assert_eq!(actions["elements"][0]["action_id"], APPROVE_ACTION);
@@ -359,7 +402,7 @@ mod tests {
         assert_eq!(actions["elements"][1]["action_id"], REJECT_ACTION);
         assert_eq!(actions["elements"][1]["style"], "danger");
         assert!(actions["elements"][1]["confirm"]["title"].is_object());
-        let context = blocks[2]["elements"][0]["text"]
+        let context = blocks[3]["elements"][0]["text"]
             .as_str()
             .unwrap_or_default();
         assert!(context.contains(&format!(
@@ -375,5 +418,10 @@ mod tests {
         assert_eq!(clip(&long, 150).chars().count(), 150);
         assert_eq!(clip(&"y".repeat(150), 150), "y".repeat(150));
         assert_eq!(escape("a <b> & c"), "a &lt;b&gt; &amp; c");
+        assert_eq!(
+            escape("a &lt;b&gt; &amp; c"),
+            "a &lt;b&gt; &amp; c",
+            "not twice"
+        );
     }
 }

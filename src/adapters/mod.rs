@@ -5,6 +5,7 @@
 
 pub mod email;
 pub mod github;
+pub mod glance;
 pub mod llm;
 pub mod slack;
 pub mod stripe;

@@ -25,6 +25,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 use super::links::{nonce, LinkClaims, LinkDecision, LinkKey};
+use crate::adapters::glance::{glance, Glance};
 use crate::config::{Config, LinkConfig};
 use crate::domain::{ProposalEvent, Status};
 use crate::projections::users::is_requester;
@@ -233,6 +234,7 @@ struct PlainBody<'a> {
     proposal_url: &'a str,
     expires: String,
     action: String,
+    glance: Glance,
 }
 
 #[derive(Template)]
@@ -245,6 +247,7 @@ struct HtmlBody<'a> {
     proposal_url: &'a str,
     expires: String,
     action: String,
+    glance: Glance,
 }
 
 /// The action as the email shows it: pretty JSON, cut short if it is long.
@@ -314,6 +317,7 @@ impl EmailApprovals {
         };
         let expires = expires.format("%Y-%m-%d %H:%M UTC").to_string();
         let action = action_summary(&p.action);
+        let glance = glance(&p.action_type, &p.action);
         let plain = PlainBody {
             p,
             escalation,
@@ -322,6 +326,7 @@ impl EmailApprovals {
             proposal_url: &proposal_url,
             expires: expires.clone(),
             action: action.clone(),
+            glance: glance.clone(),
         }
         .render()?;
         let html = HtmlBody {
@@ -332,6 +337,7 @@ impl EmailApprovals {
             proposal_url: &proposal_url,
             expires,
             action,
+            glance,
         }
         .render()?;
         let to: Mailbox = match approver.parse() {

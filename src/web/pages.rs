@@ -226,6 +226,11 @@ impl Card {
         Some(text)
     }
 
+    /// What the action does, shown on the card without a click.
+    pub fn glance(&self) -> crate::adapters::glance::Glance {
+        crate::adapters::glance::glance(&self.action_type, &self.action)
+    }
+
     pub fn action_pretty(&self) -> String {
         serde_json::to_string_pretty(&self.action).unwrap_or_default()
     }

@@ -187,6 +187,19 @@ async fn an_approver_sees_a_proposal_arrive_live_and_approves_it_with_the_keyboa
         title, "Prepare dispute evidence for $10.00",
         "the proposal arrived live"
     );
+    // The card shows whom the action reaches and its first lines without a click.
+    for (css, expected) in [
+        ("#list article.card .glance .to", "Slack "),
+        ("#list article.card .action .lines", "Dispute "),
+    ] {
+        let element = client.find(Locator::Css(css)).await.expect(css);
+        assert!(
+            element.is_displayed().await.expect("displayed?"),
+            "{css} shows"
+        );
+        let text = element.text().await.expect("text");
+        assert!(text.starts_with(expected), "{css}: {text}");
+    }
     screenshot(&client, "inbox").await;
 
     // `a` approves the selected card.

@@ -57,8 +57,8 @@ async fn draft(app: &TestApp, name: &str, urgency: Urgency) -> String {
 async fn draft_needing(app: &TestApp, name: &str, urgency: Urgency, approvals: u32) -> String {
     let mut draft = proposal(
         name,
-        "slack.post",
-        json!({"channel": "#ops", "text": format!("{name} needs doing")}),
+        "slack.post_message",
+        json!({"channel": "#ops", "text": format!("{name} needs doing\nby the on-call person")}),
     );
     draft.urgency = urgency;
     draft.requested_by = Some(REQUESTER.into());
@@ -209,8 +209,11 @@ async fn an_urgent_proposal_emails_each_approver_once_with_two_links() {
             "Because outage matters.",
             "Urgency: critical",
             "Score: 50/100",
-            "slack.post",
-            "outage needs doing",
+            "slack.post_message",
+            "To: Slack #ops",
+            "> outage needs doing",
+            "> by the on-call person",
+            "To</th><td>Slack #ops</td>",
         ] {
             assert!(text.contains(shown), "{who}: no {shown:?} in {text}");
         }

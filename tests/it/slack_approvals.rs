@@ -389,7 +389,19 @@ async fn a_high_urgency_proposal_reaches_each_linked_approver_with_buttons_and_t
         ] {
             assert!(fields.contains(shown), "{shown} in {fields}");
         }
-        assert!(blocks[2].to_string().contains(&format!(
+        // The action itself, without a click: whom it reaches, its subject, its lines.
+        let action = blocks[2]["text"]["text"]
+            .as_str()
+            .expect("the action's text");
+        for shown in [
+            "*What will run* `email.send`",
+            "*To:* email to customer@example.com",
+            "*Subject:* Your card",
+            ">Please update it.",
+        ] {
+            assert!(action.contains(shown), "{shown} in {action}");
+        }
+        assert!(blocks[3].to_string().contains(&format!(
             "<https://execops.example.com/proposals/{id}|Open in ExecOps>"
         )));
         let actions = blocks
