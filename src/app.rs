@@ -155,6 +155,9 @@ impl App {
             Ok(None) => tracing::info!("approval emails are off: SMTP_URL is not set"),
             Err(problem) => tracing::error!(%problem, "approval emails are off"),
         }
+        if let Some(warning) = config.slack_workspace_warning() {
+            tracing::warn!("{warning}");
+        }
         let adapters = Adapters::new(&config.adapters);
         if adapters.slack.configured() {
             // One event a transaction: its posts happen before the checkpoint commits, so a

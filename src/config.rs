@@ -146,6 +146,15 @@ pub struct LinkConfig {
 
 impl Config {
     /// Where people reach ExecOps: `EXECOPS_PUBLIC_URL`, else `http://{EXECOPS_ADDR}`.
+    /// The warning to give when Slack decisions are taken (`SLACK_SIGNING_SECRET` is set)
+    /// from any workspace because `SLACK_TEAM_ID` is not.
+    pub fn slack_workspace_warning(&self) -> Option<&'static str> {
+        (self.webhooks.slack.is_some() && self.slack_team_id.is_none()).then_some(
+            "SLACK_TEAM_ID is not set: Slack clicks and commands are taken from any workspace \
+             whose requests carry the app's signature. Set it to your workspace's id (T…).",
+        )
+    }
+
     pub fn public_base(&self) -> String {
         self.public_url
             .clone()

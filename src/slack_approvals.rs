@@ -233,13 +233,12 @@ async fn deciders_except(
         .collect())
 }
 
-/// An escalated proposal as the inbox shows it now (a revision may have changed it since
-/// the draft), with the requester from its draft.
-async fn escalated_notice(
+/// A proposal as the inbox shows it now (a revision may have changed it since the draft),
+/// with its status and the requester from its draft; `None` before the inbox has it.
+async fn current_notice(
     conn: &mut PgConnection,
     id: &str,
-    level: u64,
-) -> Result<Option<Notice>, HandlerError> {
+) -> Result<Option<(String, Notice)>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         status: String,
@@ -261,12 +260,8 @@ async fn escalated_notice(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
-        // Escalation follows the draft, so the inbox has it once it catches up.
-        return Err(format!("proposal {id} is escalated but not yet in the inbox").into());
-    };
-    if row.status != "pending" {
         return Ok(None);
-    }
+    };
     let requested_by: Option<String> = sqlx::query_scalar(
         "SELECT payload -> 'Drafted' ->> 'requested_by' FROM events \
          WHERE aggregate_type = 'Proposal' AND aggregate_id = $1 AND event_type = 'Drafted'",
@@ -275,7 +270,7 @@ async fn escalated_notice(
     .fetch_optional(&mut *conn)
     .await?
     .flatten();
-    Ok(Some(Notice {
+    let notice = Notice {
         id: id.to_string(),
         title: row.title,
         reasoning: row.reasoning,
@@ -286,8 +281,43 @@ async fn escalated_notice(
         vertical: row.vertical,
         payload_hash: row.payload_hash,
         requested_by,
-        escalation: Some(level),
-    }))
+        escalation: None,
+    };
+    Ok(Some((row.status, notice)))
+}
+
+/// An escalated proposal's message, while it is pending.
+async fn escalated_notice(
+    conn: &mut PgConnection,
+    id: &str,
+    level: u64,
+) -> Result<Option<Notice>, HandlerError> {
+    match current_notice(conn, id).await? {
+        // Escalation follows the draft, so the inbox has it once it catches up.
+        None => Err(format!("proposal {id} is escalated but not yet in the inbox").into()),
+        Some((status, _)) if status != "pending" => Ok(None),
+        Some((_, notice)) => Ok(Some(Notice {
+            escalation: Some(level),
+            ..notice
+        })),
+    }
+}
+
+/// The approval message for a pending proposal, as `/execops approve ID` shows it to the
+/// person who typed it: the action and the buttons bound to its hash; `None` when the
+/// proposal is not pending or not known.
+pub async fn asking(
+    pool: &sqlx::PgPool,
+    id: &str,
+    public_url: Option<&str>,
+) -> Result<Option<(String, Value)>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    Ok(match current_notice(&mut conn, id).await? {
+        Some((status, notice)) if status == "pending" => {
+            Some(approval_message(&notice, public_url))
+        }
+        _ => None,
+    })
 }
 
 impl Subscriber for SlackApprovals {

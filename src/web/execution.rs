@@ -281,6 +281,8 @@ struct SettingsPage {
     circuits: Vec<(String, DateTime<Utc>)>,
     undo_minutes: u64,
     max_attempts: u32,
+    /// Set when Slack decisions are taken from any workspace.
+    slack_warning: Option<&'static str>,
 }
 
 fn scope_value(scope: &Scope) -> String {
@@ -360,6 +362,7 @@ pub async fn settings(State(state): State<AppState>, session: Session) -> Respon
                 .collect(),
             undo_minutes: state.config.execution.undo_window.as_secs() / 60,
             max_attempts: state.config.execution.max_attempts,
+            slack_warning: state.config.slack_workspace_warning(),
         },
     )
 }

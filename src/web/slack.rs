@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::api::{decide, DecisionRequest};
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::Actor;
+use crate::auth::{Actor, Permission};
 use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
 use crate::ingest::slack::Click;
 use crate::projections::users::{actor_for_slack, person_with_slack};
@@ -230,8 +230,8 @@ pub async fn act_on_click(state: AppState, click: Click, metadata: HashMap<Strin
     }
 }
 
-/// `/execops approve ID` or `/execops reject ID reason`: the answer shown to the person who
-/// typed it.
+/// `/execops reject ID reason` (and a decision typed in words): the answer shown to the
+/// person who typed it.
 pub async fn run_command(
     state: &AppState,
     team: Option<&str>,
@@ -250,36 +250,96 @@ pub async fn run_command(
     }
 }
 
-/// The answer of a command's decision if it comes within `budget`; otherwise a note that it
-/// follows, and the answer is posted to `response_url` (shown to the same person) when done.
+/// `/execops approve ID`: approving takes a look first. The person who typed it is shown
+/// the action (whom it reaches, its subject, first lines and amount) with Approve and
+/// Reject buttons bound to the hash of exactly that; the click decides. The answer's text,
+/// and its blocks when there is something to approve.
+pub async fn ask_to_approve(
+    state: &AppState,
+    team: Option<&str>,
+    member: &str,
+    id: &str,
+) -> (String, Option<serde_json::Value>) {
+    if !from_our_workspace(state, team) {
+        return (other_workspace(), None);
+    }
+    let actor = match person_of(state, member).await {
+        Ok(actor) => actor,
+        Err(refused) => return (refused, None),
+    };
+    if let Err(forbidden) = actor.may(Permission::Decide) {
+        return (refusal(forbidden.into()), None);
+    }
+    let public = state.config.public_base();
+    match crate::slack_approvals::asking(state.store.pool(), id, Some(&public)).await {
+        Ok(Some((text, blocks))) => (text, Some(blocks)),
+        Ok(None) => (
+            format!("Nothing was decided: proposal `{id}` is not waiting for a decision."),
+            None,
+        ),
+        Err(error) => (refusal(error.into()), None),
+    }
+}
+
+/// Whether the Slack member `member` may read Today's Moves: linked to a person with read
+/// access. The refusal otherwise.
+pub async fn may_read(state: &AppState, team: Option<&str>, member: &str) -> Result<(), String> {
+    if !from_our_workspace(state, team) {
+        return Err(other_workspace());
+    }
+    let actor = person_of(state, member)
+        .await
+        .map_err(|refused| refused.replace("nothing was decided", "nothing is shown"))?;
+    actor
+        .may(Permission::Read)
+        .map_err(|forbidden| format!("Nothing is shown: {forbidden}."))
+}
+
+/// A command's answer: its text, and its blocks when it has buttons.
+pub type Answer = (String, Option<serde_json::Value>);
+
+/// The answer of a command if it comes within `budget`; otherwise a note that it follows,
+/// and the answer is posted to `response_url` (shown to the same person) when done.
 pub async fn within_budget(
     state: &AppState,
-    mut work: tokio::task::JoinHandle<String>,
+    mut work: tokio::task::JoinHandle<Answer>,
     budget: std::time::Duration,
     response_url: Option<String>,
-) -> String {
+) -> Answer {
     match tokio::time::timeout(budget, &mut work).await {
-        Ok(Ok(text)) => text,
+        Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             tracing::error!(%error, "a Slack command's decision failed");
-            "Something went wrong and has been logged; nothing may have been decided.".into()
+            (
+                "Something went wrong and has been logged; nothing may have been decided.".into(),
+                None,
+            )
         }
         Err(_) => {
             let slack = state.adapters.slack.clone();
             tokio::spawn(async move {
-                let Ok(text) = work.await else { return };
+                let Ok((text, blocks)) = work.await else {
+                    return;
+                };
                 let Some(url) = response_url else { return };
-                if let Err(error) = slack.respond(&url, &ephemeral(&text)).await {
+                let mut late = ephemeral(&text);
+                if let Some(blocks) = blocks {
+                    late["blocks"] = blocks;
+                }
+                if let Err(error) = slack.respond(&url, &late).await {
                     tracing::warn!(%error, "the late answer to a Slack command was not delivered");
                 }
             });
-            "ExecOps is still deciding; the result will follow here.".into()
+            (
+                "ExecOps is still deciding; the result will follow here.".into(),
+                None,
+            )
         }
     }
 }
 
 pub const HELP: &str = "Usage:\n\
     • `/execops`: the top of Today's Moves\n\
-    • `/execops approve PROPOSAL_ID`\n\
+    • `/execops approve PROPOSAL_ID`: shows what will run, with the buttons to decide\n\
     • `/execops reject PROPOSAL_ID reason…`\n\
     • `/execops help`: this text";

@@ -196,17 +196,20 @@ pub async fn slack_commands(
         _ => None,
     };
     let mut answer = record(&state, &headers, ingested).await?;
+    let team = payload.get("team_id").and_then(Value::as_str);
+    let member = payload
+        .get("user_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut blocks = None;
     let text = match asked {
         None => "ExecOps received your command.".to_string(),
-        Some(slack::Command::TodaysMoves)
-            if !super::slack::from_our_workspace(
-                &state,
-                payload.get("team_id").and_then(Value::as_str),
-            ) =>
-        {
-            super::slack::other_workspace()
+        Some(slack::Command::TodaysMoves) => {
+            match super::slack::may_read(&state, team, member).await {
+                Ok(()) => todays_moves_text(&state).await?,
+                Err(refused) => refused,
+            }
         }
-        Some(slack::Command::TodaysMoves) => todays_moves_text(&state).await?,
         Some(slack::Command::Help(why)) => match why {
             Some(why) => format!("{why}.\n{}", super::slack::HELP),
             None => super::slack::HELP.to_string(),
@@ -226,24 +229,36 @@ pub async fn slack_commands(
                 let state = state.clone();
                 let metadata = metadata(&headers);
                 async move {
-                    super::slack::run_command(
-                        &state,
-                        team_id.as_deref(),
-                        &user_id,
-                        &proposal_id,
-                        approve,
-                        reason,
-                        metadata,
-                    )
-                    .await
+                    let team = team_id.as_deref();
+                    if approve {
+                        super::slack::ask_to_approve(&state, team, &user_id, &proposal_id).await
+                    } else {
+                        let text = super::slack::run_command(
+                            &state,
+                            team,
+                            &user_id,
+                            &proposal_id,
+                            approve,
+                            reason,
+                            metadata,
+                        )
+                        .await;
+                        (text, None)
+                    }
                 }
             });
-            super::slack::within_budget(&state, work, SLACK_ACK_BUDGET, response_url).await
+            let (text, shown) =
+                super::slack::within_budget(&state, work, SLACK_ACK_BUDGET, response_url).await;
+            blocks = shown;
+            text
         }
     };
     // Slack shows `text` to the person who typed the command, and only to them.
     answer["response_type"] = json!("ephemeral");
     answer["text"] = json!(text);
+    if let Some(blocks) = blocks {
+        answer["blocks"] = blocks;
+    }
     Ok(Json(answer))
 }
 

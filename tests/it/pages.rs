@@ -12,7 +12,7 @@ use crate::common::TestApp;
 use crate::policies::settle;
 use crate::webhooks::{configured, post, send_fixture};
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()

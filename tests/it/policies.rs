@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use execops::clock::Clock;
+use execops::domain::Role;
 use execops::projections::proposals::{from_signal, todays_moves, Summary};
 use execops::send::prepare;
 use execops::store::subscription::backlog;
@@ -571,6 +572,16 @@ async fn the_execops_slash_command_answers_with_the_top_pending_proposals() {
     let app = TestApp::spawn_with(configured()).await;
     send(&app, &fixture("stripe/invoice.payment_failed.json")).await;
     settle(&app).await;
+    // Only a member linked to a person who may read is told.
+    let body = send(&app, &fixture("slack/commands/execops.txt")).await;
+    assert_eq!(body["response_type"], "ephemeral");
+    let text = body["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("not linked") && !text.contains("Today's Moves"),
+        "{text}"
+    );
+    crate::api::person(&app, "roadrunner@example.com", Role::Viewer).await;
+    crate::slack_approvals::link(&app, "roadrunner@example.com", "U2CERLKJA").await;
     let body = send(&app, &fixture("slack/commands/execops.txt")).await;
     assert_eq!(body["response_type"], "ephemeral");
     let text = body["text"].as_str().unwrap_or_default();

@@ -168,7 +168,7 @@ impl World {
     }
 }
 
-async fn link(app: &TestApp, email: &str, member: &str) {
+pub(crate) async fn link(app: &TestApp, email: &str, member: &str) {
     let address = Email::parse(email).expect("an email");
     app.store
         .user(
@@ -930,14 +930,41 @@ async fn slash_commands_approve_and_reject_and_refuse_as_the_buttons_do() {
         assert!(said.contains("Usage"), "{text}: {said}");
     }
 
+    // Approving takes a look first: the answer shows the action and buttons bound to its
+    // hash, and decides nothing; the click does.
     let (_, answer) = slash(&world, "U0ADA", &format!("approve {first}")).await;
+    assert_eq!(answer["response_type"], "ephemeral");
+    let blocks = answer["blocks"].to_string();
+    for shown in [
+        "*To:* email to customer@example.com",
+        "*Subject:* Your card",
+        ">Please update it.",
+    ] {
+        assert!(blocks.contains(shown), "{shown} in {blocks}");
+    }
+    let value = format!("{first}:{}", hash_of(&world.app, &first).await);
     assert!(
-        answer["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Approved by <@U0ADA> (ada@example.com)"),
-        "{answer}"
+        blocks.contains(&format!("\"value\":\"{value}\"")),
+        "{blocks}"
     );
+    assert!(
+        decisions(&world.app, &first).await.is_empty(),
+        "nothing decided blind"
+    );
+    press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0ADA",
+            &value,
+            &world.response_url("slash"),
+        ),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the click approves", || async {
+        decisions(&world.app, &first).await == ["Approved"]
+    })
+    .await;
     let (_, answer) = slash(
         &world,
         "U0ADA",
@@ -963,9 +990,10 @@ async fn slash_commands_approve_and_reject_and_refuse_as_the_buttons_do() {
         answer["text"]
             .as_str()
             .unwrap_or_default()
-            .contains("not pending"),
+            .contains("is not waiting for a decision"),
         "{answer}"
     );
+    assert!(answer.get("blocks").is_none(), "no buttons: {answer}");
     assert_eq!(decisions(&world.app, &first).await, ["Approved"]);
 }
 
@@ -1275,7 +1303,7 @@ async fn a_slash_decision_slower_than_slacks_deadline_is_answered_later_in_priva
     let id = draft(&world.app, "slow", Urgency::High, None).await;
     settle(&world.app).await;
     let started = std::time::Instant::now();
-    let (status, answer) = slash(&world, "U0SLOW", &format!("approve {id}")).await;
+    let (status, answer) = slash(&world, "U0SLOW", &format!("reject {id} not now")).await;
     assert_eq!(status, 200);
     assert!(
         started.elapsed() < Duration::from_millis(4_500),
@@ -1292,10 +1320,10 @@ async fn a_slash_decision_slower_than_slacks_deadline_is_answered_later_in_priva
         late["text"]
             .as_str()
             .unwrap_or_default()
-            .contains("Approved by <@U0SLOW> (ada@example.com)"),
+            .contains("Rejected by <@U0SLOW> (ada@example.com): not now"),
         "{late}"
     );
-    assert_eq!(decisions(&world.app, &id).await, ["Approved"]);
+    assert_eq!(decisions(&world.app, &id).await, ["Rejected"]);
 }
 
 /// With a quorum of two, the first click is a vote that everyone in the conversation sees,
@@ -1416,4 +1444,43 @@ async fn the_member_who_set_a_proposal_off_may_not_approve_it_by_click_or_by_ema
         .expect("sent");
     assert_eq!(response.status().as_u16(), 403);
     assert!(decisions(&world.app, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn settings_warn_while_slack_decisions_are_taken_from_any_workspace() {
+    for (extra, warned) in [(&[][..], true), (&[("SLACK_TEAM_ID", "T111")][..], false)] {
+        let world = World::start(extra).await;
+        world.person(BOB, Role::Admin, None).await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        let signed_in = client
+            .post(world.app.url("/login"))
+            .form(&[("email", BOB), ("password", crate::pages::PASSWORD)])
+            .send()
+            .await
+            .expect("signed in");
+        let cookie = signed_in.headers()["set-cookie"]
+            .to_str()
+            .expect("a cookie")
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let response = client
+            .get(world.app.url("/settings"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("the settings");
+        assert_eq!(response.status(), 200);
+        let html = response.text().await.expect("a page");
+        assert_eq!(
+            html.contains("id=\"slack-warning\"") && html.contains("SLACK_TEAM_ID is not set"),
+            warned,
+            "{extra:?}"
+        );
+        world.app.stop().await;
+    }
 }
