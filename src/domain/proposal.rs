@@ -54,6 +54,12 @@ pub struct Revision {
     pub due_by: Option<DateTime<Utc>>,
     /// The signal that brought it; a proposal takes each signal once.
     pub inbound_id: String,
+    /// What approving the revised action takes, derived again from it (a larger amount may
+    /// need a larger quorum) and from the time of the revision: quorum, rejections, expiry
+    /// and escalation ladder, which starts again. Absent in revisions recorded before terms
+    /// were re-derived: those kept the draft's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<ApprovalTerms>,
 }
 
 /// A person's decision, bound to the hash of the payload they were shown.
@@ -844,6 +850,10 @@ impl Aggregate for Proposal {
                 self.payload_hash = payload_hash;
                 self.inbound_ids.push(revision.inbound_id);
                 self.action = revision.action;
+                if let Some(terms) = revision.terms {
+                    self.terms = terms;
+                    self.escalation_level = 0;
+                }
                 // Approvals and rejections so far were of another payload.
                 self.approved_by.clear();
                 self.rejected_by.clear();

@@ -195,6 +195,14 @@ fn apply(
             row.due_by = revision.due_by;
             row.action = revision.action;
             row.payload_hash = payload_hash;
+            if let Some(terms) = revision.terms {
+                row.approvals_needed = i32::try_from(terms.approvals_needed).unwrap_or(i32::MAX);
+                row.rejections_needed = i32::try_from(terms.rejections_needed).unwrap_or(i32::MAX);
+                row.expires_at = terms.expires_at;
+                row.escalations = serde_json::to_value(&terms.escalations)?;
+                row.escalation_level = 0;
+                row.escalate_at = next_escalation(&row.escalations, 0);
+            }
             if let Value::Array(ids) = &mut row.inbound_ids {
                 ids.push(Value::String(revision.inbound_id));
             }

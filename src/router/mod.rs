@@ -208,6 +208,11 @@ impl Router {
                 urgency: plan.urgency,
                 due_by: plan.due_by,
                 inbound_id: inbound_id.to_string(),
+                // Derived again from the revised action, as a draft's are from its own.
+                terms: Some(
+                    self.approvals
+                        .terms(plan.action_type, &action, self.clock.now()),
+                ),
             };
             match self
                 .store

@@ -592,6 +592,7 @@ async fn a_link_to_a_proposal_that_changed_since_is_refused() {
                 urgency: Urgency::Critical,
                 due_by: None,
                 inbound_id: "test:outage-2".into(),
+                terms: None,
             }),
             HashMap::new(),
         )

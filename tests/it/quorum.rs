@@ -493,3 +493,43 @@ async fn an_amount_rule_sets_the_quorum_of_a_retry_drafted_from_a_failed_invoice
     assert_eq!(drafted["action"]["amount_cents"], 1000, "{drafted}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_revision_to_a_larger_amount_needs_the_larger_quorum() {
+    let app = TestApp::spawn_with(with(&[("EXECOPS_QUORUM", "amount>=5000:2")])).await;
+    let admin = person(&app, "admin@example.com", Role::Admin).await;
+    crate::policies::send_changed(&app, "stripe/invoice.payment_failed.json", |json| {
+        json["data"]["object"]["next_payment_attempt"] = Value::Null;
+    })
+    .await;
+    settle(&app).await;
+    let id = proposal_of(&app, "stripe.retry_invoice").await;
+    assert_eq!(terms_of(&app, &id).await.approvals_needed, 1);
+    // The invoice grows past the rule's amount: the pending retry is revised.
+    crate::policies::send_changed(&app, "stripe/invoice.payment_failed.json", |json| {
+        json["id"] = json!("evt_1PgcE0B7WZ01zgkWInvLarger");
+        let invoice = &mut json["data"]["object"];
+        invoice["next_payment_attempt"] = Value::Null;
+        invoice["amount_due"] = json!(9000);
+        invoice["amount_remaining"] = json!(9000);
+        invoice["attempt_count"] = json!(3);
+    })
+    .await;
+    settle(&app).await;
+    let revised = crate::execution::payload_of(&app, &id, "Revised").await;
+    assert_eq!(revised["action"]["amount_cents"], 9000, "{revised}");
+    let proposal = app.store.load_proposal(&id).await.expect("the proposal");
+    assert_eq!(proposal.terms().approvals_needed, 2);
+    let needed: i32 =
+        sqlx::query_scalar("SELECT approvals_needed FROM proposal_summaries WHERE id = $1")
+            .bind(&id)
+            .fetch_one(app.store.pool())
+            .await
+            .expect("the inbox row");
+    assert_eq!(needed, 2, "the inbox shows the new quorum");
+    // One approval is a vote now, not the decision.
+    let (status, body) = approve(&app, &admin, &id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    app.stop().await;
+}

@@ -204,6 +204,7 @@ fn revision(inbound_id: &str) -> Revision {
         urgency: Urgency::High,
         due_by: None,
         inbound_id: inbound_id.into(),
+        terms: None,
     }
 }
 
@@ -1168,4 +1169,43 @@ fn a_decision_past_the_expiry_is_refused_by_the_proposal_itself() {
         .given(vec![ladder()])
         .when(ProposalCommand::Approve(in_time.clone()))
         .then_expect_events(vec![ProposalEvent::Approved(in_time)]);
+}
+
+#[test]
+fn a_revision_brings_the_terms_of_the_revised_action() {
+    // Drafted needing one approval; the revision's larger amount needs two, and a new expiry.
+    let later = at() + chrono::Duration::hours(48);
+    let mut revised = revision("stripe:evt_2");
+    revised.terms = Some(ApprovalTerms {
+        approvals_needed: 2,
+        expires_at: Some(later),
+        ..ApprovalTerms::default()
+    });
+    let mut again = approver();
+    again.payload_hash = payload_hash(&revised.action);
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Revised {
+                payload_hash: payload_hash(&revised.action),
+                revision: revised.clone(),
+            },
+        ])
+        .when(ProposalCommand::Approve(again.clone()))
+        .then_expect_events(vec![ProposalEvent::ApprovalAdded(again)]);
+    // A revision recorded before terms were re-derived keeps the draft's.
+    let mut old = revised;
+    old.terms = None;
+    let mut once = approver();
+    once.payload_hash = payload_hash(&old.action);
+    Framework::with(())
+        .given(vec![
+            drafted(),
+            ProposalEvent::Revised {
+                payload_hash: payload_hash(&old.action),
+                revision: old,
+            },
+        ])
+        .when(ProposalCommand::Approve(once.clone()))
+        .then_expect_events(vec![ProposalEvent::Approved(once)]);
 }
