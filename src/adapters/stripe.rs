@@ -1,13 +1,19 @@
 //! Retries collecting an invoice with Stripe's `POST /v1/invoices/{id}/pay`, through
 //! async-stripe. Every call carries the proposal's key as `Idempotency-Key`, so a retry after
 //! a lost answer gets Stripe's first answer back instead of charging twice.
+//!
+//! What runs is what was approved: the action carries the amount and currency the approver
+//! saw, and the invoice is read first (`GET /v1/invoices/{id}`). Unless Stripe's
+//! `amount_remaining` and currency are exactly those, nothing is paid and the attempt fails
+//! for good with both figures. An invoice already paid goes on to the call, whose key gets
+//! back Stripe's first answer if that payment was this proposal's, and a refusal if not.
 
 use std::collections::BTreeMap;
 
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_billing::invoice::PayInvoice;
+use stripe_billing::invoice::{PayInvoice, RetrieveInvoice};
 
 use super::{field, Adapter, AdapterError, RequestPreview, REDACTED};
 use crate::config::AdapterConfig;
@@ -46,6 +52,15 @@ impl Stripe {
         }
     }
 
+    /// The URL async-stripe sends `request` to, as a preview shows it.
+    fn url_of(&self, path: &str, query: Option<&str>) -> String {
+        let url = format!("{}v1{path}", self.base);
+        match query {
+            Some(query) => format!("{url}?{query}"),
+            None => url,
+        }
+    }
+
     fn client(&self) -> Result<&stripe::Client, AdapterError> {
         self.client.as_ref().map_err(Clone::clone)
     }
@@ -54,6 +69,11 @@ impl Stripe {
 /// The request for the action's invoice; its id is checked because it becomes part of the
 /// path.
 fn pay(action: &Value) -> Result<PayInvoice, AdapterError> {
+    Ok(PayInvoice::new(invoice_id(action)?))
+}
+
+/// The action's invoice id, checked because it becomes part of a path.
+fn invoice_id(action: &Value) -> Result<&str, AdapterError> {
     let invoice = field(action, "invoice")?;
     let valid = invoice.starts_with("in_")
         && invoice
@@ -64,7 +84,50 @@ fn pay(action: &Value) -> Result<PayInvoice, AdapterError> {
             "{invoice:?} is not a Stripe invoice id"
         )));
     }
-    Ok(PayInvoice::new(invoice))
+    Ok(invoice)
+}
+
+/// The amount (in the currency's smallest unit) and currency the approver saw.
+fn approved_amount(action: &Value) -> Result<(i64, String), AdapterError> {
+    match (
+        action.get("amount_cents").and_then(Value::as_i64),
+        action.get("currency").and_then(Value::as_str),
+    ) {
+        (Some(amount), Some(currency)) => Ok((amount, currency.to_ascii_lowercase())),
+        _ => Err(AdapterError::Permanent(
+            "the action names no amount_cents and currency, so what Stripe would collect \
+             cannot be checked against what was approved; nothing was paid"
+                .into(),
+        )),
+    }
+}
+
+/// Refuses unless the invoice still owes exactly what was approved, or is paid already.
+fn check_owed(
+    invoice: &stripe_billing::Invoice,
+    id: &str,
+    (amount, currency): &(i64, String),
+) -> Result<(), AdapterError> {
+    let paid = matches!(invoice.status, Some(stripe_billing::InvoiceStatus::Paid));
+    let owed = invoice.amount_remaining;
+    let owed_currency = invoice.currency.to_string().to_ascii_lowercase();
+    if paid || (owed == *amount && owed_currency == *currency) {
+        return Ok(());
+    }
+    Err(AdapterError::Permanent(format!(
+        "Stripe's invoice {id} has {} remaining, but {} was approved; nothing was paid",
+        money(owed, &owed_currency),
+        money(*amount, currency)
+    )))
+}
+
+/// An amount with its currency's code, as both figures of a refusal are shown.
+fn money(amount: i64, currency: &str) -> String {
+    format!(
+        "{} {}",
+        crate::domain::priority::money(amount, currency),
+        currency.to_ascii_uppercase()
+    )
 }
 
 fn idempotency_key(key: &str) -> Result<IdempotencyKey, AdapterError> {
@@ -129,6 +192,14 @@ impl Adapter for Stripe {
     fn preview(&self, action: &Value, key: &str) -> Result<Vec<RequestPreview>, AdapterError> {
         self.client()?;
         idempotency_key(key)?;
+        approved_amount(action)?;
+        let read = RetrieveInvoice::new(invoice_id(action)?).build();
+        let read = RequestPreview {
+            method: "GET".into(),
+            url: self.url_of(&read.path, read.query.as_deref()),
+            headers: BTreeMap::from([("Authorization".to_string(), format!("Bearer {REDACTED}"))]),
+            body: Value::Null,
+        };
         let request = pay(action)?.build();
         let mut headers = BTreeMap::from([
             ("Authorization".to_string(), format!("Bearer {REDACTED}")),
@@ -141,20 +212,23 @@ impl Adapter for Stripe {
                 "application/x-www-form-urlencoded".into(),
             );
         }
-        let mut url = format!("{}v1{}", self.base, request.path);
-        if let Some(query) = &request.query {
-            url = format!("{url}?{query}");
-        }
-        Ok(vec![RequestPreview {
-            method: format!("{:?}", request.method).to_uppercase(),
-            url,
-            headers,
-            body: Value::String(request.body.unwrap_or_default()),
-        }])
+        Ok(vec![
+            read,
+            RequestPreview {
+                method: format!("{:?}", request.method).to_uppercase(),
+                url: self.url_of(&request.path, request.query.as_deref()),
+                headers,
+                body: Value::String(request.body.unwrap_or_default()),
+            },
+        ])
     }
 
     async fn execute(&self, action: &Value, key: &str) -> Result<Value, AdapterError> {
         let client = self.client()?;
+        let id = invoice_id(action)?;
+        let approved = approved_amount(action)?;
+        let current = RetrieveInvoice::new(id).send(client).await.map_err(sort)?;
+        check_owed(&current, id, &approved)?;
         let invoice = pay(action)?
             .customize()
             .request_strategy(RequestStrategy::Idempotent(idempotency_key(key)?))

@@ -600,10 +600,35 @@ fn invoice(id: &str, status: &str) -> Value {
     invoice
 }
 
+/// An open invoice that owes `amount` in `currency`.
+fn owing(id: &str, amount: i64, currency: &str) -> Value {
+    let mut open = invoice(id, "open");
+    open["amount_remaining"] = json!(amount);
+    open["amount_due"] = json!(amount);
+    open["amount_paid"] = json!(0);
+    open["currency"] = json!(currency);
+    open
+}
+
+/// Stripe's answer to reading invoice `id`.
+async fn stripe_reads(peers: &Peers, id: &str, answer: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/invoices/{id}")))
+        .and(header(
+            "authorization",
+            format!("Bearer {STRIPE_KEY}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&peers.stripe)
+        .await;
+}
+
 #[tokio::test]
 async fn a_stripe_invoice_is_retried_with_the_proposals_idempotency_key() {
     let peers = Peers::start().await;
-    let paid = invoice("in_1Pgc6tB7WZ01zgkWu9fdqL6I", "paid");
+    let id = "in_1Pgc6tB7WZ01zgkWu9fdqL6I";
+    stripe_reads(&peers, id, owing(id, 1000, "usd")).await;
+    let paid = invoice(id, "paid");
     Mock::given(method("POST"))
         .and(path("/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/pay"))
         .and(header(
@@ -616,7 +641,7 @@ async fn a_stripe_invoice_is_retried_with_the_proposals_idempotency_key() {
         .mount(&peers.stripe)
         .await;
     let adapters = peers.adapters(&[]);
-    let action = json!({ "invoice": "in_1Pgc6tB7WZ01zgkWu9fdqL6I" });
+    let action = json!({ "invoice": id, "amount_cents": 1000, "currency": "usd" });
 
     let result = adapters
         .execute("stripe.retry_invoice", &action, KEY)
@@ -631,20 +656,70 @@ async fn a_stripe_invoice_is_retried_with_the_proposals_idempotency_key() {
             "amount_paid": paid["amount_paid"],
         })
     );
+    // The invoice is read first, then paid.
     let requests = received(&peers.stripe).await;
-    assert_eq!(requests.len(), 1);
+    assert_eq!(requests.len(), 2);
     let preview = adapters
         .preview("stripe.retry_invoice", &action, KEY)
         .expect("a preview");
-    assert_eq!(preview.len(), 1);
-    assert_eq!(preview[0].headers["Idempotency-Key"], KEY);
+    assert_eq!(preview.len(), 2);
+    assert_eq!(preview[1].headers["Idempotency-Key"], KEY);
     assert_eq!(
-        preview[0].headers["Content-Type"],
+        preview[1].headers["Content-Type"],
         "application/x-www-form-urlencoded"
     );
     assert_preview_matches(&preview[0], &requests[0], STRIPE_KEY);
+    assert_preview_matches(&preview[1], &requests[1], STRIPE_KEY);
     // Stripe replays its first answer for a repeated key: a lost answer may be asked again.
     assert!(adapters.dedupes("stripe.retry_invoice"));
+}
+
+#[tokio::test]
+async fn an_invoice_that_no_longer_owes_what_was_approved_is_not_paid() {
+    let peers = Peers::start().await;
+    let adapters = peers.adapters(&[]);
+    let approved = json!({ "invoice": "in_changed", "amount_cents": 1000, "currency": "usd" });
+    for (now, words) in [
+        (
+            owing("in_changed", 2500, "usd"),
+            "has $25.00 USD remaining, but $10.00 USD was approved",
+        ),
+        (
+            owing("in_changed", 1000, "eur"),
+            "has €10.00 EUR remaining, but $10.00 USD was approved",
+        ),
+        (owing("in_changed", 400, "usd"), "has $4.00 USD remaining"),
+    ] {
+        peers.stripe.reset().await;
+        stripe_reads(&peers, "in_changed", now).await;
+        let message = permanent(
+            adapters
+                .execute("stripe.retry_invoice", &approved, KEY)
+                .await,
+        );
+        assert!(message.contains(words), "{message}");
+        assert!(message.contains("nothing was paid"), "{message}");
+        let calls = received(&peers.stripe).await;
+        assert!(
+            calls.iter().all(|r| r.method.as_str() == "GET"),
+            "only read: {:?}",
+            calls.iter().map(|r| r.url.path()).collect::<Vec<_>>()
+        );
+    }
+    // An action without the amount it was approved for is not paid either.
+    let message = permanent(
+        adapters
+            .execute(
+                "stripe.retry_invoice",
+                &json!({ "invoice": "in_changed" }),
+                KEY,
+            )
+            .await,
+    );
+    assert!(
+        message.contains("names no amount_cents and currency"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -684,12 +759,17 @@ async fn stripe_rate_limits_and_outages_are_transient_and_declines_keep_stripes_
     ];
     for (answer, retryable, expected) in cases {
         peers.stripe.reset().await;
-        Mock::given(method("POST"))
+        // The first call, reading the invoice, gets the answer.
+        Mock::given(wiremock::matchers::any())
             .respond_with(answer)
             .mount(&peers.stripe)
             .await;
         let result = adapters
-            .execute("stripe.retry_invoice", &json!({ "invoice": "in_404" }), KEY)
+            .execute(
+                "stripe.retry_invoice",
+                &json!({ "invoice": "in_404", "amount_cents": 1000, "currency": "usd" }),
+                KEY,
+            )
             .await;
         let message = if retryable {
             transient(result).0
@@ -718,7 +798,7 @@ async fn an_unreachable_stripe_is_transient_and_a_payment_cannot_be_undone() {
     let (_held, closed) = refusing();
     let peers = Peers::start().await;
     let adapters = peers.adapters(&[("STRIPE_API_BASE", &format!("http://{closed}/"))]);
-    let action = json!({ "invoice": "in_123" });
+    let action = json!({ "invoice": "in_123", "amount_cents": 1000, "currency": "usd" });
 
     transient(adapters.execute("stripe.retry_invoice", &action, KEY).await);
 
@@ -1162,7 +1242,7 @@ async fn an_adapter_without_its_credential_names_the_missing_setting() {
         (
             &bare,
             "stripe.retry_invoice",
-            json!({ "invoice": "in_123" }),
+            json!({ "invoice": "in_123", "amount_cents": 1000, "currency": "usd" }),
             "STRIPE_API_KEY is not set: ",
         ),
         (

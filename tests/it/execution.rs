@@ -101,6 +101,28 @@ impl Respond for FakeStripe {
     }
 }
 
+/// Stripe reading an invoice: open, owing $10.00 (what the failed-invoice fixture and the
+/// drafts here approve).
+struct OpenInvoice;
+
+impl Respond for OpenInvoice {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let id = request
+            .url
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("in_unknown");
+        let mut invoice = paid_invoice(id);
+        invoice["status"] = json!("open");
+        invoice["amount_due"] = json!(1000);
+        invoice["amount_remaining"] = json!(1000);
+        invoice["amount_paid"] = json!(0);
+        invoice["currency"] = json!("usd");
+        ResponseTemplate::new(200).set_body_json(invoice)
+    }
+}
+
 /// Local Slack, Stripe and GitHub servers, and the settings that point ExecOps at them.
 pub struct Fakes {
     pub slack: MockServer,
@@ -133,6 +155,17 @@ impl Fakes {
     }
 
     pub async fn stripe_answers(&self, fake: FakeStripe) {
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path_regex(
+                "^/v1/invoices/in_[A-Za-z0-9_]+$",
+            ))
+            .and(header(
+                "authorization",
+                format!("Bearer {STRIPE_KEY}").as_str(),
+            ))
+            .respond_with(OpenInvoice)
+            .mount(&self.stripe)
+            .await;
         Mock::given(method("POST"))
             .and(header(
                 "authorization",
@@ -538,7 +571,7 @@ async fn a_call_retried_after_server_errors_has_one_effect_under_one_key() {
         &app,
         "retry",
         "stripe.retry_invoice",
-        json!({"invoice": "in_retry"}),
+        json!({"invoice": "in_retry", "amount_cents": 1000, "currency": "usd"}),
     )
     .await;
     approve(&app, &token, &id).await;
@@ -557,7 +590,14 @@ async fn a_call_retried_after_server_errors_has_one_effect_under_one_key() {
         ]
     );
     let key = id.parse::<ProposalId>().expect("an id").idempotency_key();
-    let requests = fakes.stripe.received_requests().await.unwrap_or_default();
+    let requests: Vec<_> = fakes
+        .stripe
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .collect();
     assert_eq!(requests.len(), 3);
     for request in &requests {
         assert_eq!(request.url.path(), "/v1/invoices/in_retry/pay");
@@ -714,7 +754,7 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
         (
             "pay",
             "stripe.retry_invoice",
-            json!({"invoice": "in_killed"}),
+            json!({"invoice": "in_killed", "amount_cents": 1000, "currency": "usd"}),
         ),
         (
             "post",
@@ -748,7 +788,8 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
     // Both calls are in the providers' hands, their answers held back: kill now.
     eventually(Duration::from_secs(60), "both calls to arrive", || async {
         let stripe_calls = fakes.stripe.received_requests().await.unwrap_or_default();
-        !stripe_calls.is_empty() && !fakes.slack_posts().await.is_empty()
+        stripe_calls.iter().any(|r| r.method.as_str() == "POST")
+            && !fakes.slack_posts().await.is_empty()
     })
     .await;
     serve.kill();
@@ -796,7 +837,9 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
             .received_requests()
             .await
             .unwrap_or_default()
-            .len(),
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .count(),
         2
     );
     assert_eq!(stripe.effects(), HashMap::from([(key, 1)]), "one effect");
