@@ -413,6 +413,7 @@ async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> any
     if let Some(fixtures) = demo_fixtures {
         let base = format!("http://{addr}");
         let password = crate::demo::demo_admin(&app.state.store).await?;
+        crate::demo::enable_writes(&app.state.store).await?;
         let sent = crate::demo::send_fixtures(&config, &fixtures, &base).await?
             + crate::demo::send_recent_history(&config, &fixtures, &base, chrono::Utc::now())
                 .await?;
@@ -479,8 +480,12 @@ async fn show_guardrails(config: Config) -> anyhow::Result<()> {
             engaged.actor, engaged.reason
         );
     }
-    for (action_type, reason) in guardrails.disabled() {
-        println!("{action_type}: disabled ({reason})");
+    let mut disabled = 0;
+    for (action_type, _) in crate::adapters::ACTION_TYPES {
+        if let Some(reason) = guardrails.disabled_reason(action_type) {
+            disabled += 1;
+            println!("{action_type}: disabled ({reason})");
+        }
     }
     for (action_type, limit) in guardrails.rate_limits() {
         println!("{action_type}: at most {limit} an hour");
@@ -488,7 +493,7 @@ async fn show_guardrails(config: Config) -> anyhow::Result<()> {
     for (adapter, until) in guardrails.circuits() {
         println!("{adapter}: circuit open, probe from {until}");
     }
-    if guardrails.engaged().is_empty() && guardrails.disabled().is_empty() {
+    if guardrails.engaged().is_empty() && disabled == 0 {
         println!("no kill switch engaged, every action type enabled");
     }
     Ok(())

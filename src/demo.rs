@@ -97,6 +97,29 @@ pub async fn demo_admin(store: &Store) -> anyhow::Result<String> {
     }
 }
 
+/// Enables the action types that write to the outside world, which a fresh install leaves
+/// for an admin to enable: the demo shows them running (or failing for want of a provider's
+/// credentials) once approved. Returns those it enabled.
+pub async fn enable_writes(store: &Store) -> anyhow::Result<Vec<&'static str>> {
+    use crate::domain::guardrails::{needs_opt_in, GuardrailsCommand, GuardrailsError};
+    let mut enabled = Vec::new();
+    for (action_type, _) in crate::adapters::ACTION_TYPES {
+        if !needs_opt_in(action_type) {
+            continue;
+        }
+        let command = GuardrailsCommand::EnableActionType {
+            action_type: action_type.to_string(),
+            actor: DEMO_ADMIN.into(),
+        };
+        match store.guardrails(command, Default::default()).await {
+            Ok(()) => enabled.push(*action_type),
+            Err(CommandError::Refused(GuardrailsError::NotDisabled(_))) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(enabled)
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

@@ -105,6 +105,26 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     ("webhook.post", "webhook"),
 ];
 
+/// What enabling an action type that writes to the outside world lets ExecOps do, for the
+/// admin who enables it; `None` for the types that need no enabling.
+pub fn what_enabling_means(action_type: &str) -> Option<&'static str> {
+    match action_type {
+        "stripe.retry_invoice" => Some(
+            "approved retries charge the customer's payment method in Stripe for the approved \
+             amount; a charge is refunded from Stripe's dashboard, not undone here",
+        ),
+        "email.send" => Some(
+            "approved emails go to customers from EXECOPS_EMAIL_FROM through SMTP_URL; an email \
+             sent cannot be called back",
+        ),
+        "webhook.post" => Some(
+            "approved events are posted, signed, to the configured webhook targets, whose \
+             systems act on them",
+        ),
+        _ => None,
+    }
+}
+
 /// The adapter that carries out an action type.
 pub fn adapter_of(action_type: &str) -> Option<&'static str> {
     ACTION_TYPES

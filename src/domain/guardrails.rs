@@ -4,8 +4,13 @@
 //! low, and only a person enables them again; rate limits are set per action type; an
 //! adapter's circuit opens after consecutive failures and closes after a good probe.
 //! [`Guardrails::hold`] is the one place that decides whether an execution may start.
+//!
+//! Writes are opt-in: an action type that costs money or cannot be taken back once sent
+//! (`stripe.*`, `email.send`, `webhook.post`, see [`needs_opt_in`]) is disabled until a
+//! person enables it. A fresh install proposes such actions, and may approve them, but runs
+//! none until an admin says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
@@ -16,6 +21,16 @@ use serde::{Deserialize, Serialize};
 
 /// The id of the one guardrails stream.
 pub const GUARDRAILS_ID: &str = "guardrails";
+
+/// Why an action type that writes to the outside world waits for a person to enable it.
+pub const NOT_ENABLED_YET: &str = "not enabled yet: it costs money or cannot be taken back \
+     once sent, so an admin enables it first";
+
+/// Whether `action_type` writes to the outside world in a way that costs money or cannot be
+/// undone, and so is disabled until a person enables it.
+pub fn needs_opt_in(action_type: &str) -> bool {
+    action_type.starts_with("stripe.") || matches!(action_type, "email.send" | "webhook.post")
+}
 
 /// What a kill switch covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,7 +81,10 @@ impl fmt::Display for Hold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hold::KillSwitch(scope) => write!(f, "the kill switch for {scope} is engaged"),
-            Hold::Disabled(action_type) => write!(f, "{action_type} is disabled"),
+            Hold::Disabled(action_type) => write!(
+                f,
+                "{action_type} is disabled; an admin enables it on /settings"
+            ),
             Hold::RateLimited { per_hour, until } => write!(
                 f,
                 "over the rate limit of {per_hour} an hour; runs at {}",
@@ -220,13 +238,28 @@ pub struct Guardrails {
     rate_limits: BTreeMap<String, u32>,
     /// Open circuits and when a probe may pass.
     circuits: BTreeMap<String, DateTime<Utc>>,
+    /// Action types that needed a person to enable them, and were.
+    #[serde(default)]
+    opted_in: BTreeSet<String>,
 }
 
 impl Guardrails {
     pub fn is_disabled(&self, action_type: &str) -> bool {
-        self.disabled.contains_key(action_type)
+        self.disabled_reason(action_type).is_some()
     }
 
+    /// Why `action_type` may not run: disabled by a person or the precision rule, or a
+    /// write nobody has enabled yet.
+    pub fn disabled_reason(&self, action_type: &str) -> Option<String> {
+        if let Some(reason) = self.disabled.get(action_type) {
+            return Some(reason.clone());
+        }
+        (needs_opt_in(action_type) && !self.opted_in.contains(action_type))
+            .then(|| NOT_ENABLED_YET.to_string())
+    }
+
+    /// The action types disabled by a person or the precision rule, with the reason; writes
+    /// not enabled yet are told by [`Guardrails::disabled_reason`].
     pub fn disabled(&self) -> &BTreeMap<String, String> {
         &self.disabled
     }
@@ -311,7 +344,7 @@ impl Aggregate for Guardrails {
                 if action_type.trim().is_empty() {
                     return Err(GuardrailsError::EmptyActionType);
                 }
-                if self.is_disabled(&action_type) {
+                if self.disabled.contains_key(&action_type) {
                     return Err(GuardrailsError::AlreadyDisabled(action_type));
                 }
                 GuardrailsEvent::ActionTypeDisabled {
@@ -397,6 +430,9 @@ impl Aggregate for Guardrails {
             }
             GuardrailsEvent::ActionTypeEnabled { action_type, .. } => {
                 self.disabled.remove(&action_type);
+                if needs_opt_in(&action_type) {
+                    self.opted_in.insert(action_type);
+                }
             }
             GuardrailsEvent::KillSwitchEngaged {
                 scope,
@@ -477,6 +513,59 @@ mod tests {
             }]);
     }
 
+    #[test]
+    fn writes_wait_for_a_person_to_enable_them_and_messages_do_not() {
+        let now = Utc::now();
+        let fresh = Guardrails::default();
+        for (action_type, adapter) in [
+            ("stripe.retry_invoice", "stripe"),
+            ("email.send", "email"),
+            ("webhook.post", "webhook"),
+        ] {
+            assert_eq!(
+                fresh.hold(action_type, adapter, &load(now, 0)),
+                Some(Hold::Disabled(action_type.into())),
+                "{action_type}"
+            );
+            assert_eq!(
+                fresh.disabled_reason(action_type).as_deref(),
+                Some(NOT_ENABLED_YET)
+            );
+            let mut g = Guardrails::default();
+            g.apply(enabled(action_type));
+            assert_eq!(g.hold(action_type, adapter, &load(now, 0)), None);
+        }
+        for (action_type, adapter) in [
+            ("slack.post_message", "slack"),
+            ("github.create_issue", "github"),
+        ] {
+            assert_eq!(fresh.hold(action_type, adapter, &load(now, 0)), None);
+        }
+        // Enabling is the command that opts in; a write enabled and disabled again by a
+        // person is enabled again the same way.
+        TestFramework::<Guardrails>::with(())
+            .given_no_previous_events()
+            .when(GuardrailsCommand::EnableActionType {
+                action_type: "stripe.retry_invoice".into(),
+                actor: "admin@example.com".into(),
+            })
+            .then_expect_events(vec![enabled("stripe.retry_invoice")]);
+        TestFramework::<Guardrails>::with(())
+            .given(vec![enabled("stripe.retry_invoice")])
+            .when(GuardrailsCommand::EnableActionType {
+                action_type: "stripe.retry_invoice".into(),
+                actor: "admin@example.com".into(),
+            })
+            .then_expect_error(GuardrailsError::NotDisabled("stripe.retry_invoice".into()));
+        TestFramework::<Guardrails>::with(())
+            .given_no_previous_events()
+            .when(GuardrailsCommand::EnableActionType {
+                action_type: "slack.post_message".into(),
+                actor: "admin@example.com".into(),
+            })
+            .then_expect_error(GuardrailsError::NotDisabled("slack.post_message".into()));
+    }
+
     fn load(now: DateTime<Utc>, started: u32) -> Load {
         Load {
             now,
@@ -487,8 +576,17 @@ mod tests {
         }
     }
 
+    fn enabled(action_type: &str) -> GuardrailsEvent {
+        GuardrailsEvent::ActionTypeEnabled {
+            action_type: action_type.into(),
+            actor: "admin@example.com".into(),
+        }
+    }
+
+    /// The guardrails after `events`, with email enabled as a team that sends it would have.
     fn guardrails(events: Vec<GuardrailsEvent>) -> Guardrails {
         let mut g = Guardrails::default();
+        g.apply(enabled("email.send"));
         for e in events {
             g.apply(e);
         }
@@ -629,7 +727,7 @@ mod tests {
     #[test]
     fn enabling_what_is_not_disabled_is_refused() {
         TestFramework::<Guardrails>::with(())
-            .given_no_previous_events()
+            .given(vec![enabled("email.send")])
             .when(GuardrailsCommand::EnableActionType {
                 action_type: "email.send".into(),
                 actor: "founder@example.com".into(),

@@ -258,6 +258,8 @@ pub struct ActionTypeRow {
     pub action_type: &'static str,
     pub adapter: &'static str,
     pub disabled: Option<String>,
+    /// For a write: what enabling it lets ExecOps do.
+    pub enabling_means: Option<&'static str>,
     pub rate_limit: u32,
     pub rate_limit_set: bool,
     pub undo: String,
@@ -337,7 +339,8 @@ pub async fn settings(State(state): State<AppState>, session: Session) -> Respon
         .map(|(action_type, adapter)| ActionTypeRow {
             action_type,
             adapter,
-            disabled: guardrails.disabled().get(*action_type).cloned(),
+            disabled: guardrails.disabled_reason(action_type),
+            enabling_means: crate::adapters::what_enabling_means(action_type),
             rate_limit: guardrails.rate_limit(action_type, default_rate),
             rate_limit_set: guardrails.rate_limits().contains_key(*action_type),
             undo: match state.adapters.rollback_limit(action_type) {

@@ -49,6 +49,7 @@ pub async fn projections_idle(pool: &sqlx::PgPool) {
 async fn failed_invoice_recovered(app: &TestApp) -> String {
     use crate::pages::{csrf_of, form, page, sign_in};
     let token = person(app, "ada@example.com", Role::Approver).await;
+    crate::common::enable_writes(&app.store).await;
     // No retry scheduled by Stripe: the case where a retry is proposed.
     let delivery =
         crate::policies::send_changed(app, "stripe/invoice.payment_failed.json", |json| {
@@ -239,6 +240,7 @@ async fn audit_show_of_an_unknown_proposal_says_so_and_fails() {
 async fn some_history(app: &TestApp) {
     let token = person(app, "ada@example.com", Role::Approver).await;
     person(app, "bob@example.com", Role::Viewer).await;
+    crate::common::enable_writes(&app.store).await;
     let mut ids = Vec::new();
     for name in ["one", "two", "three"] {
         ids.push(

@@ -406,6 +406,7 @@ async fn a_failed_payment_approved_in_the_browser_emails_dms_and_records_the_rec
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let app = TestApp::spawn_with(crate::common::config(&borrowed)).await;
+    crate::common::enable_writes(&app.store).await;
     person(&app, "approver@example.com", Role::Approver).await;
 
     send_fixture(&app, "stripe/invoice.payment_failed.json").await;

@@ -138,6 +138,14 @@ pub async fn receive(store: &Store, external_id: &str) -> Receipt {
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
+/// Enables the action types that write to the outside world, as an admin would before
+/// approving them runs anything.
+pub async fn enable_writes(store: &Store) {
+    execops::demo::enable_writes(store)
+        .await
+        .expect("writes enabled");
+}
+
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -566,6 +566,7 @@ async fn a_call_retried_after_server_errors_has_one_effect_under_one_key() {
     let stripe = FakeStripe::failing(2);
     fakes.stripe_answers(stripe.clone()).await;
     let app = TestApp::spawn_with(fakes.config(&[])).await;
+    crate::common::enable_writes(&app.store).await;
     let token = person(&app, "approver@example.com", Role::Approver).await;
     let id = draft(
         &app,
@@ -749,6 +750,7 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
         .await
         .expect("migrated");
     let store = execops::store::Store::new(db.pool.clone(), execops::telemetry::Metrics::new());
+    crate::common::enable_writes(&store).await;
     let mut ids = Vec::new();
     for (name, action_type, action) in [
         (
@@ -1225,4 +1227,64 @@ async fn an_issue_opened_for_a_red_build_records_the_fix_when_the_build_goes_gre
         rates == Some((1, 1))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_fresh_install_proposes_writes_but_runs_none_until_an_admin_enables_them() {
+    use crate::pages::{csrf_of, form, page, sign_in};
+    let fakes = Fakes::start().await;
+    let stripe = FakeStripe::default();
+    fakes.stripe_answers(stripe.clone()).await;
+    let app = TestApp::spawn_with(fakes.config(&[])).await;
+    let token = person(&app, "approver@example.com", Role::Approver).await;
+    person(&app, "admin@example.com", Role::Admin).await;
+    let id = draft(
+        &app,
+        "charge",
+        "stripe.retry_invoice",
+        json!({"invoice": "in_optin", "amount_cents": 1000, "currency": "usd"}),
+    )
+    .await;
+    approve(&app, &token, &id).await;
+    let events = wait_for(&app, &id, "ExecutionDeferred").await;
+    assert_eq!(events, ["Drafted", "Approved", "ExecutionDeferred"]);
+    let deferred = payload_of(&app, &id, "ExecutionDeferred").await;
+    assert_eq!(
+        deferred["reason"],
+        "stripe.retry_invoice is disabled; an admin enables it on /settings"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fakes
+            .stripe
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing reached Stripe"
+    );
+
+    // The settings say so, and what enabling means; an admin enables it there.
+    let admin = sign_in(&app, "admin@example.com").await;
+    let (_, html, _) = page(&app, Some(&admin), "/settings").await;
+    for shown in [
+        "not enabled yet",
+        "payment method in Stripe for the approved amount",
+    ] {
+        assert!(html.contains(shown), "{shown} in the settings");
+    }
+    let (status, _, _) = form(
+        &app,
+        Some(&admin),
+        "/settings",
+        &[
+            ("csrf", csrf_of(&html).as_str()),
+            ("change", "enable"),
+            ("action_type", "stripe.retry_invoice"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    wait_for(&app, &id, "ExecutionSucceeded").await;
+    assert_eq!(stripe.effects().len(), 1, "paid once, after enabling");
 }

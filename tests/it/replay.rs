@@ -16,6 +16,7 @@ use crate::webhooks::{configured, fixtures, post};
 /// Sends every fixture, signed, and decides a few of the proposals they draft.
 async fn busy_day(app: &TestApp) {
     use crate::pages::sign_in;
+    crate::common::enable_writes(&app.store).await;
     for path in fixtures() {
         let delivery = execops::send::prepare(
             &path,
@@ -364,6 +365,11 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
         .await
         .expect("migrated");
     let pool = db.pool.clone();
+    crate::common::enable_writes(&execops::store::Store::new(
+        pool.clone(),
+        execops::telemetry::Metrics::new(),
+    ))
+    .await;
     let settings = fakes.settings(None);
     let deliveries: Vec<_> = (0..INVOICES).map(failed_invoice).collect();
 

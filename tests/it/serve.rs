@@ -394,6 +394,21 @@ async fn the_demo_fills_an_inbox_a_newcomer_can_sign_in_to() {
         html.matches("class=\"card ").count() >= 7 && html.contains("Prepare dispute evidence")
     })
     .await;
+    // The demo shows writes running: it enabled them, as an admin would.
+    let settings = browser
+        .get(format!("{base}/settings"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("the settings")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        settings.contains("<code>stripe.retry_invoice</code>")
+            && !settings.contains("not enabled yet"),
+        "the demo enabled the writes it shows"
+    );
     // The canvas has recent figures: cash in Stripe, and four months of spend.
     eventually(Duration::from_secs(60), "the canvas's figures", || async {
         let page = |url: String| {
