@@ -357,6 +357,9 @@ pub struct AdapterConfig {
     pub slack_bot_token: Option<SecretString>,
     /// Slack Web API base, ending without a slash (`https://slack.com/api`).
     pub slack_api_base: String,
+    /// `SLACK_RESPONSE_URL_BASE` (`https://hooks.slack.com/`): a click's or command's
+    /// `response_url` is answered only when it starts with this.
+    pub slack_response_base: String,
     /// `smtp://host:port` (plain, for a local relay), `smtp://…?tls=required` or `smtps://…`,
     /// with optional `user:password@`.
     pub smtp_url: Option<SecretString>,
@@ -427,6 +430,14 @@ fn adapters(get: &impl Fn(&str) -> Option<String>) -> Result<AdapterConfig, Conf
             .unwrap_or_else(|| "https://slack.com/api".into())
             .trim_end_matches('/')
             .to_string(),
+        slack_response_base: {
+            let mut base =
+                get("SLACK_RESPONSE_URL_BASE").unwrap_or_else(|| "https://hooks.slack.com/".into());
+            if !base.ends_with('/') {
+                base.push('/');
+            }
+            base
+        },
         smtp_url: get("SMTP_URL").map(SecretString::from),
         email_from: get("EXECOPS_EMAIL_FROM")
             .unwrap_or_else(|| "ExecOps <execops@localhost>".into()),

@@ -237,11 +237,36 @@ impl Adapters {
 
 /// Sorts a failed HTTP exchange: timeouts, connection failures, 429 and 5xx are transient.
 pub(crate) fn http_error(provider: &str, error: reqwest::Error) -> AdapterError {
-    if error.is_timeout() || error.is_connect() || error.is_request() {
+    let transient = error.is_timeout() || error.is_connect() || error.is_request();
+    // reqwest names the URL it called, query and credentials included.
+    let error = without_secrets(&error.to_string());
+    if transient {
         AdapterError::transient(format!("{provider} did not answer: {error}"))
     } else {
         AdapterError::Permanent(format!("{provider}: {error}"))
     }
+}
+
+/// `text` with every URL in it redacted as [`redacted_url`] does: a provider's error that
+/// echoes the URL it was called at (a token in its query, a password in it) keeps none.
+pub(crate) fn without_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = ["https://", "http://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        out.push_str(&rest[..start]);
+        let url = &rest[start..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ','))
+            .unwrap_or(url.len());
+        out.push_str(&redacted_url(&url[..end]));
+        rest = &url[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Sorts an HTTP status that is not a success, keeping the provider's message.
@@ -251,7 +276,10 @@ pub(crate) fn status_error(
     headers: &reqwest::header::HeaderMap,
     body: &str,
 ) -> AdapterError {
-    let message = format!("{provider} answered {status}: {}", truncate(body, 500));
+    let message = format!(
+        "{provider} answered {status}: {}",
+        truncate(&without_secrets(body), 500)
+    );
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         AdapterError::Transient {
             message,
@@ -459,6 +487,27 @@ impl HttpRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_providers_error_that_echoes_a_url_keeps_no_credential() {
+        let body = r#"{"error":"no route to https://user:hunter2@hooks.example/in?access_token=abc123&team=ops, try http://x.example/?key=k1"}"#;
+        let error = status_error(
+            "webhook target crm",
+            reqwest::StatusCode::BAD_REQUEST,
+            &reqwest::header::HeaderMap::new(),
+            body,
+        );
+        let AdapterError::Permanent(message) = error else {
+            panic!("a 400 is permanent: {error:?}");
+        };
+        for secret in ["hunter2", "abc123", "k1"] {
+            assert!(!message.contains(secret), "{secret} in {message}");
+        }
+        for kept in ["team=ops", "hooks.example/in", "no route to", "try "] {
+            assert!(message.contains(kept), "{kept} in {message}");
+        }
+        assert_eq!(without_secrets("nothing to hide"), "nothing to hide");
+    }
 
     #[test]
     fn a_preview_holds_no_usable_credential() {

@@ -20,6 +20,8 @@ pub struct Slack {
     http: reqwest::Client,
     token: Option<SecretString>,
     base: String,
+    /// Where a `response_url` must point: Slack's hooks.
+    response_base: String,
 }
 
 impl Slack {
@@ -28,6 +30,7 @@ impl Slack {
             http,
             token: config.slack_bot_token.clone(),
             base: config.slack_api_base.clone(),
+            response_base: config.slack_response_base.clone(),
         }
     }
 
@@ -117,8 +120,15 @@ impl Slack {
     }
 
     /// Answers an interaction or a slash command through its `response_url`: Slack takes a
-    /// JSON message there (no token) for 30 minutes, up to five times.
+    /// JSON message there (no token) for 30 minutes, up to five times. A URL that is not
+    /// Slack's (not under `SLACK_RESPONSE_URL_BASE`) is refused, never called.
     pub async fn respond(&self, response_url: &str, message: &Value) -> Result<(), AdapterError> {
+        if !response_url.starts_with(&self.response_base) {
+            return Err(AdapterError::Permanent(format!(
+                "the response_url is not under {}; it was not called",
+                self.response_base
+            )));
+        }
         let request = HttpRequest::json(
             Method::POST,
             response_url.to_string(),

@@ -146,7 +146,7 @@ fn sort(error: StripeError) -> AdapterError {
                     .as_ref()
                     .map(|c| format!(", {}", c.as_str()))
                     .unwrap_or_default(),
-                api.message.as_deref().unwrap_or("no message")
+                super::without_secrets(api.message.as_deref().unwrap_or("no message"))
             );
             // 409 is a concurrent request with the same key still running.
             let in_use = status == 409

@@ -262,6 +262,22 @@ struct SignalPage {
     payload: String,
 }
 
+/// A delivery as a page shows it: Slack's `response_url` (anyone holding it may post as the
+/// app into the conversation for 30 minutes) is left out, wherever it sits.
+fn without_answer_urls(payload: &Value) -> Value {
+    match payload {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .filter(|(key, _)| !matches!(key.as_str(), "response_url" | "response_urls"))
+                .map(|(key, value)| (key.clone(), without_answer_urls(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_answer_urls).collect()),
+        other => other.clone(),
+    }
+}
+
 /// `GET /signals/{id}`: a delivery as it was received.
 pub async fn signal(
     State(state): State<AppState>,
@@ -296,7 +312,8 @@ pub async fn signal(
                     received_at,
                     payload: received
                         .get("payload")
-                        .and_then(|p| serde_json::to_string_pretty(p).ok())
+                        .map(without_answer_urls)
+                        .and_then(|p| serde_json::to_string_pretty(&p).ok())
                         .unwrap_or_default(),
                     id,
                 },

@@ -196,6 +196,10 @@ impl Fakes {
             [
                 ("SLACK_BOT_TOKEN", SLACK_TOKEN.to_string()),
                 ("SLACK_API_BASE", self.slack.uri()),
+                (
+                    "SLACK_RESPONSE_URL_BASE",
+                    format!("{}/respond/", self.slack.uri()),
+                ),
                 ("STRIPE_API_KEY", STRIPE_KEY.to_string()),
                 ("STRIPE_API_BASE", format!("{}/", self.stripe.uri())),
                 ("GITHUB_TOKEN", "ghp_test".to_string()),

@@ -1451,31 +1451,7 @@ async fn settings_warn_while_slack_decisions_are_taken_from_any_workspace() {
     for (extra, warned) in [(&[][..], true), (&[("SLACK_TEAM_ID", "T111")][..], false)] {
         let world = World::start(extra).await;
         world.person(BOB, Role::Admin, None).await;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a client");
-        let signed_in = client
-            .post(world.app.url("/login"))
-            .form(&[("email", BOB), ("password", crate::pages::PASSWORD)])
-            .send()
-            .await
-            .expect("signed in");
-        let cookie = signed_in.headers()["set-cookie"]
-            .to_str()
-            .expect("a cookie")
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let response = client
-            .get(world.app.url("/settings"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("the settings");
-        assert_eq!(response.status(), 200);
-        let html = response.text().await.expect("a page");
+        let html = page_as(&world, BOB, "/settings").await;
         assert_eq!(
             html.contains("id=\"slack-warning\"") && html.contains("SLACK_TEAM_ID is not set"),
             warned,
@@ -1483,4 +1459,79 @@ async fn settings_warn_while_slack_decisions_are_taken_from_any_workspace() {
         );
         world.app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_response_url_that_is_not_slacks_is_never_called_nor_shown() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    world.person(BOB, Role::Viewer, None).await;
+    let id = draft(&world.app, "elsewhere", Urgency::High, None).await;
+    settle(&world.app).await;
+    let value = format!("{id}:{}", hash_of(&world.app, &id).await);
+    let elsewhere = format!("{}/elsewhere/steal", world.fakes.slack.uri());
+    let (status, _) = press(
+        &world,
+        &click("execops_approve", "U0ADA", &value, &elsewhere),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The click is Slack's own, signed: it decides; only the answer is not sent there.
+    eventually(Duration::from_secs(10), "the click approves", || async {
+        decisions(&world.app, &id).await == ["Approved"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let called: Vec<String> = world
+        .fakes
+        .slack
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .filter(|p| p.starts_with("/elsewhere"))
+        .collect();
+    assert!(called.is_empty(), "{called:?}");
+    // The delivery's page shows no response_url.
+    let inbound: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = 'Inbound' \
+         AND payload::text LIKE '%elsewhere/steal%'",
+    )
+    .fetch_one(world.app.store.pool())
+    .await
+    .expect("the stored click");
+    let html = page_as(&world, BOB, &format!("/signals/{inbound}")).await;
+    assert!(html.contains("U0ADA"), "the click is shown");
+    assert!(!html.contains("response_url") && !html.contains("elsewhere/steal"));
+}
+
+/// The page at `path` as `email` sees it, signed in with the password every test person
+/// has (the world's https address makes the cookie `Secure`, so it is sent by hand).
+async fn page_as(world: &World, email: &str, path: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let signed_in = client
+        .post(world.app.url("/login"))
+        .form(&[("email", email), ("password", crate::pages::PASSWORD)])
+        .send()
+        .await
+        .expect("signed in");
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let response = client
+        .get(world.app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("the page");
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.expect("a page")
 }
