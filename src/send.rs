@@ -101,7 +101,7 @@ pub fn sign(
         }
         Sender::GitHub { event } => {
             let secret = need(secrets.github.as_ref(), "GITHUB_WEBHOOK_SECRET", "github")?;
-            let delivery = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &body);
+            let delivery = github::body_digest(&body);
             headers.push((github::SIGNATURE.into(), github::sign(&secret, &body)));
             headers.push((github::EVENT.into(), event.clone()));
             headers.push((github::DELIVERY.into(), delivery.to_string()));

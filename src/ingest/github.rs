@@ -1,6 +1,9 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`; the event in
-//! `X-GitHub-Event`; deduplicated on `X-GitHub-Delivery`, which a redelivery keeps. No
-//! timestamp is signed. `ping` is recorded like any other event.
+//! `X-GitHub-Event`. No timestamp is signed, and `X-GitHub-Delivery` is not signed either:
+//! a captured delivery sent again under a new delivery id would pass the signature check.
+//! So a delivery is deduplicated on a digest of its signed body (a name-based UUID of it),
+//! which GitHub's own redeliveries keep as they keep the body; `X-GitHub-Delivery` is still
+//! required. `ping` is recorded like any other event.
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
@@ -44,10 +47,15 @@ pub fn verify(
     Ok(Ingested::Signals(vec![Signal {
         source: "github".into(),
         kind,
-        external_id: delivery,
+        external_id: body_digest(body),
         occurred_at: now,
         payload,
     }]))
+}
+
+/// The name a delivery is deduplicated on: a UUID (version 5) of its signed body.
+pub fn body_digest(body: &[u8]) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, body).to_string()
 }
 
 /// The `X-Hub-Signature-256` header GitHub would send for `body`.

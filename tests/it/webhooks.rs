@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use execops::config::Config;
 use execops::send::{prepare, sender_of, sign, Delivery, Sender};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::{config, count, TestApp};
 
@@ -684,6 +684,47 @@ async fn hubspot_is_verified_only_against_the_public_url_never_the_host_a_reques
     .expect("signs");
     let (status, answer) = post(&app, &genuine).await;
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(events(&app).await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_captured_github_delivery_sent_again_under_a_new_delivery_id_changes_nothing() {
+    let config = configured();
+    let app = TestApp::spawn_with(config.clone()).await;
+    let delivery = prepare(
+        &fixture("github/workflow_run.completed.failure.json"),
+        &config,
+        &base(&app),
+        Utc::now(),
+    )
+    .expect("signs");
+    let (status, body) = post(&app, &delivery).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("accepted")),
+        "{body}"
+    );
+    // The same signed body under a delivery id GitHub never sent.
+    let mut replayed = delivery.clone();
+    without(&mut replayed, "x-github-delivery");
+    replayed.headers.push((
+        "x-github-delivery".into(),
+        "00000000-0000-4000-8000-000000000001".into(),
+    ));
+    let (status, body) = post(&app, &replayed).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("duplicate")),
+        "{body}"
+    );
+    // GitHub's own redelivery keeps the id and the body: a duplicate too.
+    let (status, body) = post(&app, &delivery).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("duplicate")),
+        "{body}"
+    );
     assert_eq!(events(&app).await, 1);
     app.stop().await;
 }
