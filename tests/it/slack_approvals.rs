@@ -1535,3 +1535,311 @@ async fn page_as(world: &World, email: &str, path: &str) -> String {
     assert_eq!(response.status(), 200, "{path}");
     response.text().await.expect("a page")
 }
+
+/// Every way a proposal might run without a person's valid approval of exactly what runs:
+/// each case ends with the fake providers having recorded no effect of it. Each proposal
+/// posts its own case's name to Slack (or charges Stripe), so an effect would show.
+#[tokio::test]
+async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
+    use crate::execution::{proposal, FakeStripe};
+
+    let world = World::start(&[]).await;
+    let stripe = FakeStripe::default();
+    world.fakes.stripe_answers(stripe.clone()).await;
+    crate::common::enable_writes(&world.app.store).await;
+    let app = &world.app;
+    let approver = crate::api::person(app, ADA, Role::Approver).await;
+    link(app, ADA, "U0ADA").await;
+    let viewer = crate::api::person(app, VIC, Role::Viewer).await;
+    let requester = crate::api::person(app, REQ, Role::Approver).await;
+    let api = |token: String, id: String, verb: &'static str, body: Value| async move {
+        app.client
+            .post(app.url(&format!("/api/v1/proposals/{id}/{verb}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers")
+            .status()
+            .as_u16()
+    };
+    let post = |case: &str| json!({"channel": "#matrix", "text": format!("matrix {case}")});
+    let store_draft = |draft: execops::domain::ProposalDraft| async move {
+        let id = draft.id.to_string();
+        app.store
+            .proposal(&id, ProposalCommand::Draft(draft), HashMap::new())
+            .await
+            .expect("drafted");
+        id
+    };
+    let mut refusals: Vec<(&str, u16)> = Vec::new();
+
+    // Unapproved: drafted and left alone, with a job row put in by hand.
+    let unapproved = store_draft(proposal(
+        "unapproved",
+        "slack.post_message",
+        post("unapproved"),
+    ))
+    .await;
+    // A forged read-model row: the inbox says approved, and a job row exists.
+    let forged = store_draft(proposal("forged", "slack.post_message", post("forged"))).await;
+    settle(app).await;
+    sqlx::query("UPDATE proposal_summaries SET status = 'approved' WHERE id = $1")
+        .bind(&forged)
+        .execute(app.store.pool())
+        .await
+        .expect("forged");
+    for id in [&unapproved, &forged] {
+        sqlx::query(
+            "INSERT INTO execution_jobs (proposal_id, approved_at, due_at) VALUES ($1, now(), now())",
+        )
+        .bind(id)
+        .execute(app.store.pool())
+        .await
+        .expect("a job put in by hand");
+    }
+    sqlx::query("SELECT pg_notify('execops_jobs', '')")
+        .execute(app.store.pool())
+        .await
+        .expect("notified");
+
+    // Rejected, then approved.
+    let rejected = store_draft(proposal("rejected", "slack.post_message", post("rejected"))).await;
+    settle(app).await;
+    let hash = hash_of(app, &rejected).await;
+    assert_eq!(
+        api(
+            approver.clone(),
+            rejected.clone(),
+            "reject",
+            json!({"reason": "no"})
+        )
+        .await,
+        200
+    );
+    refusals.push((
+        "rejected",
+        api(
+            approver.clone(),
+            rejected.clone(),
+            "approve",
+            json!({"payload_hash": hash}),
+        )
+        .await,
+    ));
+
+    // Expired, with nobody having settled it: the approval itself is refused.
+    let mut draft = proposal("expired", "slack.post_message", post("expired"));
+    draft.terms.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let expired = store_draft(draft).await;
+    let hash = hash_of(app, &expired).await;
+    let past_expiry = app
+        .store
+        .proposal(
+            &expired,
+            ProposalCommand::Approve(execops::domain::Decision {
+                actor: ADA.into(),
+                role: Role::Approver,
+                comment: None,
+                payload_hash: hash.clone(),
+                identities: vec![],
+                at: Some(chrono::Utc::now()),
+            }),
+            HashMap::new(),
+        )
+        .await;
+    assert!(
+        past_expiry.is_err(),
+        "the aggregate refuses: {past_expiry:?}"
+    );
+    settle(app).await;
+    refusals.push((
+        "expired",
+        api(
+            approver.clone(),
+            expired.clone(),
+            "approve",
+            json!({"payload_hash": hash}),
+        )
+        .await,
+    ));
+
+    // Superseded.
+    let superseded = store_draft(proposal(
+        "superseded",
+        "slack.post_message",
+        post("superseded"),
+    ))
+    .await;
+    let hash = hash_of(app, &superseded).await;
+    app.store
+        .proposal(
+            &superseded,
+            ProposalCommand::Supersede {
+                by: None,
+                reason: "a newer signal".into(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .expect("superseded");
+    settle(app).await;
+    refusals.push((
+        "superseded",
+        api(
+            approver.clone(),
+            superseded.clone(),
+            "approve",
+            json!({"payload_hash": hash}),
+        )
+        .await,
+    ));
+
+    // Revised after the first of two approvals: the old hash approves nothing.
+    let mut draft = proposal("revised", "slack.post_message", post("revised"));
+    draft.terms.approvals_needed = 2;
+    let revised = store_draft(draft).await;
+    settle(app).await;
+    let old = hash_of(app, &revised).await;
+    assert_eq!(
+        api(
+            approver.clone(),
+            revised.clone(),
+            "approve",
+            json!({"payload_hash": old})
+        )
+        .await,
+        200
+    );
+    app.store
+        .proposal(
+            &revised,
+            ProposalCommand::Revise(execops::domain::Revision {
+                title: "Test revised, again".into(),
+                action: post("revised, again"),
+                reasoning: "changed".into(),
+                drivers: vec![],
+                score: 50,
+                urgency: Urgency::High,
+                due_by: None,
+                inbound_id: "test:revised-2".into(),
+                terms: None,
+            }),
+            HashMap::new(),
+        )
+        .await
+        .expect("revised");
+    settle(app).await;
+    refusals.push((
+        "revised after an approval, old hash",
+        api(
+            requester.clone(),
+            revised.clone(),
+            "approve",
+            json!({"payload_hash": old}),
+        )
+        .await,
+    ));
+
+    // A viewer; the requester; a quorum short by one.
+    let viewed = store_draft(proposal("viewer", "slack.post_message", post("viewer"))).await;
+    let mut draft = proposal(
+        "self",
+        "stripe.retry_invoice",
+        json!({"invoice": "in_self", "amount_cents": 1000, "currency": "usd"}),
+    );
+    draft.requested_by = Some(REQ.into());
+    let own = store_draft(draft).await;
+    let mut draft = proposal("short", "slack.post_message", post("short"));
+    draft.terms.approvals_needed = 2;
+    let short = store_draft(draft).await;
+    settle(app).await;
+    for (case, token, id) in [
+        ("viewer", viewer.clone(), viewed.clone()),
+        ("self-approval", requester.clone(), own.clone()),
+    ] {
+        let hash = hash_of(app, &id).await;
+        refusals.push((
+            case,
+            api(token, id, "approve", json!({"payload_hash": hash})).await,
+        ));
+    }
+    let hash = hash_of(app, &short).await;
+    assert_eq!(
+        api(
+            approver.clone(),
+            short.clone(),
+            "approve",
+            json!({"payload_hash": hash})
+        )
+        .await,
+        200,
+        "one vote of two"
+    );
+
+    // A Slack click replayed: the same delivery again decides nothing more.
+    let mut draft = proposal("replayed", "slack.post_message", post("replayed"));
+    draft.terms.approvals_needed = 2;
+    let replayed = store_draft(draft).await;
+    settle(app).await;
+    let value = format!("{replayed}:{}", hash_of(app, &replayed).await);
+    let click = click(
+        "execops_approve",
+        "U0ADA",
+        &value,
+        &world.response_url("replay"),
+    );
+    for _ in 0..3 {
+        let (status, _) = press(&world, &click).await;
+        assert_eq!(status, 200);
+    }
+
+    // Nothing refused was let through, and no case had an effect anywhere.
+    for (case, status) in &refusals {
+        assert!(
+            (400..500).contains(status),
+            "{case}: refused in words, got {status}"
+        );
+    }
+    settle(app).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let posted: Vec<String> = world
+        .fakes
+        .slack_posts()
+        .await
+        .iter()
+        .filter_map(|p| p["text"].as_str().map(str::to_string))
+        .filter(|text| text.starts_with("matrix "))
+        .collect();
+    assert!(posted.is_empty(), "effects in Slack: {posted:?}");
+    assert!(
+        stripe.effects().is_empty(),
+        "effects in Stripe: {:?}",
+        stripe.effects()
+    );
+    for id in [
+        &unapproved,
+        &forged,
+        &rejected,
+        &expired,
+        &superseded,
+        &revised,
+        &viewed,
+        &own,
+        &short,
+        &replayed,
+    ] {
+        let events = crate::execution::events_of(app, id).await;
+        assert!(
+            !events
+                .iter()
+                .any(|e| e == "Approved" || e.starts_with("Execution")),
+            "{id}: {events:?}"
+        );
+    }
+    assert_eq!(
+        decisions(app, &replayed).await,
+        ["ApprovalAdded"],
+        "the replayed click counted once"
+    );
+}
