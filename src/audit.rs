@@ -647,6 +647,42 @@ fn proposal_step(event: &ProposalEvent, seen: &mut Seen, action_type: &str) -> (
             format!("rolled back by {actor} ({})", text_of(role)),
             json!({ "result": result }),
         ),
+        E::RollbackRequested {
+            actor,
+            role,
+            reason,
+            complete,
+        } => (
+            format!(
+                "undo asked for by {actor} ({}){}: {reason}",
+                text_of(role),
+                if *complete { "" } else { ", waiting for more" }
+            ),
+            json!({ "reason": reason, "complete": complete }),
+        ),
+        E::RollbackStarted { attempt } => (
+            format!("undo attempt {attempt} started"),
+            json!({ "attempt": attempt }),
+        ),
+        E::RollbackFailed {
+            attempt,
+            error,
+            retryable,
+        } => (
+            format!(
+                "undo attempt {attempt} failed{}: {error}",
+                if *retryable {
+                    ", will retry"
+                } else {
+                    "; the action stands"
+                }
+            ),
+            json!({ "attempt": attempt, "error": error, "retryable": retryable }),
+        ),
+        E::RollbackUncertain { attempt, reason } => (
+            format!("undo attempt {attempt} uncertain, for a person to check: {reason}"),
+            json!({ "attempt": attempt, "reason": reason }),
+        ),
         E::MarkedDone { actor, role, note } => (
             format!("marked done by {actor} ({})", text_of(role)),
             json!({ "note": note }),

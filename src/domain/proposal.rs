@@ -142,13 +142,31 @@ pub enum ProposalCommand {
         attempt: u32,
         reason: String,
     },
-    RollBack {
+    /// A person asks for the executed action to be undone. Undo is an action like any
+    /// other: it takes as many distinct people as the approval did, and the executor carries
+    /// it out behind the same guardrails.
+    RequestRollback {
         actor: String,
         role: Role,
-        result: Value,
+        reason: String,
         /// Now, and how long after execution an undo is allowed.
         at: DateTime<Utc>,
         window: chrono::Duration,
+    },
+    /// The executor is about to call the adapter's rollback.
+    StartRollback,
+    RecordRollback {
+        attempt: u32,
+        result: Value,
+    },
+    RecordRollbackFailure {
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    RecordRollbackUncertain {
+        attempt: u32,
+        reason: String,
     },
     /// A person checked that an uncertain execution did take effect.
     MarkDone {
@@ -244,10 +262,33 @@ pub enum ProposalEvent {
         attempt: u32,
         reason: String,
     },
+    /// A person asked for an undo; `complete` when theirs is the last request the quorum
+    /// needed, and the executor then carries it out.
+    RollbackRequested {
+        actor: String,
+        role: Role,
+        reason: String,
+        complete: bool,
+    },
+    RollbackStarted {
+        attempt: u32,
+    },
+    /// Undone; `actor` is the person whose request completed the quorum.
     RolledBack {
         actor: String,
         role: Role,
         result: Value,
+    },
+    /// The undo failed; when not `retryable` the action stands, as executed.
+    RollbackFailed {
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    },
+    /// The process stopped while an undo may have reached the provider.
+    RollbackUncertain {
+        attempt: u32,
+        reason: String,
     },
     MarkedDone {
         actor: String,
@@ -282,7 +323,15 @@ impl ProposalEvent {
             E::ExecutionFailed { .. } => Some(Status::Failed),
             E::ExecutionUncertain { .. } => Some(Status::Uncertain),
             E::RolledBack { .. } => Some(Status::RolledBack),
-            E::Revised { .. }
+            E::RollbackRequested { complete: true, .. } => Some(Status::RollingBack),
+            E::RollbackFailed {
+                retryable: false, ..
+            } => Some(Status::Succeeded),
+            E::RollbackUncertain { .. } => Some(Status::RollbackUncertain),
+            E::RollbackRequested { .. }
+            | E::RollbackStarted { .. }
+            | E::RollbackFailed { .. }
+            | E::Revised { .. }
             | E::ApprovalAdded(_)
             | E::RejectionAdded { .. }
             | E::Escalated { .. }
@@ -313,6 +362,10 @@ impl DomainEvent for ProposalEvent {
             ProposalEvent::ExecutionFailed { .. } => "ExecutionFailed",
             ProposalEvent::ExecutionUncertain { .. } => "ExecutionUncertain",
             ProposalEvent::RolledBack { .. } => "RolledBack",
+            ProposalEvent::RollbackRequested { .. } => "RollbackRequested",
+            ProposalEvent::RollbackStarted { .. } => "RollbackStarted",
+            ProposalEvent::RollbackFailed { .. } => "RollbackFailed",
+            ProposalEvent::RollbackUncertain { .. } => "RollbackUncertain",
             ProposalEvent::MarkedDone { .. } => "MarkedDone",
             ProposalEvent::RetryRequested { .. } => "RetryRequested",
             ProposalEvent::OutcomeRecorded { .. } => "OutcomeRecorded",
@@ -341,7 +394,11 @@ pub enum Status {
     Succeeded,
     Failed,
     Uncertain,
+    /// An undo the quorum asked for, waiting for or in the executor.
+    RollingBack,
     RolledBack,
+    /// The process stopped while an undo may have reached the provider: a person checks.
+    RollbackUncertain,
 }
 
 impl fmt::Display for Status {
@@ -398,6 +455,12 @@ pub enum ProposalError {
     NotExecuted(Status),
     #[error("the undo window closed at {0}")]
     UndoWindowClosed(DateTime<Utc>),
+    #[error("{0} has already asked for this undo")]
+    AlreadyAskedToUndo(String),
+    #[error("the proposal is {0}; no undo is waiting to run")]
+    NotRollingBack(Status),
+    #[error("no undo attempt {0} is in progress")]
+    NoSuchRollbackAttempt(u32),
     #[error("the proposal is {0}; only an uncertain execution can be marked as done")]
     NotUncertain(Status),
     #[error("the proposal is {0}; only an uncertain or failed execution can be retried")]
@@ -430,6 +493,16 @@ pub struct Proposal {
     /// The ladder levels told so far.
     #[serde(default)]
     escalation_level: u32,
+    /// Who asked for an undo so far, and whose request completed the quorum.
+    #[serde(default)]
+    rollback_requested_by: Vec<String>,
+    #[serde(default)]
+    rollback_by: Option<(String, Role)>,
+    /// Undo attempts made, and whether the last one is open.
+    #[serde(default)]
+    rollback_attempts: u32,
+    #[serde(default)]
+    rollback_running: bool,
 }
 
 impl Proposal {
@@ -459,6 +532,16 @@ impl Proposal {
     /// The attempt in progress or last made.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// Undo attempts made so far.
+    pub fn rollback_attempts(&self) -> u32 {
+        self.rollback_attempts
+    }
+
+    /// Whether an undo attempt is open: started and not recorded.
+    pub fn rollback_running(&self) -> bool {
+        self.rollback_running
     }
 
     /// What the last successful execution returned, for an undo.
@@ -569,6 +652,17 @@ impl Proposal {
             Ok(())
         } else {
             Err(ProposalError::NoSuchAttempt(attempt))
+        }
+    }
+
+    fn check_rollback_attempt(&self, attempt: u32) -> Result<(), ProposalError> {
+        if self.status == Status::RollingBack
+            && self.rollback_running
+            && attempt == self.rollback_attempts
+        {
+            Ok(())
+        } else {
+            Err(ProposalError::NoSuchRollbackAttempt(attempt))
         }
     }
 
@@ -686,7 +780,10 @@ impl Proposal {
                 })
             }
             C::Defer { reason, until } => {
-                self.may_start()?;
+                // An undo waits behind the same guardrails as an execution.
+                if self.status != Status::RollingBack || self.rollback_running {
+                    self.may_start()?;
+                }
                 Ok(E::ExecutionDeferred { reason, until })
             }
             C::StartExecution => {
@@ -725,10 +822,10 @@ impl Proposal {
                 self.check_attempt(attempt)?;
                 Ok(E::ExecutionUncertain { attempt, reason })
             }
-            C::RollBack {
+            C::RequestRollback {
                 actor,
                 role,
-                result,
+                reason,
                 at,
                 window,
             } => {
@@ -743,11 +840,56 @@ impl Proposal {
                         return Err(ProposalError::UndoWindowClosed(closes));
                     }
                 }
+                if self
+                    .rollback_requested_by
+                    .iter()
+                    .any(|who| who.eq_ignore_ascii_case(&actor))
+                {
+                    return Err(ProposalError::AlreadyAskedToUndo(actor));
+                }
+                let asked = self.rollback_requested_by.len() as u64 + 1;
+                Ok(E::RollbackRequested {
+                    actor,
+                    role,
+                    reason,
+                    complete: asked >= u64::from(self.terms.approvals_needed),
+                })
+            }
+            C::StartRollback => {
+                if self.status != Status::RollingBack || self.rollback_running {
+                    return Err(ProposalError::NotRollingBack(self.status));
+                }
+                Ok(E::RollbackStarted {
+                    attempt: self.rollback_attempts + 1,
+                })
+            }
+            C::RecordRollback { attempt, result } => {
+                self.check_rollback_attempt(attempt)?;
+                let (actor, role) = self
+                    .rollback_by
+                    .clone()
+                    .unwrap_or_else(|| (String::new(), Role::Viewer));
                 Ok(E::RolledBack {
                     actor,
                     role,
                     result,
                 })
+            }
+            C::RecordRollbackFailure {
+                attempt,
+                error,
+                retryable,
+            } => {
+                self.check_rollback_attempt(attempt)?;
+                Ok(E::RollbackFailed {
+                    attempt,
+                    error,
+                    retryable,
+                })
+            }
+            C::RecordRollbackUncertain { attempt, reason } => {
+                self.check_rollback_attempt(attempt)?;
+                Ok(E::RollbackUncertain { attempt, reason })
             }
             C::MarkDone { actor, role, note } => {
                 if !role.may_decide() {
@@ -859,6 +1001,30 @@ impl Aggregate for Proposal {
                 self.rejected_by.clear();
             }
             E::ExecutionStarted { attempt, .. } => self.attempts = attempt,
+            E::RollbackRequested {
+                actor,
+                role,
+                complete,
+                ..
+            } => {
+                self.rollback_requested_by.push(actor.clone());
+                if complete {
+                    self.rollback_by = Some((actor, role));
+                }
+            }
+            E::RollbackStarted { attempt } => {
+                self.rollback_attempts = attempt;
+                self.rollback_running = true;
+            }
+            E::RollbackFailed { retryable, .. } => {
+                self.rollback_running = false;
+                if !retryable {
+                    // The action stands; a new undo starts its quorum afresh.
+                    self.rollback_requested_by.clear();
+                    self.rollback_by = None;
+                }
+            }
+            E::RollbackUncertain { .. } => self.rollback_running = false,
             E::ExecutionSucceeded { result, at, .. } => {
                 self.result = result;
                 self.succeeded_at = at;

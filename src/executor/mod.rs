@@ -58,7 +58,9 @@ impl Subscriber for ExecutionQueue {
         event: &StoredEvent,
     ) -> Result<(), HandlerError> {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-            ("Proposal", "Approved" | "RetryRequested") => {
+            // An undo's request that completes its quorum is carried out like an action; an
+            // earlier one finds nothing to do and its job is dropped.
+            ("Proposal", "Approved" | "RetryRequested" | "RollbackRequested") => {
                 sqlx::query(
                     "INSERT INTO execution_jobs (proposal_id, approved_at, due_at) \
                      VALUES ($1, $2, now()) \
@@ -303,6 +305,9 @@ impl Executor {
         let id = job.proposal_id.as_str();
         let mut proposal = self.store.load_proposal(id).await?;
         let action_type = proposal.action_type().to_string();
+        if proposal.status() == Status::RollingBack {
+            return self.roll_back(job, &proposal).await;
+        }
         if proposal.status() == Status::Executing {
             if !self.interrupted(id, &proposal).await? {
                 return Ok(());
@@ -359,6 +364,131 @@ impl Executor {
             .execute(&action_type, proposal.action(), &key)
             .await;
         self.conclude(job, adapter, attempt, probe, result).await
+    }
+
+    /// Carries out an undo the quorum asked for, with the same rules as an execution: the
+    /// guardrails first, the attempt recorded before the call, and an attempt found open
+    /// (the process died during the call) repeated only where the provider dedupes.
+    /// Attempts count against the action type's rate limit; in `execution_attempts` an
+    /// undo's attempt `n` is numbered `-n`.
+    async fn roll_back(&self, job: &Job, proposal: &Proposal) -> Result<(), StepError> {
+        let id = job.proposal_id.as_str();
+        let action_type = proposal.action_type().to_string();
+        let adapter = adapter_of(&action_type).unwrap_or("none");
+        if proposal.rollback_running() {
+            let attempt = proposal.rollback_attempts();
+            self.row_finished(id, undo_row(attempt), "interrupted")
+                .await?;
+            if self.adapters.dedupes(&action_type) {
+                self.record(
+                    id,
+                    ProposalCommand::RecordRollbackFailure {
+                        attempt,
+                        error: format!(
+                            "the process stopped before the result of undo attempt {attempt} \
+                             was recorded; undoing again with the same key, which {adapter} \
+                             dedupes"
+                        ),
+                        retryable: true,
+                    },
+                )
+                .await?;
+            } else {
+                self.record(
+                    id,
+                    ProposalCommand::RecordRollbackUncertain {
+                        attempt,
+                        reason: format!(
+                            "the process stopped after undo attempt {attempt} may have reached \
+                             {adapter} and before its result was recorded; {adapter} does not \
+                             dedupe, so ExecOps will not undo again on its own. Check {adapter}."
+                        ),
+                    },
+                )
+                .await?;
+                self.metrics.execution(adapter, "uncertain");
+                self.finish(id).await?;
+                return Ok(());
+            }
+        }
+        let (attempt, probe) = {
+            let _gate = self.gate.lock().await;
+            let probe = match self.hold(&action_type, adapter).await? {
+                Err(hold) => return self.defer(job, hold).await,
+                Ok(probe) => probe,
+            };
+            self.record(id, ProposalCommand::StartRollback).await?;
+            let attempt = self.store.load_proposal(id).await?.rollback_attempts();
+            sqlx::query(
+                "INSERT INTO execution_attempts (proposal_id, attempt, action_type, adapter, started_at) \
+                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(undo_row(attempt))
+            .bind(&action_type)
+            .bind(adapter)
+            .execute(self.pool())
+            .await?;
+            if let Ok(mut running) = self.running.lock() {
+                running.insert(id.to_string(), adapter);
+            }
+            (attempt, probe)
+        };
+        let key = proposal.idempotency_key().unwrap_or_default();
+        let result = self
+            .adapters
+            .rollback(&action_type, proposal.action(), proposal.result(), &key)
+            .await;
+        match result {
+            Ok(value) => {
+                self.record(
+                    id,
+                    ProposalCommand::RecordRollback {
+                        attempt,
+                        result: value,
+                    },
+                )
+                .await?;
+                self.row_finished(id, undo_row(attempt), "ok").await?;
+                self.finish(id).await?;
+                self.metrics.execution(adapter, "rolled_back");
+                if probe {
+                    self.close_circuit(adapter).await?;
+                }
+            }
+            Err(error) => {
+                let transient = error.is_retryable();
+                let retryable = transient && attempt < self.config.max_attempts;
+                self.record(
+                    id,
+                    ProposalCommand::RecordRollbackFailure {
+                        attempt,
+                        error: error.to_string(),
+                        retryable,
+                    },
+                )
+                .await?;
+                let outcome = if transient { "transient" } else { "permanent" };
+                self.row_finished(id, undo_row(attempt), outcome).await?;
+                if retryable {
+                    let wait = self.backoff(attempt, &error);
+                    sqlx::query(
+                        "UPDATE execution_jobs SET held_by = NULL, \
+                           due_at = now() + make_interval(secs => $2) WHERE proposal_id = $1",
+                    )
+                    .bind(id)
+                    .bind(wait.as_secs_f64())
+                    .execute(self.pool())
+                    .await?;
+                } else {
+                    self.finish(id).await?;
+                }
+                if transient {
+                    self.maybe_open_circuit(adapter).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An attempt found open: its process died between the call and the record. Answers
@@ -474,12 +604,17 @@ impl Executor {
         attempt: u32,
         outcome: &str,
     ) -> Result<(), sqlx::Error> {
+        self.row_finished(id, attempt as i32, outcome).await
+    }
+
+    /// Closes row `row` of `execution_attempts`: an attempt, or (negative) an undo's.
+    async fn row_finished(&self, id: &str, row: i32, outcome: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE execution_attempts SET finished_at = now(), outcome = $3 \
              WHERE proposal_id = $1 AND attempt = $2",
         )
         .bind(id)
-        .bind(attempt as i32)
+        .bind(row)
         .bind(outcome)
         .execute(self.pool())
         .await
@@ -637,6 +772,11 @@ impl Executor {
 }
 
 /// What a hold is about, without its times: the same hold is recorded once.
+/// The `execution_attempts` row of an undo's attempt `attempt`.
+fn undo_row(attempt: u32) -> i32 {
+    -i32::try_from(attempt).unwrap_or(i32::MAX)
+}
+
 fn hold_key(hold: &Hold) -> String {
     match hold {
         Hold::KillSwitch(Scope::Global) => "kill_switch".into(),

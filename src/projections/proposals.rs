@@ -257,6 +257,20 @@ fn apply(
         E::ExecutionUncertain { reason, .. } => {
             set_execution(row, status, None, None, Some(&reason), at)
         }
+        E::RollbackRequested { complete, .. } => {
+            let waiting = (!complete).then_some("the undo waits for more people to ask");
+            set_execution(row, status, waiting, None, None, at)
+        }
+        E::RollbackStarted { .. } => set_execution(row, status, None, None, None, at),
+        E::RollbackFailed {
+            error, retryable, ..
+        } => {
+            let waiting = retryable.then_some("undoing again after a failure");
+            set_execution(row, status, waiting, None, Some(&error), at)
+        }
+        E::RollbackUncertain { reason, .. } => {
+            set_execution(row, status, None, None, Some(&reason), at)
+        }
         E::OutcomeRecorded { summary, .. } => {
             row.outcome = Some(match row.outcome.take() {
                 Some(before) => format!("{before}; {summary}"),

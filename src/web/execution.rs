@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::pages::{csrf_refused, header_token, page_error, render};
 use super::session::Session;
 use super::AppState;
-use crate::adapters::{adapter_of, AdapterError, ACTION_TYPES};
+use crate::adapters::{adapter_of, ACTION_TYPES};
 use crate::auth::{Actor, Permission};
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError, Scope};
 use crate::domain::{ProposalCommand, ProposalError, Status};
@@ -71,6 +71,8 @@ pub struct ActionForm {
     /// `done` or `retry` for an uncertain execution.
     resolution: Option<String>,
     note: Option<String>,
+    /// Why an undo is asked for.
+    reason: Option<String>,
 }
 
 /// Checks the CSRF token and the permission; the error is the page to answer with.
@@ -154,7 +156,10 @@ pub async fn preview(
     record(&state, &session, &headers, &id, command, "previewed").await
 }
 
-/// `POST /proposals/{id}/undo`: the adapter's rollback, then `RolledBack`.
+/// `POST /proposals/{id}/undo`: asks for the executed action to be undone. The request is
+/// recorded first (`RollbackRequested`); once as many people have asked as the approval
+/// took, the executor carries the undo out behind the kill switch, rate limits and circuit
+/// breaker, as it does every action.
 pub async fn undo(
     State(state): State<AppState>,
     session: Session,
@@ -173,47 +178,26 @@ pub async fn undo(
             .load_proposal(&id)
             .await
             .map_err(|e| proposal_error(&id, e))?;
-        let conflict = |message: String| ApiError::Conflict {
-            code: "cannot_undo",
-            message,
-        };
-        if proposal.status() != Status::Succeeded {
-            return Err(conflict(
-                ProposalError::CannotRollBack(proposal.status()).to_string(),
-            ));
-        }
         if let Some(limit) = state.adapters.rollback_limit(proposal.action_type()) {
-            return Err(conflict(format!("This cannot be undone: {limit}.")));
+            return Err(ApiError::Conflict {
+                code: "cannot_undo",
+                message: format!("This cannot be undone: {limit}."),
+            });
         }
-        let now = state.clock.now();
-        if let Some(closes) = proposal.succeeded_at().map(|t| t + window) {
-            if now > closes {
-                return Err(conflict(
-                    ProposalError::UndoWindowClosed(closes).to_string(),
-                ));
-            }
-        }
-        let key = proposal.idempotency_key().unwrap_or_default();
-        let undone = state
-            .adapters
-            .rollback(
-                proposal.action_type(),
-                proposal.action(),
-                proposal.result(),
-                &key,
-            )
-            .await
-            .map_err(|e: AdapterError| conflict(format!("The undo failed: {e}")))?;
-        Ok(ProposalCommand::RollBack {
+        Ok(ProposalCommand::RequestRollback {
             actor: session.actor.email.clone(),
             role: session.actor.role,
-            result: undone,
-            at: now,
+            reason: form
+                .reason
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "undo asked for on the proposal page".into()),
+            at: state.clock.now(),
             window,
         })
     }
     .await;
-    record(&state, &session, &headers, &id, command, "undone").await
+    record(&state, &session, &headers, &id, command, "undo-requested").await
 }
 
 /// `POST /proposals/{id}/resolve`: a person settles an uncertain (or failed) execution.

@@ -133,7 +133,8 @@ fn unavailable() -> Message {
 fn status_sentence(status: &str) -> String {
     match status {
         "pending" => "It is still waiting for a decision.".into(),
-        "approved" | "executing" | "succeeded" | "failed" | "uncertain" | "rolled_back" => {
+        "approved" | "executing" | "succeeded" | "failed" | "uncertain" | "rolling_back"
+        | "rolled_back" | "rollback_uncertain" => {
             format!("It was approved (now {}).", status.replace('_', " "))
         }
         other => format!("It is now {other}."),

@@ -585,7 +585,11 @@ fn notice_text(code: Option<&str>) -> Option<String> {
         }
         "rejected" => Some("Rejected.".into()),
         "previewed" => Some("Preview recorded in the timeline; nothing was sent.".into()),
-        "undone" => Some("Undone.".into()),
+        "undo-requested" => Some(
+            "Undo asked for: it runs once as many people have asked as the approval took, \
+             behind the same guardrails as any action."
+                .into(),
+        ),
         "marked-done" => Some("Marked as done.".into()),
         "retrying" => Some("Another attempt will run once the guardrails allow.".into()),
         _ => None,

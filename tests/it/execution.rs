@@ -936,23 +936,59 @@ async fn preview_undo_and_resolve_on_the_page_are_recorded_with_their_actor() {
     let undo = format!("/proposals/{id}/undo");
     let (status, _, _) = form(&app, Some(&viewer), &undo, &[("csrf", &viewer_csrf)]).await;
     assert_eq!(status, 403, "a viewer may not undo");
+    // Undo is an action like any other: recorded first, then carried out by the executor
+    // behind the kill switch.
+    let deletes = || async {
+        fakes
+            .slack
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/chat.delete")
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .collect::<Vec<Value>>()
+    };
+    let switch = |command| {
+        let store = app.store.clone();
+        async move {
+            store
+                .guardrails(command, HashMap::new())
+                .await
+                .expect("the kill switch");
+        }
+    };
+    use execops::domain::guardrails::{GuardrailsCommand, Scope};
+    switch(GuardrailsCommand::Engage {
+        scope: Scope::Global,
+        actor: "admin@example.com".into(),
+        reason: "incident".into(),
+    })
+    .await;
     let (status, _, _) = form(&app, Some(&cookie), &undo, &[("csrf", &csrf)]).await;
     assert_eq!(status, 303);
-    let rolled_back = payload_of(&app, &id, "RolledBack").await;
+    wait_for(&app, &id, "ExecutionDeferred").await;
+    let asked = payload_of(&app, &id, "RollbackRequested").await;
+    assert_eq!(asked["actor"], "approver@example.com");
+    assert_eq!(asked["complete"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(deletes().await.is_empty(), "held by the kill switch");
+    switch(GuardrailsCommand::Release {
+        scope: Scope::Global,
+        actor: "admin@example.com".into(),
+    })
+    .await;
+    let rolled_back = {
+        wait_for(&app, &id, "RolledBack").await;
+        payload_of(&app, &id, "RolledBack").await
+    };
     assert_eq!(rolled_back["actor"], "approver@example.com");
-    let deletes: Vec<Value> = fakes
-        .slack
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.url.path() == "/chat.delete")
-        .filter_map(|r| serde_json::from_slice(&r.body).ok())
-        .collect();
+    let deletes = deletes().await;
     assert_eq!(
         deletes,
         [json!({"channel": "C0FOUNDERS", "ts": "1700000000.000100"})]
     );
+    crate::policies::settle(&app).await;
     let (status, _, body) = form(&app, Some(&cookie), &undo, &[("csrf", &csrf)]).await;
     assert_eq!(status, 409, "undone once: {body}");
 

@@ -121,10 +121,10 @@ fn commands() -> Vec<ProposalCommand> {
             attempt: 1,
             reason: "process died".into(),
         },
-        C::RollBack {
+        C::RequestRollback {
             actor: "approver@example.com".into(),
             role: Role::Approver,
-            result: json!({}),
+            reason: "wrong channel".into(),
             at: at(),
             window: chrono::Duration::hours(1),
         },
@@ -355,7 +355,7 @@ fn table() -> Vec<Vec<Expect>> {
         },
         {
             let mut row = after_execution(S::Succeeded, Err(X::CannotExecute(S::Succeeded)));
-            row[9] = Ok("RolledBack");
+            row[9] = Ok("RollbackRequested");
             row
         },
         after_execution(S::Failed, Ok("ExecutionStarted")),
@@ -509,10 +509,10 @@ fn a_viewer_may_not_reject() {
 fn a_viewer_may_not_roll_back() {
     Framework::with(())
         .given(vec![drafted(), approved(), started(1), succeeded()])
-        .when(ProposalCommand::RollBack {
+        .when(ProposalCommand::RequestRollback {
             actor: "viewer@example.com".into(),
             role: Role::Viewer,
-            result: json!({}),
+            reason: "no".into(),
             at: at(),
             window: chrono::Duration::hours(1),
         })
@@ -626,39 +626,132 @@ fn an_execution_interrupted_between_call_and_record_becomes_uncertain() {
         }]);
 }
 
-#[test]
-fn a_succeeded_execution_can_be_rolled_back_once() {
-    let rolled_back = ProposalEvent::RolledBack {
-        actor: "approver@example.com".into(),
+fn ask_undo(actor: &str) -> ProposalCommand {
+    ProposalCommand::RequestRollback {
+        actor: actor.into(),
         role: Role::Approver,
-        result: json!({"deleted": true}),
+        reason: "wrong channel".into(),
+        at: at(),
+        window: chrono::Duration::hours(1),
+    }
+}
+
+fn undo_asked(actor: &str, complete: bool) -> ProposalEvent {
+    ProposalEvent::RollbackRequested {
+        actor: actor.into(),
+        role: Role::Approver,
+        reason: "wrong channel".into(),
+        complete,
+    }
+}
+
+#[test]
+fn an_undo_is_asked_for_then_carried_out_once_by_the_executor() {
+    let done = vec![drafted(), approved(), started(1), succeeded()];
+    let with = |extra: Vec<ProposalEvent>| {
+        let mut events = done.clone();
+        events.extend(extra);
+        events
     };
     Framework::with(())
-        .given(vec![drafted(), approved(), started(1), succeeded()])
-        .when(ProposalCommand::RollBack {
+        .given(done.clone())
+        .when(ask_undo("approver@example.com"))
+        .then_expect_events(vec![undo_asked("approver@example.com", true)]);
+    // Asked for, not yet started: the executor starts it; nothing else records a result.
+    Framework::with(())
+        .given(with(vec![undo_asked("approver@example.com", true)]))
+        .when(ProposalCommand::StartRollback)
+        .then_expect_events(vec![ProposalEvent::RollbackStarted { attempt: 1 }]);
+    Framework::with(())
+        .given(with(vec![undo_asked("approver@example.com", true)]))
+        .when(ProposalCommand::RecordRollback {
+            attempt: 1,
+            result: json!({}),
+        })
+        .then_expect_error(ProposalError::NoSuchRollbackAttempt(1));
+    let started = with(vec![
+        undo_asked("approver@example.com", true),
+        ProposalEvent::RollbackStarted { attempt: 1 },
+    ]);
+    Framework::with(())
+        .given(started.clone())
+        .when(ProposalCommand::StartRollback)
+        .then_expect_error(ProposalError::NotRollingBack(Status::RollingBack));
+    Framework::with(())
+        .given(started.clone())
+        .when(ProposalCommand::RecordRollback {
+            attempt: 1,
+            result: json!({"deleted": true}),
+        })
+        .then_expect_events(vec![ProposalEvent::RolledBack {
             actor: "approver@example.com".into(),
             role: Role::Approver,
             result: json!({"deleted": true}),
-            at: at(),
-            window: chrono::Duration::hours(1),
-        })
-        .then_expect_events(vec![rolled_back.clone()]);
+        }]);
+    // Rolled back: asked again, refused.
+    let mut rolled = started.clone();
+    rolled.push(ProposalEvent::RolledBack {
+        actor: "approver@example.com".into(),
+        role: Role::Approver,
+        result: json!({}),
+    });
     Framework::with(())
-        .given(vec![
-            drafted(),
-            approved(),
-            started(1),
-            succeeded(),
-            rolled_back,
-        ])
-        .when(ProposalCommand::RollBack {
-            actor: "approver@example.com".into(),
-            role: Role::Approver,
-            result: json!({}),
-            at: at(),
-            window: chrono::Duration::hours(1),
-        })
+        .given(rolled)
+        .when(ask_undo("other@example.com"))
         .then_expect_error(ProposalError::CannotRollBack(Status::RolledBack));
+    // A final failure leaves the action standing, and it may be asked for again.
+    let mut failed = started.clone();
+    failed.push(ProposalEvent::RollbackFailed {
+        attempt: 1,
+        error: "message_not_found".into(),
+        retryable: false,
+    });
+    Framework::with(())
+        .given(failed)
+        .when(ask_undo("approver@example.com"))
+        .then_expect_events(vec![undo_asked("approver@example.com", true)]);
+    // Uncertain: nothing more runs by itself.
+    let mut uncertain = started;
+    uncertain.push(ProposalEvent::RollbackUncertain {
+        attempt: 1,
+        reason: "died".into(),
+    });
+    Framework::with(())
+        .given(uncertain)
+        .when(ProposalCommand::StartRollback)
+        .then_expect_error(ProposalError::NotRollingBack(Status::RollbackUncertain));
+}
+
+#[test]
+fn undoing_what_needed_two_approvers_needs_two_people() {
+    let executed = vec![
+        quorum(2, 1),
+        ProposalEvent::ApprovalAdded(approver()),
+        ProposalEvent::Approved(decision("second@example.com", Role::Approver)),
+        started(1),
+        succeeded(),
+    ];
+    Framework::with(())
+        .given(executed.clone())
+        .when(ask_undo("approver@example.com"))
+        .then_expect_events(vec![undo_asked("approver@example.com", false)]);
+    let mut one = executed.clone();
+    one.push(undo_asked("approver@example.com", false));
+    // Short by one: the executor has nothing to start.
+    Framework::with(())
+        .given(one.clone())
+        .when(ProposalCommand::StartRollback)
+        .then_expect_error(ProposalError::NotRollingBack(Status::Succeeded));
+    Framework::with(())
+        .given(one.clone())
+        .when(ask_undo("APPROVER@example.com"))
+        .then_expect_error(ProposalError::AlreadyAskedToUndo(
+            "APPROVER@example.com".into(),
+        ));
+    Framework::with(())
+        .given(one)
+        .when(ask_undo("second@example.com"))
+        .then_expect_events(vec![undo_asked("second@example.com", true)]);
 }
 
 #[test]
@@ -729,10 +822,10 @@ fn a_proposal_takes_each_signal_once() {
 fn undo_is_refused_once_the_window_has_closed() {
     Framework::with(())
         .given(vec![drafted(), approved(), started(1), succeeded()])
-        .when(ProposalCommand::RollBack {
+        .when(ProposalCommand::RequestRollback {
             actor: "approver@example.com".into(),
             role: Role::Approver,
-            result: json!({}),
+            reason: "late".into(),
             at: at() + chrono::Duration::minutes(61),
             window: chrono::Duration::hours(1),
         })
