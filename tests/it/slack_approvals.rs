@@ -1794,6 +1794,44 @@ async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
         assert_eq!(status, 200);
     }
 
+    // Undo without its quorum: executed with two approvals, undone by one person's ask.
+    let mut draft = proposal(
+        "undo",
+        "slack.post_message",
+        json!({"channel": "#matrix", "text": "executed, to be undone"}),
+    );
+    draft.terms.approvals_needed = 2;
+    let undone = store_draft(draft).await;
+    settle(app).await;
+    let hash = hash_of(app, &undone).await;
+    for token in [approver.clone(), requester.clone()] {
+        assert_eq!(
+            api(
+                token,
+                undone.clone(),
+                "approve",
+                json!({"payload_hash": hash})
+            )
+            .await,
+            200
+        );
+    }
+    crate::execution::wait_for(app, &undone, "ExecutionSucceeded").await;
+    app.store
+        .proposal(
+            &undone,
+            ProposalCommand::RequestRollback {
+                actor: ADA.into(),
+                role: Role::Approver,
+                reason: "one person's mind changed".into(),
+                at: chrono::Utc::now(),
+                window: chrono::Duration::hours(1),
+            },
+            HashMap::new(),
+        )
+        .await
+        .expect("asked");
+
     // Nothing refused was let through, and no case had an effect anywhere.
     for (case, status) in &refusals {
         assert!(
@@ -1816,6 +1854,24 @@ async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
         stripe.effects().is_empty(),
         "effects in Stripe: {:?}",
         stripe.effects()
+    );
+    let deleted = world
+        .fakes
+        .slack
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/chat.delete")
+        .count();
+    assert_eq!(deleted, 0, "an undo short of its quorum deletes nothing");
+    assert_eq!(
+        crate::execution::events_of(app, &undone)
+            .await
+            .last()
+            .map(String::as_str),
+        Some("RollbackRequested"),
+        "asked, and nothing run"
     );
     for id in [
         &unapproved,
