@@ -35,6 +35,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deadlines;
+pub mod decisions;
 pub mod demo;
 pub mod domain;
 pub mod executor;

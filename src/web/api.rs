@@ -19,11 +19,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Actor, Permission};
-use crate::domain::user::{identities_of, Email};
-use crate::domain::{Decision, Proposal, ProposalCommand, ProposalError, Status};
+use crate::decisions::{decide, settle, DecisionOutcome, DecisionRequest};
 use crate::projections::proposals::{by_id, history, newest, Summary};
-use crate::projections::users::{actor_for_token, linked_accounts};
-use crate::store::CommandError;
+use crate::projections::users::actor_for_token;
 
 /// The request's `Authorization: Bearer` token, if it has one.
 pub(super) fn bearer(parts: &Parts) -> Option<&str> {
@@ -284,7 +282,7 @@ pub async fn list(
     } else {
         None
     };
-    settle_rows(&state, &mut rows, "api").await?;
+    settle(&state.store, &state.clock, &mut rows, "api").await?;
     // Settling may have expired rows asked for as pending: they are that no longer.
     if let Some(status) = query.status.as_deref() {
         rows.retain(|row| row.status == status);
@@ -311,7 +309,13 @@ pub async fn get(
 ) -> Result<Json<ProposalDetail>, ApiError> {
     actor.may(Permission::Read)?;
     let mut proposal = summary(&state, &id).await?;
-    settle_rows(&state, std::slice::from_mut(&mut proposal), "api").await?;
+    settle(
+        &state.store,
+        &state.clock,
+        std::slice::from_mut(&mut proposal),
+        "api",
+    )
+    .await?;
     let history = history(state.store.pool(), &id).await?;
     Ok(Json(ProposalDetail {
         proposal: item(&proposal),
@@ -361,149 +365,6 @@ fn request_metadata(headers: &HeaderMap) -> HashMap<String, String> {
     metadata
 }
 
-/// A person's decision on a proposal, from any channel.
-#[derive(Debug, Clone)]
-pub struct DecisionRequest {
-    pub approve: bool,
-    pub comment: Option<String>,
-    pub reason: Option<String>,
-    /// The hash of the payload the person was shown; `None` takes the current one.
-    pub shown_hash: Option<String>,
-    pub metadata: HashMap<String, String>,
-}
-
-/// What a decision did, for the channel to say: "approved, 1 of 2".
-#[derive(Clone, Debug, PartialEq)]
-pub struct DecisionOutcome {
-    /// `Pending` while approvals short of the quorum gather.
-    pub status: Status,
-    pub approved_by: Vec<String>,
-    pub approvals_needed: u32,
-    pub rejected_by: Vec<String>,
-    pub rejections_needed: u32,
-}
-
-impl DecisionOutcome {
-    fn of(proposal: &Proposal) -> Self {
-        Self {
-            status: proposal.status(),
-            approved_by: proposal.approved_by().to_vec(),
-            approvals_needed: proposal.terms().approvals_needed,
-            rejected_by: proposal.rejected_by().to_vec(),
-            rejections_needed: proposal.terms().rejections_needed,
-        }
-    }
-
-    /// "approved", "approved, 1 of 2 approvals", "rejected", "rejected, 1 of 2 rejections".
-    pub fn summary(&self) -> String {
-        match self.status {
-            Status::Pending if self.rejected_by.len() > self.approved_by.len() => format!(
-                "rejection recorded, {} of {} rejections",
-                self.rejected_by.len(),
-                self.rejections_needed
-            ),
-            Status::Pending => format!(
-                "approval recorded, {} of {} approvals",
-                self.approved_by.len(),
-                self.approvals_needed
-            ),
-            status => status.to_string(),
-        }
-    }
-}
-
-/// Runs a decision for `actor`: the one path every channel uses. Overdue deadlines are
-/// settled first, so a proposal past its expiry is refused as expired, never approved.
-pub async fn decide(
-    state: &AppState,
-    actor: &Actor,
-    id: &str,
-    request: DecisionRequest,
-) -> Result<DecisionOutcome, ApiError> {
-    actor.may(Permission::Decide)?;
-    let mut proposal = summary(state, id).await?;
-    settle_rows(state, std::slice::from_mut(&mut proposal), "decision").await?;
-    let identities = match Email::parse(&actor.email) {
-        Ok(email) => {
-            let links = linked_accounts(state.store.pool(), email.as_str()).await?;
-            identities_of(&email, &links)
-        }
-        Err(_) => Vec::new(),
-    };
-    let decision = Decision {
-        actor: actor.email.clone(),
-        role: actor.role,
-        comment: request.comment,
-        payload_hash: request.shown_hash.unwrap_or(proposal.payload_hash),
-        identities,
-        at: Some(state.clock.now()),
-    };
-    let command = if request.approve {
-        ProposalCommand::Approve(decision)
-    } else {
-        ProposalCommand::Reject {
-            decision,
-            reason: request.reason.unwrap_or_default(),
-        }
-    };
-    state
-        .store
-        .proposal(id, command, request.metadata)
-        .await
-        .map_err(|error| match error {
-            CommandError::Refused(ProposalError::NotDrafted) => {
-                ApiError::NotFound(format!("no proposal {id}"))
-            }
-            CommandError::Refused(
-                e @ (ProposalError::RoleMayNotDecide(_) | ProposalError::SelfApproval),
-            ) => ApiError::Forbidden(e.to_string()),
-            CommandError::Refused(e @ ProposalError::PayloadChanged) => ApiError::Conflict {
-                code: "payload_changed",
-                message: e.to_string(),
-            },
-            CommandError::Refused(
-                ProposalError::NotPending(Status::Expired) | ProposalError::PastExpiry(_),
-            ) => ApiError::Conflict {
-                code: "expired",
-                message: "the proposal expired undecided; nothing was decided".into(),
-            },
-            CommandError::Refused(e @ ProposalError::NotPending(_)) => ApiError::Conflict {
-                code: "already_decided",
-                message: e.to_string(),
-            },
-            CommandError::Refused(e @ ProposalError::AlreadyApprovedBy(_)) => ApiError::Conflict {
-                code: "already_approved",
-                message: e.to_string(),
-            },
-            CommandError::Refused(e @ ProposalError::AlreadyRejectedBy(_)) => ApiError::Conflict {
-                code: "already_rejected",
-                message: e.to_string(),
-            },
-            CommandError::Conflict => ApiError::Conflict {
-                code: "already_decided",
-                message: "someone else decided it at the same moment".into(),
-            },
-            other => other.into(),
-        })?;
-    let after = state
-        .store
-        .load_proposal(id)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(DecisionOutcome::of(&after))
-}
-
-/// Settles the overdue deadlines of rows about to be shown or decided.
-pub(super) async fn settle_rows(
-    state: &AppState,
-    rows: &mut [Summary],
-    via: &str,
-) -> Result<(), ApiError> {
-    crate::deadlines::settle_rows(&state.store, rows, state.clock.now(), via)
-        .await
-        .map_err(ApiError::from)
-}
-
 /// Approve a pending proposal.
 #[utoipa::path(post, path = "/api/v1/proposals/{id}/approve", params(("id" = String, Path)),
     request_body(content = DecisionBody, content_type = "application/json"),
@@ -536,7 +397,7 @@ pub async fn approve(
         shown_hash: Some(shown),
         metadata: request_metadata(&headers),
     };
-    let outcome = decide(&state, &actor, &id, request).await?;
+    let outcome = decide(&state.store, &state.clock, &actor, &id, request).await?;
     Ok(Json(DecisionResult::new(id, outcome)))
 }
 
@@ -567,7 +428,7 @@ pub async fn reject(
         shown_hash: body.payload_hash,
         metadata: request_metadata(&headers),
     };
-    let outcome = decide(&state, &actor, &id, request).await?;
+    let outcome = decide(&state.store, &state.clock, &actor, &id, request).await?;
     Ok(Json(DecisionResult::new(id, outcome)))
 }
 

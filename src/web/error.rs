@@ -51,6 +51,30 @@ impl<E: std::error::Error> From<CommandError<E>> for ApiError {
     }
 }
 
+/// Every channel's refusal of a decision, as the API and the pages answer it.
+impl From<crate::decisions::DecisionError> for ApiError {
+    fn from(error: crate::decisions::DecisionError) -> Self {
+        use crate::decisions::DecisionError as D;
+        let conflict = |code, error: D| ApiError::Conflict {
+            code,
+            message: error.to_string(),
+        };
+        match error {
+            D::NotFound(_) => ApiError::NotFound(error.to_string()),
+            D::Forbidden(message) => ApiError::Forbidden(message),
+            D::Expired => conflict("expired", error),
+            D::AlreadyDecided(_) => conflict("already_decided", error),
+            D::AlreadyApproved(_) => conflict("already_approved", error),
+            D::AlreadyRejected(_) => conflict("already_rejected", error),
+            D::PayloadChanged(_) => conflict("payload_changed", error),
+            D::Raced => conflict("changed", error),
+            D::NotNow(_) => conflict("not_now", error),
+            D::Unavailable(cause) => ApiError::Unavailable(cause),
+            D::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if crate::store::is_unavailable(&error) {

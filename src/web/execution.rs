@@ -23,25 +23,10 @@ use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError, Scope};
 use crate::domain::{ProposalCommand, ProposalError, Status};
 use crate::store::CommandError;
 
-/// A refused proposal command, as a person should read it.
+/// A refused proposal command, as a person should read it: sorted as every decision's
+/// refusals are.
 pub fn proposal_error(id: &str, error: CommandError<ProposalError>) -> ApiError {
-    match error {
-        CommandError::Refused(ProposalError::NotDrafted) => {
-            ApiError::NotFound(format!("no proposal {id}"))
-        }
-        CommandError::Refused(e @ ProposalError::RoleMayNotDecide(_)) => {
-            ApiError::Forbidden(e.to_string())
-        }
-        CommandError::Refused(e) => ApiError::Conflict {
-            code: "not_now",
-            message: e.to_string(),
-        },
-        CommandError::Conflict => ApiError::Conflict {
-            code: "changed",
-            message: "the proposal changed at the same moment; reload it".into(),
-        },
-        other => other.into(),
-    }
+    crate::decisions::DecisionError::of_command(id, error).into()
 }
 
 fn guardrails_error(error: CommandError<GuardrailsError>) -> ApiError {

@@ -13,15 +13,14 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::api::{decide, DecisionRequest};
-use super::error::ApiError;
 use super::pages::{render, Card};
 use super::AppState;
+use crate::decisions::{decide, DecisionError, DecisionRequest};
 use crate::notify::links::{LinkClaims, LinkDecision, LinkError, LinkKey};
 use crate::projections::proposals::by_id;
 use crate::projections::users::credentials;
@@ -403,7 +402,7 @@ async fn spend_and_decide(
         metadata,
     };
     let id = claims.proposal.as_str();
-    let (page, spent_as) = match decide(state, &actor, id, request).await {
+    let (page, spent_as) = match decide(&state.store, &state.clock, &actor, id, request).await {
         Ok(outcome) if outcome.status == crate::domain::Status::Pending => {
             let heading = if approve {
                 "Your approval is recorded"
@@ -439,8 +438,8 @@ async fn spend_and_decide(
             )
         }
         // Nothing was attempted: keep the link usable.
-        Err(ApiError::Unavailable(_)) => return Err(unavailable()),
-        Err(ApiError::Internal(cause)) => {
+        Err(DecisionError::Unavailable(_)) => return Err(unavailable()),
+        Err(DecisionError::Internal(cause)) => {
             tracing::error!(%cause, "a decision by email link failed");
             return Err(Message::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -448,20 +447,10 @@ async fn spend_and_decide(
                 "It has been logged. Nothing was changed and the link still works.",
             ));
         }
-        Err(ApiError::Conflict {
-            code: "payload_changed",
-            ..
-        }) => (changed(id), "refused: the proposal changed".to_string()),
-        Err(ApiError::Conflict { message, .. }) => (
-            Message::new(
-                StatusCode::CONFLICT,
-                "Already decided",
-                format!("Nothing was changed: {message}."),
-            )
-            .about(id),
-            format!("refused: {message}"),
-        ),
-        Err(ApiError::Forbidden(message)) => (
+        Err(DecisionError::PayloadChanged(_)) => {
+            (changed(id), "refused: the proposal changed".to_string())
+        }
+        Err(DecisionError::Forbidden(message)) => (
             Message::new(
                 StatusCode::FORBIDDEN,
                 "Not allowed",
@@ -470,11 +459,19 @@ async fn spend_and_decide(
             .about(id),
             format!("refused: {message}"),
         ),
-        Err(ApiError::NotFound(message)) => (
-            Message::new(StatusCode::NOT_FOUND, "No such proposal", message.clone()),
-            format!("refused: {message}"),
+        Err(error @ DecisionError::NotFound(_)) => (
+            Message::new(StatusCode::NOT_FOUND, "No such proposal", error.to_string()),
+            format!("refused: {error}"),
         ),
-        Err(other) => return Ok(other.into_response()),
+        Err(error) => (
+            Message::new(
+                StatusCode::CONFLICT,
+                "Already decided",
+                format!("Nothing was changed: {error}."),
+            )
+            .about(id),
+            format!("refused: {error}"),
+        ),
     };
     record_outcome(&mut tx, &claims.nonce, &spent_as)
         .await

@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{decide, settle_rows, DecisionRequest};
 use super::error::ApiError;
 use super::session::{self, Session};
 use super::signin::{self, Refusal};
 use super::AppState;
 use crate::auth::{verify_password, Permission};
+use crate::decisions::{decide, settle, DecisionError, DecisionRequest};
 use crate::domain::Status;
 use crate::projections::proposals::{
     by_id, history, in_flight, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter,
@@ -630,7 +630,7 @@ pub async fn inbox(
     let fragment = headers.contains_key("hx-request");
     let rows = async {
         let mut rows = inbox_rows(state.store.pool(), &filter).await?;
-        settle_rows(&state, &mut rows, "page").await?;
+        settle(&state.store, &state.clock, &mut rows, "page").await?;
         rows.retain(|row| row.status == "pending");
         Ok::<_, ApiError>(rows)
     }
@@ -725,7 +725,7 @@ pub async fn queue(
     let status = filter.status.clone().unwrap_or_else(|| "pending".into());
     let rows = async {
         let (mut rows, total) = queue_rows(state.store.pool(), &filter, 50).await?;
-        settle_rows(&state, &mut rows, "page").await?;
+        settle(&state.store, &state.clock, &mut rows, "page").await?;
         rows.retain(|row| row.status == status);
         Ok::<_, ApiError>((rows, total))
     }
@@ -788,7 +788,13 @@ pub async fn proposal(
     let found = async {
         let mut row = by_id(pool, &id).await?;
         if let Some(row) = row.as_mut() {
-            settle_rows(&state, std::slice::from_mut(row), "page").await?;
+            settle(
+                &state.store,
+                &state.clock,
+                std::slice::from_mut(row),
+                "page",
+            )
+            .await?;
         }
         Ok::<_, ApiError>((row, history(pool, &id).await?))
     }
@@ -869,7 +875,7 @@ async fn decide_from_page(
         metadata,
     };
     let htmx = headers.contains_key("hx-request");
-    match decide(&state, &session.actor, &id, request).await {
+    match decide(&state.store, &state.clock, &session.actor, &id, request).await {
         // htmx swaps the card for this line; without it, back to the inbox.
         Ok(outcome) if htmx => Html(format!(
             "<p class=\"notice\" role=\"status\" id=\"p-{}\">{}</p>",
@@ -898,7 +904,7 @@ async fn decide_from_page(
             _ => "/inbox?notice=rejected",
         })
         .into_response(),
-        Err(error) => page_error(&session, error),
+        Err(error) => page_error(&session, error.into()),
     }
 }
 
@@ -968,12 +974,15 @@ pub async fn approve_selected(
                 "page, bulk".to_string(),
             )]),
         };
-        match decide(&state, &session.actor, &id, request).await {
+        match decide(&state.store, &state.clock, &session.actor, &id, request).await {
             Ok(_) => done += 1,
-            Err(ApiError::Conflict { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_)) => {
-                refused += 1
+            Err(DecisionError::Unavailable(cause)) => {
+                return page_error(&session, ApiError::Unavailable(cause))
             }
-            Err(error) => return page_error(&session, error),
+            Err(DecisionError::Internal(cause)) => {
+                return page_error(&session, ApiError::Internal(cause))
+            }
+            Err(_) => refused += 1,
         }
     }
     Redirect::to(&format!("/inbox?notice=bulk-{done}-{refused}")).into_response()

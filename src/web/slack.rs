@@ -1,6 +1,6 @@
 //! Approvals in Slack, the inbound half: a click on an Approve or Reject button, or
 //! `/execops approve|reject`, is mapped to the ExecOps person linked to the Slack member and
-//! decided through [`super::api::decide`], the path every channel shares, so the role,
+//! decided through [`crate::decisions::decide`], the path every channel shares, so the role,
 //! self-approval and payload-hash checks are the same ones. The webhook handlers call these
 //! only after the delivery's `Received` event is committed, and only for a new delivery: a
 //! replayed click is a duplicate and decides nothing.
@@ -11,10 +11,9 @@
 
 use std::collections::HashMap;
 
-use super::api::{decide, DecisionRequest};
-use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Actor, Permission};
+use crate::decisions::{decide, DecisionError, DecisionRequest};
 use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
 use crate::ingest::slack::Click;
 use crate::projections::users::{actor_for_slack, person_with_slack};
@@ -103,19 +102,16 @@ async fn person_of(state: &AppState, member: &str) -> Result<Actor, String> {
 }
 
 /// Why a decision was refused, in a sentence for the person in Slack.
-fn refusal(error: ApiError) -> String {
+fn refusal(error: DecisionError) -> String {
     let why = match error {
-        ApiError::Forbidden(message)
-        | ApiError::NotFound(message)
-        | ApiError::Conflict { message, .. }
-        | ApiError::BadRequest { message, .. } => message,
-        ApiError::Unavailable(_) => {
+        DecisionError::Unavailable(_) => {
             "ExecOps could not reach its database; try again in a moment".into()
         }
-        other => {
-            tracing::error!(error = ?other, "a decision from Slack failed");
+        DecisionError::Internal(cause) => {
+            tracing::error!(%cause, "a decision from Slack failed");
             "something went wrong and has been logged".into()
         }
+        refused => refused.to_string(),
     };
     format!("Nothing was decided: {why}.")
 }
@@ -155,7 +151,7 @@ async fn decide_for(
         shown_hash,
         metadata,
     };
-    match decide(state, &actor, id, request).await {
+    match decide(&state.store, &state.clock, &actor, id, request).await {
         Ok(outcome) if outcome.status == crate::domain::Status::Pending => Ok(Taken {
             line: format!(
                 "{} by {who}: {}; still waiting",
@@ -268,7 +264,10 @@ pub async fn ask_to_approve(
         Err(refused) => return (refused, None),
     };
     if let Err(forbidden) = actor.may(Permission::Decide) {
-        return (refusal(forbidden.into()), None);
+        return (
+            refusal(DecisionError::Forbidden(forbidden.to_string())),
+            None,
+        );
     }
     let public = state.config.public_base();
     match crate::slack_approvals::asking(state.store.pool(), id, Some(&public)).await {
@@ -277,7 +276,7 @@ pub async fn ask_to_approve(
             format!("Nothing was decided: proposal `{id}` is not waiting for a decision."),
             None,
         ),
-        Err(error) => (refusal(error.into()), None),
+        Err(error) => (refusal(DecisionError::from(error)), None),
     }
 }
 
