@@ -430,3 +430,76 @@ mod tests {
         assert_eq!(Chain::default().next(&delivery), None);
     }
 }
+
+/// What the audit log is narrowed to; `None` is no narrowing.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    /// A proposal's (or any record's) id.
+    pub proposal: Option<String>,
+    /// An event type.
+    pub action: Option<String>,
+    /// The first and last day, inclusive.
+    pub from: Option<chrono::NaiveDate>,
+    pub to: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// The row's place in the hash chain.
+    pub seq: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    /// The actor's role, where the event records one (decisions, undo, retries).
+    pub role: Option<String>,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// A proposal's status before and after the event.
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    /// `sha256(previous row's hash, this row)`; see `execops audit verify`.
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// `pending → approved`, or the status alone when it did not change.
+    pub fn status_change(&self) -> String {
+        match (&self.from_status, &self.to_status) {
+            (Some(from), Some(to)) if from != to => format!("{from} → {to}"),
+            (None, Some(to)) => format!("→ {to}"),
+            (_, Some(to)) => to.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Who did what, when, newest first: the audit log, a row per event but the raw deliveries.
+pub async fn entries(
+    pool: &sqlx::PgPool,
+    filter: &AuditFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, recorded_at, actor, role, event_type, aggregate_type, aggregate_id, \
+           from_status, to_status, hash \
+         FROM audit_log \
+         WHERE ($1::text IS NULL OR actor = $1) \
+           AND ($2::text IS NULL OR aggregate_id = $2) \
+           AND ($3::text IS NULL OR event_type = $3) \
+           AND ($4::date IS NULL OR recorded_at >= $4) \
+           AND ($5::date IS NULL OR recorded_at < $5 + 1) \
+         ORDER BY seq DESC \
+         LIMIT $6 OFFSET $7",
+    )
+    .bind(filter.actor.as_deref())
+    .bind(filter.proposal.as_deref())
+    .bind(filter.action.as_deref())
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await
+}

@@ -239,6 +239,25 @@ impl Store {
         }
     }
 
+    /// A delivery as it was received: when it was recorded, and its `Received` event (the
+    /// source, kind, time and payload); `None` for an id the log does not hold.
+    pub async fn delivery(
+        &self,
+        inbound_id: &str,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, serde_json::Value)>, sqlx::Error> {
+        let row: Option<(chrono::DateTime<chrono::Utc>, serde_json::Value)> = sqlx::query_as(
+            "SELECT recorded_at, payload::jsonb FROM events \
+             WHERE aggregate_type = 'Inbound' AND aggregate_id = $1 AND sequence = 1",
+        )
+        .bind(inbound_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(at, payload)| {
+            let received = payload.get("Received").cloned().unwrap_or(payload);
+            (at, received)
+        }))
+    }
+
     /// A proposal as its own stream tells it, read from the event store (never from a
     /// read model): what the executor trusts before every attempt.
     pub async fn load_proposal(&self, id: &str) -> Result<Proposal, CommandError<ProposalError>> {

@@ -5,49 +5,23 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
+use super::credentials::Authenticated;
 use super::error::ApiError;
+use super::error::ErrorBody;
 use super::AppState;
-use crate::auth::{Actor, Permission};
+use crate::auth::Permission;
 use crate::decisions::{decide, settle, DecisionOutcome, DecisionRequest};
 use crate::projections::proposals::{by_id, history, newest, Summary};
-use crate::projections::users::actor_for_token;
-
-/// The request's `Authorization: Bearer` token, if it has one.
-pub(super) fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// The person behind the request's bearer token.
-pub struct Authenticated(pub Actor);
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
-        let actor = actor_for_token(state.store.pool(), token)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        Ok(Authenticated(actor))
-    }
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -208,47 +182,6 @@ impl DecisionResult {
             rejections_needed: outcome.rejections_needed,
         }
     }
-}
-
-/// Every error: a code to match on and a sentence to show.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    pub message: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<super::pages::AuditEntry>,
-    pub next_page: Option<i64>,
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "ExecOps API", version = "1", description = "Proposals, decisions and the audit log. Every route needs `Authorization: Bearer <token>` (`execops token create EMAIL`)."),
-    paths(list, get, approve, reject, audit, super::canvas::api),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// `GET /api/v1/openapi.json`: this API described (OpenAPI 3.1), generated from the handlers
-/// and types above. It holds no data, so it needs no token.
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 /// Proposals, newest first.
@@ -430,26 +363,4 @@ pub async fn reject(
     };
     let outcome = decide(&state.store, &state.clock, &actor, &id, request).await?;
     Ok(Json(DecisionResult::new(id, outcome)))
-}
-
-/// The audit log, newest first, 50 a page.
-#[utoipa::path(get, path = "/api/v1/audit", params(super::pages::AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody)))]
-pub async fn audit(
-    State(state): State<AppState>,
-    Authenticated(actor): Authenticated,
-    Query(filter): Query<super::pages::AuditQuery>,
-) -> Result<Json<AuditPage>, ApiError> {
-    actor.may(Permission::Read)?;
-    let size = super::pages::AUDIT_PAGE;
-    let offset = super::pages::page_offset(filter.page, size)?;
-    let page = offset / size;
-    let mut items =
-        super::pages::audit_entries(state.store.pool(), &filter, size + 1, offset).await?;
-    let more = items.len() as i64 > size;
-    items.truncate(size as usize);
-    Ok(Json(AuditPage {
-        items,
-        next_page: more.then_some(page + 1),
-    }))
 }

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::api::Authenticated;
+use super::credentials::Authenticated;
 use super::error::ApiError;
-use super::pages::{page_error, render};
+use super::page::{page_error, render};
 use super::session::Session;
 use super::AppState;
 use crate::auth::Permission;
@@ -230,8 +230,8 @@ fn csv(answer: &Answer) -> Response {
 #[utoipa::path(get, path = "/api/v1/canvas/{query}",
     params(("query" = String, Path, description = "runway, burn, mrr, failed_payments, spend_by_vendor, approval_latency, precision, outcomes or execution_success"), CanvasQuery),
     responses((status = 200, description = "The answer", body = Object),
-        (status = 400, body = super::api::ErrorBody), (status = 401, body = super::api::ErrorBody),
-        (status = 404, body = super::api::ErrorBody)))]
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)))]
 pub async fn api(
     State(state): State<AppState>,
     Authenticated(actor): Authenticated,

@@ -165,3 +165,10 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// Every error: a code to match on and a sentence to show.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}

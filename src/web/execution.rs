@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::pages::{csrf_refused, header_token, page_error, render};
+use super::page::{csrf_refused, header_token, page_error, render};
 use super::session::Session;
 use super::AppState;
 use crate::adapters::{adapter_of, ACTION_TYPES};

@@ -18,7 +18,8 @@ use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::pages::{render, Card};
+use super::page::render;
+use super::pages::Card;
 use super::AppState;
 use crate::decisions::{decide, DecisionError, DecisionRequest};
 use crate::notify::links::{LinkClaims, LinkDecision, LinkError, LinkKey};

@@ -3,12 +3,16 @@
 //! responses; errors are mapped to statuses in one place.
 
 pub mod api;
+pub mod audit;
 pub mod canvas;
+pub mod credentials;
 pub mod error;
 pub mod execution;
 pub mod links;
 pub mod live;
+pub mod openapi;
 mod ops;
+pub mod page;
 pub mod pages;
 pub mod serve;
 pub mod session;
@@ -70,7 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(pages::logout))
         .route("/inbox", get(pages::inbox))
         .route("/queue", get(pages::queue))
-        .route("/audit", get(pages::audit))
+        .route("/audit", get(audit::page))
         .route("/canvas", get(canvas::page))
         .route("/signals/{id}", get(pages::signal))
         .route("/static/app.js", get(pages::script))
@@ -89,9 +93,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
-        .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/audit", get(audit::api))
         .route("/api/v1/canvas/{query}", get(canvas::api))
-        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .route("/api/v1/proposals/{id}", get(api::get))
         .route("/api/v1/proposals/{id}/approve", post(api::approve))
         .route("/api/v1/proposals/{id}/reject", post(api::reject))

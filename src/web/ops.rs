@@ -56,7 +56,7 @@ async fn insider(state: &AppState, parts: &Parts) -> Result<bool, sqlx::Error> {
     if parts.extensions.get::<Private>().is_some() {
         return Ok(true);
     }
-    let Some(token) = super::api::bearer(parts) else {
+    let Some(token) = super::credentials::bearer(parts) else {
         return Ok(false);
     };
     if let Some(expected) = &state.config.metrics_token {

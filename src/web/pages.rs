@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::page::{csrf_refused, header_token, page_error, page_offset, render};
 use super::session::{self, Session};
 use super::signin::{self, Refusal};
 use super::AppState;
@@ -29,97 +30,6 @@ const DECOY_HASH: &str =
 
 const VERTICALS: [&str; 5] = ["money", "engineering", "customer", "growth", "ops"];
 const URGENCIES: [&str; 4] = ["critical", "high", "medium", "low"];
-
-/// A page or a plain message, as HTML with its status.
-pub(super) fn render(status: StatusCode, page: impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rendering a page failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page could not be rendered",
-            )
-                .into_response()
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(
-    source = "{% extends \"base.html\" %}{% block content %}<h1>{{ heading }}</h1><p>{{ message }}</p><p><a href=\"/inbox\">Back to the inbox</a></p>{% endblock %}",
-    ext = "html"
-)]
-struct MessagePage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
-    heading: String,
-    message: String,
-}
-
-fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: String) -> Response {
-    render(
-        status,
-        MessagePage {
-            signed_in: session.map(|s| s.actor.email.clone()),
-            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
-            notice: None,
-            heading: heading.into(),
-            message: text,
-        },
-    )
-}
-
-/// Errors of a page request, shown as a page rather than JSON.
-/// The last page number a list answers; past it (or below 0) is a mistake in the request.
-pub const MAX_PAGE: i64 = 1_000_000;
-
-/// The offset of page `page` of `size` rows, or why there is no such page.
-pub(super) fn page_offset(page: Option<i64>, size: i64) -> Result<i64, ApiError> {
-    let page = page.unwrap_or(0);
-    if !(0..=MAX_PAGE).contains(&page) {
-        return Err(ApiError::BadRequest {
-            code: "bad_page",
-            message: format!("page must be from 0 to {MAX_PAGE}; {page} is not"),
-        });
-    }
-    Ok(page * size)
-}
-
-pub(super) fn page_error(session: &Session, error: ApiError) -> Response {
-    match error {
-        ApiError::Forbidden(text) => {
-            message(StatusCode::FORBIDDEN, Some(session), "Not allowed", text)
-        }
-        ApiError::NotFound(text) => {
-            message(StatusCode::NOT_FOUND, Some(session), "Not found", text)
-        }
-        ApiError::Conflict {
-            code: "already_decided",
-            message: text,
-        } => message(StatusCode::CONFLICT, Some(session), "Already decided", text),
-        ApiError::Conflict { message: text, .. } => message(
-            StatusCode::CONFLICT,
-            Some(session),
-            "Not possible now",
-            text,
-        ),
-        ApiError::BadRequest { message: text, .. } => message(
-            StatusCode::BAD_REQUEST,
-            Some(session),
-            "Something is missing",
-            text,
-        ),
-        ApiError::Unavailable(_) => message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(session),
-            "Try again",
-            "The database cannot be reached right now; nothing was changed.".into(),
-        ),
-        other => other.into_response(),
-    }
-}
 
 /// A proposal as a card shows it.
 pub struct Card {
@@ -284,15 +194,9 @@ pub async fn signal(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    let row: Result<Option<(DateTime<Utc>, Value)>, sqlx::Error> = sqlx::query_as(
-        "SELECT recorded_at, payload::jsonb FROM events WHERE aggregate_type = 'Inbound' AND aggregate_id = $1 AND sequence = 1",
-    )
-    .bind(&id)
-    .fetch_optional(state.store.pool())
-    .await;
+    let row = state.store.delivery(&id).await;
     match row {
-        Ok(Some((received_at, payload))) => {
-            let received = payload.get("Received").cloned().unwrap_or(payload);
+        Ok(Some((received_at, received))) => {
             let text = |key: &str| {
                 received
                     .get(key)
@@ -508,15 +412,6 @@ pub struct CsrfForm {
     csrf: Option<String>,
 }
 
-pub(super) fn csrf_refused(session: &Session) -> Response {
-    message(
-        StatusCode::FORBIDDEN,
-        Some(session),
-        "Not allowed",
-        "The form was missing its security token. Reload the page and try again.".into(),
-    )
-}
-
 pub async fn logout(
     State(state): State<AppState>,
     session: Session,
@@ -530,10 +425,6 @@ pub async fn logout(
         Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
-}
-
-pub(super) fn header_token(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
 }
 
 #[derive(Template)]
@@ -1030,203 +921,4 @@ pub async fn script() -> Response {
 /// HTTP can drain.
 pub async fn inbox_stream(State(state): State<AppState>, session: Session) -> Response {
     state.live.inbox(session.key(), state.shutdown.clone())
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    pub actor: Option<String>,
-    pub proposal: Option<String>,
-    pub action: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub page: Option<i64>,
-    pub format: Option<String>,
-}
-
-#[derive(Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
-pub struct AuditEntry {
-    /// The row's place in the hash chain.
-    pub seq: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    /// The actor's role, where the event records one (decisions, undo, retries).
-    pub role: Option<String>,
-    pub event_type: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    /// A proposal's status before and after the event.
-    pub from_status: Option<String>,
-    pub to_status: Option<String>,
-    /// `sha256(previous row's hash, this row)`; see `execops audit verify`.
-    pub hash: String,
-}
-
-impl AuditEntry {
-    /// `pending → approved`, or the status alone when it did not change.
-    pub fn status_change(&self) -> String {
-        match (&self.from_status, &self.to_status) {
-            (Some(from), Some(to)) if from != to => format!("{from} → {to}"),
-            (None, Some(to)) => format!("→ {to}"),
-            (_, Some(to)) => to.clone(),
-            _ => String::new(),
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "audit.html")]
-struct AuditPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
-    filter: AuditQuery,
-    entries: Vec<AuditEntry>,
-    page: i64,
-    has_more: bool,
-    prev_link: String,
-    next_link: String,
-    csv_link: String,
-}
-
-pub const AUDIT_PAGE: i64 = 50;
-
-fn audit_link(filter: &AuditQuery, page: Option<i64>, csv: bool) -> String {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    for (key, value) in [
-        ("actor", &filter.actor),
-        ("proposal", &filter.proposal),
-        ("action", &filter.action),
-        ("from", &filter.from),
-        ("to", &filter.to),
-    ] {
-        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-            pairs.push((key, value.clone()));
-        }
-    }
-    if let Some(page) = page {
-        pairs.push(("page", page.to_string()));
-    }
-    if csv {
-        pairs.push(("format", "csv".into()));
-    }
-    format!(
-        "/audit?{}",
-        serde_urlencoded::to_string(&pairs).unwrap_or_default()
-    )
-}
-
-fn date(raw: &Option<String>) -> Option<chrono::NaiveDate> {
-    raw.as_deref()
-        .filter(|d| !d.is_empty())
-        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-}
-
-fn csv_field(value: &str) -> String {
-    crate::canvas::csv_cell(value, false)
-}
-
-/// Who did what, when, newest first: the audit log, a row per event but the raw deliveries.
-pub async fn audit_entries(
-    pool: &sqlx::PgPool,
-    filter: &AuditQuery,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT seq, recorded_at, actor, role, event_type, aggregate_type, aggregate_id, \
-           from_status, to_status, hash \
-         FROM audit_log \
-         WHERE ($1::text IS NULL OR actor = $1) \
-           AND ($2::text IS NULL OR aggregate_id = $2) \
-           AND ($3::text IS NULL OR event_type = $3) \
-           AND ($4::date IS NULL OR recorded_at >= $4) \
-           AND ($5::date IS NULL OR recorded_at < $5 + 1) \
-         ORDER BY seq DESC \
-         LIMIT $6 OFFSET $7",
-    )
-    .bind(filter.actor.clone().filter(|v| !v.is_empty()))
-    .bind(filter.proposal.clone().filter(|v| !v.is_empty()))
-    .bind(filter.action.clone().filter(|v| !v.is_empty()))
-    .bind(date(&filter.from))
-    .bind(date(&filter.to))
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(pool)
-    .await
-}
-
-/// `GET /audit`: who did what, when, newest first; filterable, paginated, as CSV too.
-pub async fn audit(
-    State(state): State<AppState>,
-    session: Session,
-    Query(filter): Query<AuditQuery>,
-) -> Response {
-    let offset = match page_offset(filter.page, AUDIT_PAGE) {
-        Ok(offset) => offset,
-        Err(error) => return page_error(&session, error),
-    };
-    let page = offset / AUDIT_PAGE;
-    let csv = filter.format.as_deref() == Some("csv");
-    let limit = if csv { 100_000 } else { AUDIT_PAGE + 1 };
-    let rows = audit_entries(
-        state.store.pool(),
-        &filter,
-        limit,
-        if csv { 0 } else { offset },
-    )
-    .await;
-    let mut entries = match rows {
-        Ok(rows) => rows,
-        Err(error) => return page_error(&session, error.into()),
-    };
-    if csv {
-        let mut out = String::from(
-            "recorded_at,actor,action,record_type,record_id,role,from_status,to_status,seq,hash\n",
-        );
-        for e in &entries {
-            let optional = |v: &Option<String>| csv_field(v.as_deref().unwrap_or_default());
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{}\n",
-                csv_field(&e.recorded_at.to_rfc3339()),
-                csv_field(&e.actor),
-                csv_field(&e.event_type),
-                csv_field(&e.aggregate_type),
-                csv_field(&e.aggregate_id),
-                optional(&e.role),
-                optional(&e.from_status),
-                optional(&e.to_status),
-                e.seq,
-                csv_field(&e.hash)
-            ));
-        }
-        return (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"execops-audit.csv\"",
-                ),
-            ],
-            out,
-        )
-            .into_response();
-    }
-    let has_more = entries.len() as i64 > AUDIT_PAGE;
-    entries.truncate(AUDIT_PAGE as usize);
-    render(
-        StatusCode::OK,
-        AuditPage {
-            signed_in: Some(session.actor.email.clone()),
-            csrf: session.csrf.clone(),
-            notice: None,
-            prev_link: audit_link(&filter, Some(page - 1), false),
-            next_link: audit_link(&filter, Some(page + 1), false),
-            csv_link: audit_link(&filter, None, true),
-            filter,
-            entries,
-            page,
-            has_more,
-        },
-    )
 }

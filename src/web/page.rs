@@ -1,0 +1,116 @@
+//! What every page shares: rendering a template, the message page, the error page, the CSRF
+//! refusal and token, and page numbers. The pages, the canvas, the audit log, executions
+//! and email links all use these, and none of them imports another for it.
+
+use askama::Template;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::error::ApiError;
+use super::session::Session;
+
+/// A page or a plain message, as HTML with its status.
+pub(super) fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering a page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(
+    source = "{% extends \"base.html\" %}{% block content %}<h1>{{ heading }}</h1><p>{{ message }}</p><p><a href=\"/inbox\">Back to the inbox</a></p>{% endblock %}",
+    ext = "html"
+)]
+struct MessagePage {
+    signed_in: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    heading: String,
+    message: String,
+}
+
+fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: String) -> Response {
+    render(
+        status,
+        MessagePage {
+            signed_in: session.map(|s| s.actor.email.clone()),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            notice: None,
+            heading: heading.into(),
+            message: text,
+        },
+    )
+}
+
+/// The last page number a list answers; past it (or below 0) is a mistake in the request.
+pub const MAX_PAGE: i64 = 1_000_000;
+
+/// The offset of page `page` of `size` rows, or why there is no such page.
+pub(super) fn page_offset(page: Option<i64>, size: i64) -> Result<i64, ApiError> {
+    let page = page.unwrap_or(0);
+    if !(0..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::BadRequest {
+            code: "bad_page",
+            message: format!("page must be from 0 to {MAX_PAGE}; {page} is not"),
+        });
+    }
+    Ok(page * size)
+}
+
+/// Errors of a page request, shown as a page rather than JSON.
+pub(super) fn page_error(session: &Session, error: ApiError) -> Response {
+    match error {
+        ApiError::Forbidden(text) => {
+            message(StatusCode::FORBIDDEN, Some(session), "Not allowed", text)
+        }
+        ApiError::NotFound(text) => {
+            message(StatusCode::NOT_FOUND, Some(session), "Not found", text)
+        }
+        ApiError::Conflict {
+            code: "already_decided",
+            message: text,
+        } => message(StatusCode::CONFLICT, Some(session), "Already decided", text),
+        ApiError::Conflict { message: text, .. } => message(
+            StatusCode::CONFLICT,
+            Some(session),
+            "Not possible now",
+            text,
+        ),
+        ApiError::BadRequest { message: text, .. } => message(
+            StatusCode::BAD_REQUEST,
+            Some(session),
+            "Something is missing",
+            text,
+        ),
+        ApiError::Unavailable(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(session),
+            "Try again",
+            "The database cannot be reached right now; nothing was changed.".into(),
+        ),
+        other => other.into_response(),
+    }
+}
+
+/// Refuses a form that came without its CSRF token.
+pub(super) fn csrf_refused(session: &Session) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        Some(session),
+        "Not allowed",
+        "The form was missing its security token. Reload the page and try again.".into(),
+    )
+}
+
+/// The CSRF token htmx sends as a header.
+pub(super) fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
