@@ -172,6 +172,58 @@ impl LinkKey {
     }
 }
 
+/// When a spent link was used and what it did; `None` for a link never used.
+pub async fn use_of(
+    pool: &PgPool,
+    nonce: &str,
+) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT outcome, used_at FROM used_approval_links WHERE nonce = $1")
+        .bind(nonce)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Whether the link `nonce` was used already.
+pub async fn is_used(pool: &PgPool, nonce: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM used_approval_links WHERE nonce = $1)")
+        .bind(nonce)
+        .fetch_one(pool)
+        .await
+}
+
+/// Spends the link in `tx`: true when this call spent it, false when it was spent already
+/// (a second use waits on the first's row, then finds it).
+pub async fn spend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    claims: &LinkClaims,
+) -> Result<bool, sqlx::Error> {
+    let spent: Option<String> = sqlx::query_scalar(
+        "INSERT INTO used_approval_links (nonce, proposal_id, approver, decision, outcome) \
+         VALUES ($1, $2, $3, $4, 'in progress') ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+    )
+    .bind(&claims.nonce)
+    .bind(&claims.proposal)
+    .bind(&claims.approver)
+    .bind(claims.decision.verb())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(spent.is_some())
+}
+
+/// Records what a spent link did.
+pub async fn record_outcome(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    nonce: &str,
+    outcome: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE used_approval_links SET outcome = $2 WHERE nonce = $1")
+        .bind(nonce)
+        .bind(outcome)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

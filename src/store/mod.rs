@@ -146,6 +146,14 @@ impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
     }
 }
 
+/// One round trip to Postgres: whether it answers at all.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
+
 /// True for errors that mean "Postgres is not there right now" rather than a bug.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {

@@ -167,12 +167,9 @@ async fn checked(state: &AppState, token: &str) -> Result<LinkClaims, Message> {
 
 /// The page for a link already spent: what the link did, and where the proposal is now.
 async fn already_used(state: &AppState, claims: &LinkClaims) -> Message {
-    let used: Option<(String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT outcome, used_at FROM used_approval_links WHERE nonce = $1")
-            .bind(&claims.nonce)
-            .fetch_optional(state.store.pool())
-            .await
-            .unwrap_or_default();
+    let used = crate::notify::links::use_of(state.store.pool(), &claims.nonce)
+        .await
+        .unwrap_or_default();
     let status = by_id(state.store.pool(), &claims.proposal)
         .await
         .ok()
@@ -195,10 +192,7 @@ async fn already_used(state: &AppState, claims: &LinkClaims) -> Message {
 }
 
 async fn is_used(state: &AppState, nonce: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM used_approval_links WHERE nonce = $1)")
-        .bind(nonce)
-        .fetch_one(state.store.pool())
-        .await
+    crate::notify::links::is_used(state.store.pool(), nonce).await
 }
 
 /// `GET /links/{token}`: shows what the link would do. It changes nothing, ever.
@@ -353,18 +347,10 @@ async fn spend_and_decide(
 ) -> Result<Response, Message> {
     let pool = state.store.pool();
     let mut tx = pool.begin().await.map_err(|_| unavailable())?;
-    let spent: Option<String> = sqlx::query_scalar(
-        "INSERT INTO used_approval_links (nonce, proposal_id, approver, decision, outcome) \
-         VALUES ($1, $2, $3, $4, 'in progress') ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
-    )
-    .bind(&claims.nonce)
-    .bind(&claims.proposal)
-    .bind(&claims.approver)
-    .bind(claims.decision.verb())
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|_| unavailable())?;
-    if spent.is_none() {
+    let spent = crate::notify::links::spend(&mut tx, claims)
+        .await
+        .map_err(|_| unavailable())?;
+    if !spent {
         drop(tx);
         return Err(already_used(state, claims).await);
     }
@@ -380,7 +366,7 @@ async fn spend_and_decide(
                     claims.approver
                 ),
             );
-            record_outcome(&mut tx, &claims.nonce, "refused: no such user")
+            crate::notify::links::record_outcome(&mut tx, &claims.nonce, "refused: no such user")
                 .await
                 .map_err(|_| unavailable())?;
             tx.commit().await.map_err(|_| unavailable())?;
@@ -474,22 +460,9 @@ async fn spend_and_decide(
             format!("refused: {error}"),
         ),
     };
-    record_outcome(&mut tx, &claims.nonce, &spent_as)
+    crate::notify::links::record_outcome(&mut tx, &claims.nonce, &spent_as)
         .await
         .map_err(|_| unavailable())?;
     tx.commit().await.map_err(|_| unavailable())?;
     Ok(page.into_response())
-}
-
-async fn record_outcome(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    nonce: &str,
-    outcome: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE used_approval_links SET outcome = $2 WHERE nonce = $1")
-        .bind(nonce)
-        .bind(outcome)
-        .execute(&mut **tx)
-        .await
-        .map(|_| ())
 }

@@ -81,16 +81,12 @@ pub async fn readyz(State(state): State<AppState>, parts: Parts) -> Response {
 async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     let pool = state.store.pool();
     let mut reasons = Vec::new();
-    let database = match tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
-    )
-    .await
-    {
-        Ok(Ok(_)) => "ok".to_string(),
-        Ok(Err(e)) => format!("unreachable: {e}"),
-        Err(_) => "unreachable: no answer within 2 s".to_string(),
-    };
+    let database =
+        match tokio::time::timeout(Duration::from_secs(2), crate::store::ping(pool)).await {
+            Ok(Ok(_)) => "ok".to_string(),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "unreachable: no answer within 2 s".to_string(),
+        };
     if database != "ok" {
         reasons.push(format!("postgres is {database}"));
     }
