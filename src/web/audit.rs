@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::credentials::Authenticated;
 use super::error::{ApiError, ErrorBody};
-use super::page::{page_error, page_offset, render};
+use super::page::{page_error, page_offset, render, Chrome};
 use super::session::Session;
 use super::AppState;
 use crate::auth::Permission;
@@ -33,9 +33,8 @@ pub struct AuditQuery {
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditHtml {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     filter: AuditQuery,
     entries: Vec<AuditEntry>,
     page: i64,
@@ -137,9 +136,7 @@ pub async fn page(
     render(
         StatusCode::OK,
         AuditHtml {
-            signed_in: Some(session.actor.email.clone()),
-            csrf: session.csrf.clone(),
-            notice: None,
+            chrome: Chrome::of(&session),
             prev_link: audit_link(&filter, Some(page - 1), false),
             next_link: audit_link(&filter, Some(page + 1), false),
             csv_link: audit_link(&filter, None, true),

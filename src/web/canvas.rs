@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::credentials::Authenticated;
 use super::error::ApiError;
-use super::page::{page_error, render};
+use super::page::{page_error, render, Chrome};
 use super::session::Session;
 use super::AppState;
 use crate::auth::Permission;
@@ -104,9 +104,8 @@ fn menu() -> Vec<Menu> {
 #[derive(Template)]
 #[template(path = "canvas.html")]
 struct CanvasPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     question: String,
     understood: Option<String>,
     by: &'static str,
@@ -162,9 +161,7 @@ pub async fn page(
         return page_error(&session, forbidden.into());
     }
     let mut page = CanvasPage {
-        signed_in: Some(session.actor.email.clone()),
-        csrf: session.csrf.clone(),
-        notice: None,
+        chrome: Chrome::of(&session),
         question: request.q.clone().unwrap_or_default(),
         understood: None,
         by: "",

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::page::{csrf_refused, header_token, page_error, render};
+use super::page::{csrf_refused, header_token, page_error, render, Chrome};
 use super::session::Session;
 use super::AppState;
 use crate::adapters::{adapter_of, ACTION_TYPES};
@@ -243,9 +243,8 @@ pub struct SwitchRow {
 #[derive(Template)]
 #[template(path = "settings.html")]
 struct SettingsPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     may_change: bool,
     switches: Vec<SwitchRow>,
     action_types: Vec<ActionTypeRow>,
@@ -321,9 +320,7 @@ pub async fn settings(State(state): State<AppState>, session: Session) -> Respon
     render(
         StatusCode::OK,
         SettingsPage {
-            signed_in: Some(session.actor.email.clone()),
-            csrf: session.csrf.clone(),
-            notice: None,
+            chrome: Chrome::of(&session),
             may_change: session.actor.may(Permission::Administer).is_ok(),
             switches,
             action_types,

@@ -18,7 +18,7 @@ use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::page::render;
+use super::page::{render, Chrome};
 use super::pages::Card;
 use super::AppState;
 use crate::decisions::{decide, DecisionError, DecisionRequest};
@@ -29,9 +29,8 @@ use crate::projections::users::credentials;
 #[derive(Template)]
 #[template(path = "link.html")]
 struct ConfirmPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     p: Card,
     may_decide: bool,
     token: String,
@@ -45,9 +44,8 @@ struct ConfirmPage {
 #[derive(Template)]
 #[template(path = "link_message.html")]
 struct MessagePage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     heading: String,
     message: String,
     proposal_href: Option<String>,
@@ -88,9 +86,7 @@ impl Message {
         private(render(
             self.status,
             MessagePage {
-                signed_in: None,
-                csrf: String::new(),
-                notice: None,
+                chrome: Chrome::anonymous(),
                 heading: self.heading.into(),
                 message: self.text,
                 proposal_href: self.proposal,
@@ -238,9 +234,7 @@ pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> R
     private(render(
         StatusCode::OK,
         ConfirmPage {
-            signed_in: None,
-            csrf: String::new(),
-            notice: None,
+            chrome: Chrome::anonymous(),
             p: proposal.into(),
             may_decide: false,
             token,

@@ -9,6 +9,36 @@ use axum::response::{Html, IntoResponse, Response};
 use super::error::ApiError;
 use super::session::Session;
 
+/// What every page's frame shows (`base.html`): who is signed in, with the sign-out form,
+/// the CSRF token every form and htmx request carries, and a notice at the top.
+#[derive(Clone, Debug, Default)]
+pub struct Chrome {
+    pub signed_in: Option<String>,
+    pub csrf: String,
+    pub notice: Option<String>,
+}
+
+impl Chrome {
+    /// The frame of a signed-in person's page.
+    pub fn of(session: &Session) -> Self {
+        Self {
+            signed_in: Some(session.actor.email.clone()),
+            csrf: session.csrf.clone(),
+            notice: None,
+        }
+    }
+
+    /// The frame of a page for nobody signed in (sign-in, email links).
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    pub fn with_notice(mut self, notice: Option<String>) -> Self {
+        self.notice = notice;
+        self
+    }
+}
+
 /// A page or a plain message, as HTML with its status.
 pub(super) fn render(status: StatusCode, page: impl Template) -> Response {
     match page.render() {
@@ -30,9 +60,8 @@ pub(super) fn render(status: StatusCode, page: impl Template) -> Response {
     ext = "html"
 )]
 struct MessagePage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     heading: String,
     message: String,
 }
@@ -41,9 +70,7 @@ fn message(status: StatusCode, session: Option<&Session>, heading: &str, text: S
     render(
         status,
         MessagePage {
-            signed_in: session.map(|s| s.actor.email.clone()),
-            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
-            notice: None,
+            chrome: session.map(Chrome::of).unwrap_or_default(),
             heading: heading.into(),
             message: text,
         },

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::page::{csrf_refused, header_token, page_error, page_offset, render};
+use super::page::{csrf_refused, header_token, page_error, page_offset, render, Chrome};
 use super::session::{self, Session};
 use super::signin::{self, Refusal};
 use super::AppState;
@@ -161,9 +161,8 @@ fn path_segment(raw: &str) -> String {
 #[derive(Template)]
 #[template(path = "signal.html")]
 struct SignalPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     id: String,
     source: String,
     kind: String,
@@ -207,9 +206,7 @@ pub async fn signal(
             render(
                 StatusCode::OK,
                 SignalPage {
-                    signed_in: Some(session.actor.email.clone()),
-                    csrf: session.csrf.clone(),
-                    notice: None,
+                    chrome: Chrome::of(&session),
                     source: text("source"),
                     kind: text("kind"),
                     occurred_at: text("occurred_at"),
@@ -231,9 +228,8 @@ pub async fn signal(
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     error: Option<String>,
 }
 
@@ -248,9 +244,7 @@ pub async fn login_form(
     render(
         StatusCode::OK,
         LoginPage {
-            signed_in: None,
-            csrf: String::new(),
-            notice: None,
+            chrome: Chrome::anonymous(),
             error: None,
         },
     )
@@ -266,9 +260,7 @@ fn login_error(status: StatusCode, error: &str) -> Response {
     render(
         status,
         LoginPage {
-            signed_in: None,
-            csrf: String::new(),
-            notice: None,
+            chrome: Chrome::anonymous(),
             error: Some(error.into()),
         },
     )
@@ -431,9 +423,8 @@ pub async fn logout(
 #[template(path = "inbox.html")]
 struct InboxPage {
     older: Option<String>,
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     proposals: Vec<Card>,
     may_decide: bool,
     verticals: [&'static str; 5],
@@ -494,7 +485,7 @@ fn known(value: Option<String>, allowed: &[&str]) -> Option<String> {
 #[derive(Template)]
 #[template(path = "_list.html")]
 struct ListFragment {
-    csrf: String,
+    chrome: Chrome,
     proposals: Vec<Card>,
     may_decide: bool,
 }
@@ -530,7 +521,7 @@ pub async fn inbox(
         Ok(rows) if fragment => render(
             StatusCode::OK,
             ListFragment {
-                csrf: session.csrf.clone(),
+                chrome: Chrome::of(&session),
                 proposals: rows
                     .into_iter()
                     .take(INBOX_PAGE as usize)
@@ -556,9 +547,7 @@ pub async fn inbox(
                         serde_urlencoded::to_string(&pairs).unwrap_or_default()
                     )
                 }),
-                signed_in: Some(session.actor.email.clone()),
-                csrf: session.csrf.clone(),
-                notice: notice_text(query.notice.as_deref()),
+                chrome: Chrome::of(&session).with_notice(notice_text(query.notice.as_deref())),
                 proposals: rows.into_iter().map(Card::from).collect(),
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
                 verticals: VERTICALS,
@@ -574,9 +563,8 @@ pub async fn inbox(
 #[derive(Template)]
 #[template(path = "queue.html")]
 struct QueuePage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     proposals: Vec<Card>,
     total: i64,
     may_decide: bool,
@@ -625,9 +613,7 @@ pub async fn queue(
         Ok((rows, total)) => render(
             StatusCode::OK,
             QueuePage {
-                signed_in: Some(session.actor.email.clone()),
-                csrf: session.csrf.clone(),
-                notice: None,
+                chrome: Chrome::of(&session),
                 proposals: rows.into_iter().map(Card::from).collect(),
                 total,
                 may_decide: session.actor.may(Permission::Decide).is_ok(),
@@ -652,9 +638,8 @@ pub struct TimelineEntry {
 #[derive(Template)]
 #[template(path = "proposal.html")]
 struct ProposalPage {
-    signed_in: Option<String>,
-    csrf: String,
-    notice: Option<String>,
+    /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
+    chrome: Chrome,
     p: Card,
     history: Vec<TimelineEntry>,
     may_decide: bool,
@@ -694,9 +679,7 @@ pub async fn proposal(
         Ok((Some(row), steps)) => render(
             StatusCode::OK,
             ProposalPage {
-                signed_in: Some(session.actor.email.clone()),
-                csrf: session.csrf.clone(),
-                notice: notice_text(query.notice.as_deref()),
+                chrome: Chrome::of(&session).with_notice(notice_text(query.notice.as_deref())),
                 undo_limit: state.adapters.rollback_limit(&row.action_type),
                 undo_until: row.executed_at.and_then(|t| {
                     let until = t + chrono::Duration::from_std(state.config.execution.undo_window)
