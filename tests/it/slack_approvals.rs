@@ -1543,7 +1543,20 @@ async fn page_as(world: &World, email: &str, path: &str) -> String {
 async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
     use crate::execution::{proposal, FakeStripe};
 
-    let world = World::start(&[]).await;
+    // A receiver of ExecOps's outbound webhooks, which acts on a delivery whose signature
+    // verifies.
+    const OUTBOUND: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let hooks = format!("matrix={}/in", receiver.uri());
+    let outbound = [
+        ("EXECOPS_OUTBOUND_WEBHOOKS", hooks.as_str()),
+        ("EXECOPS_OUTBOUND_SECRET", OUTBOUND),
+    ];
+    let world = World::start(&outbound).await;
     let stripe = FakeStripe::default();
     world.fakes.stripe_answers(stripe.clone()).await;
     crate::common::enable_writes(&world.app.store).await;
@@ -1794,6 +1807,90 @@ async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
         assert_eq!(status, 200);
     }
 
+    // An email link opened by a mail scanner: it follows the link (HEAD, then GET) and
+    // never posts the confirmation.
+    let scanned = store_draft(proposal("scanned", "slack.post_message", post("scanned"))).await;
+    settle(app).await;
+    let links = execops::config::Config::from_lookup(|_| None)
+        .expect("the defaults")
+        .links;
+    let key = execops::notify::links::LinkKey::load(app.store.pool(), &links)
+        .await
+        .expect("the link key");
+    let token = key.sign(&execops::notify::links::LinkClaims {
+        proposal: scanned.clone(),
+        approver: ADA.into(),
+        decision: execops::notify::links::LinkDecision::Approve,
+        payload_hash: hash_of(app, &scanned).await,
+        expires: (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
+        nonce: execops::notify::links::nonce(),
+    });
+    let scanner = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .expect("a client");
+    for method in [
+        reqwest::Method::HEAD,
+        reqwest::Method::GET,
+        reqwest::Method::GET,
+    ] {
+        let status = scanner
+            .request(method.clone(), app.url(&format!("/links/{token}")))
+            .send()
+            .await
+            .expect("an answer")
+            .status();
+        assert!(status.is_success(), "{method}: {status}");
+    }
+
+    // A preview replayed at the receiver: what a viewer could copy from the timeline.
+    let adapters = execops::adapters::Adapters::new(&world.fakes.config(&outbound).adapters);
+    let previews = adapters
+        .preview(
+            "webhook.post",
+            &json!({"target": "matrix", "type": "invoice.flagged", "data": {"n": 1}}),
+            "matrix-preview",
+        )
+        .expect("a preview");
+    for preview in &previews {
+        let mut request = reqwest::Client::new().post(&preview.url);
+        for (name, value) in &preview.headers {
+            request = request.header(name, value);
+        }
+        let body = serde_json::to_vec(&preview.body).expect("json");
+        request
+            .body(body)
+            .send()
+            .await
+            .expect("the receiver answers");
+    }
+    let key = execops::ingest::standard::decode_secret(OUTBOUND).expect("the secret");
+    let delivered = receiver.received_requests().await.unwrap_or_default();
+    assert!(!delivered.is_empty(), "the replay reached the receiver");
+    for request in &delivered {
+        let text = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let timestamp: i64 = text("webhook-timestamp").parse().unwrap_or_default();
+        let valid =
+            execops::ingest::standard::sign(&key, &text("webhook-id"), timestamp, &request.body);
+        assert!(
+            !text("webhook-signature").contains(valid.trim_start_matches("v1,")),
+            "a replayed preview carries a signature the receiver would act on"
+        );
+        // Nor any signature at all, whatever bytes a replay would send with it.
+        assert!(
+            !text("webhook-signature").contains("v1,"),
+            "{}",
+            text("webhook-signature")
+        );
+    }
+
     // Undo without its quorum: executed with two approvals, undone by one person's ask.
     let mut draft = proposal(
         "undo",
@@ -1884,6 +1981,7 @@ async fn the_adversarial_matrix_records_no_effect_at_any_provider() {
         &own,
         &short,
         &replayed,
+        &scanned,
     ] {
         let events = crate::execution::events_of(app, id).await;
         assert!(
