@@ -47,6 +47,17 @@ pub fn clip(text: &str, max: usize) -> String {
     }
 }
 
+/// An amount with its currency's code: `$12.00 USD`, `1,234.56 SEK`.
+pub fn amount(cents: i64, currency: &str) -> String {
+    let shown = money(cents, currency);
+    let code = currency.to_ascii_uppercase();
+    if shown.ends_with(&code) {
+        shown
+    } else {
+        format!("{shown} {code}")
+    }
+}
+
 /// Who an email action writes to, in words.
 fn email_recipient(action: &Value) -> String {
     let to = action.get("to");
@@ -125,15 +136,7 @@ pub fn glance(action_type: &str, action: &Value) -> Glance {
         action.get("amount_cents").and_then(Value::as_i64),
         text(action, "currency"),
     ) {
-        (Some(cents), Some(currency)) => {
-            let shown = money(cents, currency);
-            let code = currency.to_ascii_uppercase();
-            Some(if shown.ends_with(&code) {
-                shown
-            } else {
-                format!("{shown} {code}")
-            })
-        }
+        (Some(cents), Some(currency)) => Some(amount(cents, currency)),
         _ => None,
     };
     Glance {

@@ -116,18 +116,9 @@ fn check_owed(
     }
     Err(AdapterError::Permanent(format!(
         "Stripe's invoice {id} has {} remaining, but {} was approved; nothing was paid",
-        money(owed, &owed_currency),
-        money(*amount, currency)
+        super::glance::amount(owed, &owed_currency),
+        super::glance::amount(*amount, currency)
     )))
-}
-
-/// An amount with its currency's code, as both figures of a refusal are shown.
-fn money(amount: i64, currency: &str) -> String {
-    format!(
-        "{} {}",
-        crate::domain::priority::money(amount, currency),
-        currency.to_ascii_uppercase()
-    )
 }
 
 fn idempotency_key(key: &str) -> Result<IdempotencyKey, AdapterError> {

@@ -343,19 +343,8 @@ impl Executor {
             // it meanwhile): the next look, from the stream again, sorts it out.
             self.record(id, ProposalCommand::StartExecution).await?;
             let attempt = proposal.attempts() + 1;
-            sqlx::query(
-                "INSERT INTO execution_attempts (proposal_id, attempt, action_type, adapter, started_at) \
-                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(attempt as i32)
-            .bind(&action_type)
-            .bind(adapter)
-            .execute(self.pool())
-            .await?;
-            if let Ok(mut running) = self.running.lock() {
-                running.insert(id.to_string(), adapter);
-            }
+            self.attempt_started(id, attempt as i32, &action_type, adapter)
+                .await?;
             (attempt, probe)
         };
         let key = proposal.idempotency_key().unwrap_or_default();
@@ -418,20 +407,9 @@ impl Executor {
                 Ok(probe) => probe,
             };
             self.record(id, ProposalCommand::StartRollback).await?;
-            let attempt = self.store.load_proposal(id).await?.rollback_attempts();
-            sqlx::query(
-                "INSERT INTO execution_attempts (proposal_id, attempt, action_type, adapter, started_at) \
-                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(undo_row(attempt))
-            .bind(&action_type)
-            .bind(adapter)
-            .execute(self.pool())
-            .await?;
-            if let Ok(mut running) = self.running.lock() {
-                running.insert(id.to_string(), adapter);
-            }
+            let attempt = proposal.rollback_attempts() + 1;
+            self.attempt_started(id, undo_row(attempt), &action_type, adapter)
+                .await?;
             (attempt, probe)
         };
         let key = proposal.idempotency_key().unwrap_or_default();
@@ -471,15 +449,7 @@ impl Executor {
                 let outcome = if transient { "transient" } else { "permanent" };
                 self.row_finished(id, undo_row(attempt), outcome).await?;
                 if retryable {
-                    let wait = self.backoff(attempt, &error);
-                    sqlx::query(
-                        "UPDATE execution_jobs SET held_by = NULL, \
-                           due_at = now() + make_interval(secs => $2) WHERE proposal_id = $1",
-                    )
-                    .bind(id)
-                    .bind(wait.as_secs_f64())
-                    .execute(self.pool())
-                    .await?;
+                    self.retry_later(id, self.backoff(attempt, &error)).await?;
                 } else {
                     self.finish(id).await?;
                 }
@@ -598,6 +568,44 @@ impl Executor {
         Ok(())
     }
 
+    /// Opens row `row` of `execution_attempts` (an attempt, or an undo's as `-n`), which
+    /// counts against the rate limit, and marks the adapter busy in this process.
+    async fn attempt_started(
+        &self,
+        id: &str,
+        row: i32,
+        action_type: &str,
+        adapter: &'static str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO execution_attempts (proposal_id, attempt, action_type, adapter, started_at) \
+             VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(row)
+        .bind(action_type)
+        .bind(adapter)
+        .execute(self.pool())
+        .await?;
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id.to_string(), adapter);
+        }
+        Ok(())
+    }
+
+    /// Looks at the job again after `wait`, whatever held it before.
+    async fn retry_later(&self, id: &str, wait: Duration) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE execution_jobs SET held_by = NULL, \
+               due_at = now() + make_interval(secs => $2) WHERE proposal_id = $1",
+        )
+        .bind(id)
+        .bind(wait.as_secs_f64())
+        .execute(self.pool())
+        .await
+        .map(|_| ())
+    }
+
     async fn attempt_finished(
         &self,
         id: &str,
@@ -673,15 +681,7 @@ impl Executor {
                 let outcome = if transient { "transient" } else { "permanent" };
                 self.attempt_finished(id, attempt, outcome).await?;
                 if retryable {
-                    let wait = self.backoff(attempt, &error);
-                    sqlx::query(
-                        "UPDATE execution_jobs SET held_by = NULL, \
-                           due_at = now() + make_interval(secs => $2) WHERE proposal_id = $1",
-                    )
-                    .bind(id)
-                    .bind(wait.as_secs_f64())
-                    .execute(self.pool())
-                    .await?;
+                    self.retry_later(id, self.backoff(attempt, &error)).await?;
                     self.metrics.execution(adapter, "retrying");
                 } else {
                     self.finish(id).await?;
