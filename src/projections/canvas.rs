@@ -709,7 +709,7 @@ impl Subscriber for Canvas {
         (fold.invoices_before, fold.invoices) = kept(
             conn,
             "SELECT invoice_id, customer, amount, currency, first_failed_at, failures, paid_at \
-             FROM canvas_failed_invoices WHERE invoice_id = ANY($1)",
+             FROM canvas_failed_invoices WHERE invoice_id IN (SELECT unnest($1::text[]))",
             &invoices,
             |r: &FailedInvoice| &r.invoice_id,
         )
@@ -718,7 +718,7 @@ impl Subscriber for Canvas {
         (fold.subscriptions_before, fold.subscriptions) = kept(
             conn,
             "SELECT subscription_id, customer, currency, status, mrr, as_of \
-             FROM canvas_subscriptions WHERE subscription_id = ANY($1)",
+             FROM canvas_subscriptions WHERE subscription_id IN (SELECT unnest($1::text[]))",
             &subscriptions,
             |r: &Subscription| &r.subscription_id,
         )
@@ -727,7 +727,7 @@ impl Subscriber for Canvas {
         (fold.proposals_before, fold.proposals) = kept(
             conn,
             "SELECT proposal_id, action_type, inbound_ids, drafted_at, decided_at, decision \
-             FROM canvas_proposals WHERE proposal_id = ANY($1)",
+             FROM canvas_proposals WHERE proposal_id IN (SELECT unnest($1::text[]))",
             &proposals,
             |r: &ProposalFact| &r.proposal_id,
         )

@@ -384,7 +384,7 @@ impl Subscriber for Proposals {
         ids.sort_unstable();
         ids.dedup();
         let found: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {ROW} FROM proposal_summaries WHERE id = ANY($1)"
+            "SELECT {ROW} FROM proposal_summaries WHERE id IN (SELECT unnest($1::text[]))"
         ))
         .bind(&ids)
         .fetch_all(&mut *conn)

@@ -278,6 +278,11 @@ fn refused(refusal: Refusal) -> Response {
             retry_after,
             "Too many sign-ins right now",
         ),
+        Refusal::Crowded { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "A sign-in from here is being checked already",
+        ),
         Refusal::Overloaded { retry_after } => (
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,
@@ -358,7 +363,7 @@ pub async fn login(
         if let Err(refusal) = state.signin.admit() {
             return Ok(refused(refusal));
         }
-        let turn = match state.signin.turn().await {
+        let turn = match state.signin.turn(&client).await {
             Ok(turn) => turn,
             Err(refusal) => return Ok(refused(refusal)),
         };

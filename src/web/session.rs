@@ -121,21 +121,30 @@ fn cookie(parts: &Parts, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// The session of a request, if it has a live one; touching it extends the idle expiry.
+/// The session of a request, if it has a live one. Touching it extends the idle expiry; it is
+/// written at most once a minute (or a tenth of the idle limit, if that is shorter), so a
+/// person paging is read, not a commit per request.
 pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>, sqlx::Error> {
     let Some(secret) = cookie(parts, state.config.session.cookie_name()) else {
         return Ok(None);
     };
-    let idle = state.config.session.idle.as_secs() as f64;
+    let idle = state.config.session.idle.as_secs_f64();
+    let touch_after = (idle / 10.0).min(60.0);
     let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "UPDATE sessions s SET last_seen_at = $3 FROM users u \
-         WHERE s.id_hash = $1 AND u.email = s.email AND s.expires_at > $3 \
-           AND s.last_seen_at > $3 - make_interval(secs => $2) \
-         RETURNING s.id_hash, u.email, u.role, s.csrf_token",
+        "WITH live AS ( \
+           SELECT s.id_hash, u.email, u.role, s.csrf_token, s.last_seen_at FROM sessions s \
+           JOIN users u ON u.email = s.email \
+           WHERE s.id_hash = $1 AND s.expires_at > $3 \
+             AND s.last_seen_at > $3 - make_interval(secs => $2)), \
+         touched AS ( \
+           UPDATE sessions SET last_seen_at = $3 WHERE id_hash IN \
+             (SELECT id_hash FROM live WHERE last_seen_at <= $3 - make_interval(secs => $4))) \
+         SELECT id_hash, email, role, csrf_token FROM live",
     )
     .bind(token_hash(&secret))
     .bind(idle)
     .bind(state.clock.now())
+    .bind(touch_after)
     .fetch_optional(state.store.pool())
     .await?;
     Ok(row.and_then(|(id_hash, email, role, csrf)| {

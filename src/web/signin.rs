@@ -8,7 +8,10 @@
 //! - failures are counted per client address too: past `EXECOPS_SIGNIN_ADDRESS_FAILURES` in
 //!   15 minutes, whatever the emails, that address waits the same way, so one address
 //!   cannot spend the password checks on made-up emails;
-//! - at most `EXECOPS_SIGNIN_PER_MINUTE` attempts a minute on this instance in all.
+//! - at most `EXECOPS_SIGNIN_PER_MINUTE` attempts a minute on this instance in all;
+//! - at most [`AT_ONCE_PER_ADDRESS`] checks waiting or running for one client address: a
+//!   burst from one address is refused at once (429) instead of queueing in front of
+//!   everyone else's sign-ins.
 //!
 //! The client address is the peer's, or, for a peer named in `EXECOPS_TRUSTED_PROXIES`, the
 //! nearest address in `X-Forwarded-For` that is not itself a trusted proxy.
@@ -33,6 +36,10 @@ const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// (the database still decides): about 1 MB at most.
 const REMEMBERED_WAITS: usize = 10_000;
 
+/// Password checks one client address may have waiting or running at once. A person signs in
+/// one at a time; an office behind one address rarely has more than two at the same moment.
+pub const AT_ONCE_PER_ADDRESS: u32 = 2;
+
 /// The sign-in bounds of this instance. Cheap to clone.
 #[derive(Clone)]
 pub struct SignInGate {
@@ -45,6 +52,35 @@ pub struct SignInGate {
     /// Until when an address (keyed by itself) or an address with an email (keyed by both)
     /// waits, as last read from the failures.
     waits: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    /// Checks waiting or running, by client address; an address is here only while it has
+    /// one, so this holds at most as many entries as sign-ins in progress.
+    at_once: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// A turn to check a password: a place among the checks running, and the client address's
+/// share of them, both given back when dropped.
+pub struct Turn {
+    _permit: OwnedSemaphorePermit,
+    _share: Share,
+}
+
+/// One of a client address's checks in progress.
+struct Share {
+    address: String,
+    at_once: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Ok(mut at_once) = self.at_once.lock() {
+            if let Some(count) = at_once.get_mut(&self.address) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    at_once.remove(&self.address);
+                }
+            }
+        }
+    }
 }
 
 /// Why a sign-in is not tried now, and when it may be.
@@ -54,6 +90,8 @@ pub enum Refusal {
     Throttled { retry_after: Duration },
     /// Too many sign-ins on this instance this minute (429).
     Busy { retry_after: Duration },
+    /// This address already has its checks in progress (429).
+    Crowded { retry_after: Duration },
     /// No turn for a password check in time (503).
     Overloaded { retry_after: Duration },
 }
@@ -68,6 +106,7 @@ impl SignInGate {
             per_minute: limits.signin_per_minute,
             minute: Arc::new(Mutex::new((Instant::now(), 0))),
             waits: Arc::default(),
+            at_once: Arc::default(),
         }
     }
 
@@ -90,14 +129,35 @@ impl SignInGate {
         Ok(())
     }
 
-    /// A turn to check a password, waited for at most the configured time.
-    pub async fn turn(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+    /// A turn to check a password for `client`, refused at once when that address already
+    /// has [`AT_ONCE_PER_ADDRESS`] in progress, and waited for at most the configured time.
+    pub async fn turn(&self, client: &str) -> Result<Turn, Refusal> {
+        let share = self.share(client).ok_or(Refusal::Crowded {
+            retry_after: Duration::from_secs(1),
+        })?;
         match tokio::time::timeout(self.wait, self.checks.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => Ok(Turn {
+                _permit: permit,
+                _share: share,
+            }),
             _ => Err(Refusal::Overloaded {
                 retry_after: Duration::from_secs(1),
             }),
         }
+    }
+
+    /// One more of `client`'s checks in progress, unless it has all it may.
+    fn share(&self, client: &str) -> Option<Share> {
+        let mut at_once = self.at_once.lock().ok()?;
+        let count = at_once.entry(client.to_string()).or_default();
+        if *count >= AT_ONCE_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(Share {
+            address: client.to_string(),
+            at_once: self.at_once.clone(),
+        })
     }
 
     /// Whether `client` must wait before trying `email` again, from its recent failures
@@ -328,5 +388,35 @@ mod tests {
             assert_eq!(gate.admit(), Ok(()));
         }
         assert!(matches!(gate.admit(), Err(Refusal::Busy { .. })));
+    }
+
+    #[tokio::test]
+    async fn one_address_has_at_most_its_share_of_checks_in_progress() {
+        let limits = Limits {
+            password_checks: 8,
+            ..crate::config::Config::from_lookup(|_| None)
+                .expect("the defaults")
+                .limits
+        };
+        let gate = SignInGate::new(&limits);
+        let mut turns = Vec::new();
+        for _ in 0..AT_ONCE_PER_ADDRESS {
+            turns.push(gate.turn("203.0.113.1").await.expect("a turn"));
+        }
+        assert!(matches!(
+            gate.turn("203.0.113.1").await,
+            Err(Refusal::Crowded { .. })
+        ));
+        let other = gate
+            .turn("198.51.100.2")
+            .await
+            .expect("another address waits not");
+        turns.pop();
+        let again = gate.turn("203.0.113.1").await.expect("a share given back");
+        drop((turns, other, again));
+        assert!(
+            gate.at_once.lock().expect("the shares").is_empty(),
+            "an address with nothing in progress is forgotten"
+        );
     }
 }

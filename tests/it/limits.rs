@@ -305,6 +305,47 @@ async fn an_address_trying_many_emails_waits_while_other_addresses_sign_in() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_burst_from_one_address_is_told_to_wait_instead_of_queueing_for_the_checks() {
+    // Two checks at once, and a short wait for one: were the burst queued for the checks, most of
+    // it would be answered 503 after that wait.
+    let app = TestApp::spawn_with(configured_with(&[
+        ("EXECOPS_TRUSTED_PROXIES", "127.0.0.1"),
+        ("EXECOPS_PASSWORD_CHECKS", "2"),
+        ("EXECOPS_PASSWORD_WAIT_MS", "50"),
+    ]))
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let statuses: Vec<(u16, bool)> = futures::future::join_all((0..16).map(|i| {
+        let (client, url) = (client.clone(), app.url("/login"));
+        async move {
+            let email = format!("burst-{i}@example.com");
+            let response = client
+                .post(url)
+                .header("x-forwarded-for", "203.0.113.9")
+                .form(&[("email", email.as_str()), ("password", "guess")])
+                .send()
+                .await
+                .expect("an answer");
+            let retry_after = response.headers().contains_key("retry-after");
+            (response.status().as_u16(), retry_after)
+        }
+    }))
+    .await;
+    assert!(
+        statuses
+            .iter()
+            .all(|(status, _)| matches!(status, 401 | 429)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&(401, false)), "{statuses:?}");
+    assert!(statuses.contains(&(429, true)), "{statuses:?}");
+    app.stop().await;
+}
+
 /// Reads from `stream` until the server closes it; true if it did within `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buffer = [0u8; 4096];

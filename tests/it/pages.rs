@@ -370,6 +370,38 @@ async fn a_session_outlives_neither_its_idle_limit_nor_its_user() {
 }
 
 #[tokio::test]
+async fn paging_reads_a_session_and_writes_it_only_when_its_last_touch_is_a_minute_old() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    let cookie = sign_in(&app, "approver@example.com").await;
+    let last_seen = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT last_seen_at FROM sessions")
+            .fetch_one(app.store.pool())
+            .await
+            .expect("the session")
+    };
+    let started = last_seen().await;
+    for _ in 0..3 {
+        assert_eq!(page(&app, Some(&cookie), "/inbox").await.0, 200);
+    }
+    assert_eq!(
+        last_seen().await,
+        started,
+        "paging within the minute writes nothing"
+    );
+    sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at - interval '2 minutes'")
+        .execute(app.store.pool())
+        .await
+        .expect("an older touch");
+    assert_eq!(page(&app, Some(&cookie), "/inbox").await.0, 200);
+    assert!(
+        last_seen().await > started,
+        "a touch older than a minute is written again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_audit_log_shows_who_decided_filters_and_exports_csv() {
     let app = TestApp::spawn_with(configured()).await;
     let ids = proposals(&app).await;
