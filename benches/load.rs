@@ -65,6 +65,41 @@ fn env_u64(key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The machine's CPU time so far, in clock ticks: (busy, stolen by the host, all).
+fn machine_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let all: u64 = ticks.iter().take(8).sum();
+    (all - at(3) - at(4) - at(7), at(7), all)
+}
+
+/// CPU ticks (user and system) a process has used.
+fn process_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
 fn peak_rss_mb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -361,7 +396,12 @@ async fn main() -> anyhow::Result<()> {
     };
 
     println!("bench-load: {seconds} s, {} streams, {PEOPLE} people paging and approving, {rate} webhooks/s, {signin_rate} sign-ins/s, on {}", PEOPLE * TABS, database.description);
+    let machine_before = machine_ticks();
+    let (server_before, generator_before) =
+        (process_ticks(&pid.to_string()), process_ticks("self"));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let machine_after = machine_ticks();
+    let (server_after, generator_after) = (process_ticks(&pid.to_string()), process_ticks("self"));
     stop.store(true, Ordering::Relaxed);
     let connections = watcher.await.unwrap_or(0);
     let rss = peak_rss_mb(pid);
@@ -403,5 +443,22 @@ async fn main() -> anyhow::Result<()> {
         figures.failures
     );
     println!("peak RSS of execops serve: {rss} MB; most database connections held: {connections}");
+    // Where the machine's time went: the generator shares it, and a virtual machine's host
+    // may take some (steal), so read the latencies beside these.
+    let all = (machine_after.2 - machine_before.2).max(1) as f64;
+    let share = |ticks: u64| 100.0 * ticks as f64 / all;
+    println!(
+        "CPU of the machine ({} cores): busy {:.0}%, stolen by the host {:.0}%; execops serve {:.0}%, this generator {:.0}%, the rest (Postgres, kernel) {:.0}%",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        share(machine_after.0 - machine_before.0),
+        share(machine_after.1 - machine_before.1),
+        share(server_after - server_before),
+        share(generator_after - generator_before),
+        share(
+            (machine_after.0 - machine_before.0)
+                .saturating_sub(server_after - server_before)
+                .saturating_sub(generator_after - generator_before)
+        ),
+    );
     Ok(())
 }
