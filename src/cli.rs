@@ -371,7 +371,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             since,
             config: file,
             json,
-        } => crate::backtest::run(config, parse_since(&since)?, file.as_deref(), json).await,
+        } => crate::ops::backtest::run(config, parse_since(&since)?, file.as_deref(), json).await,
     }
 }
 
@@ -863,11 +863,11 @@ async fn export(
 async fn audit(pool: &sqlx::PgPool, command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Show { proposal_id, json } => {
-            let story = crate::audit::story(pool, &proposal_id).await?;
+            let story = crate::ops::audit::story(pool, &proposal_id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&story)?);
             } else {
-                print!("{}", crate::audit::render_text(&story));
+                print!("{}", crate::ops::audit::render_text(&story));
             }
             Ok(())
         }
@@ -879,7 +879,7 @@ async fn audit(pool: &sqlx::PgPool, command: AuditCommand) -> anyhow::Result<()>
                 "Recomputing the audit chain ({rows} rows) from the event log and comparing it \
                  row by row; nothing is written."
             );
-            let verification = crate::audit::verify(pool).await?;
+            let verification = crate::ops::audit::verify(pool).await?;
             println!("{verification}");
             match verification.first_break {
                 None => Ok(()),
@@ -895,19 +895,22 @@ async fn replay(
     verify: bool,
     yes: bool,
 ) -> anyhow::Result<()> {
-    use crate::replay::{Mode, PROJECTIONS};
+    use crate::ops::replay::{Mode, PROJECTIONS};
     use std::io::IsTerminal;
     let projections = match projection {
-        Some(name) => vec![crate::replay::find(name)?],
+        Some(name) => vec![crate::ops::replay::find(name)?],
         None => PROJECTIONS.to_vec(),
     };
     let mode = if verify { Mode::Verify } else { Mode::Swap };
-    eprint!("{}", crate::replay::plan(pool, &projections, mode).await?);
+    eprint!(
+        "{}",
+        crate::ops::replay::plan(pool, &projections, mode).await?
+    );
     if !verify && !yes {
         anyhow::bail!("nothing done: add --yes to rebuild and swap, or --verify to compare");
     }
     let progress = std::io::stderr().is_terminal();
-    let reports = crate::replay::run(pool, &projections, mode, progress).await?;
+    let reports = crate::ops::replay::run(pool, &projections, mode, progress).await?;
     let mut differing = 0;
     for report in &reports {
         println!("{report}");

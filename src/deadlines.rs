@@ -17,6 +17,7 @@ use crate::domain::{Proposal, ProposalError};
 use crate::projections::proposals::{due, Summary};
 use crate::store::log::{LogPosition, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::Metadata;
 use crate::store::{CommandError, Store};
 
 /// Overdue proposals settled per batch; more wait for the next event or read.
@@ -35,10 +36,7 @@ impl Deadlines {
 }
 
 fn metadata(via: &str) -> HashMap<String, String> {
-    HashMap::from([
-        ("actor".to_string(), "deadlines".to_string()),
-        ("via".to_string(), via.to_string()),
-    ])
+    Metadata::via(via).actor("deadlines").into()
 }
 
 /// Records what is overdue on proposal `id` at `now`, one step at a time (expiry, or the

@@ -27,9 +27,7 @@
 
 pub mod adapters;
 pub mod app;
-pub mod audit;
 pub mod auth;
-pub mod backtest;
 pub mod canvas;
 pub mod cli;
 pub mod clock;
@@ -41,11 +39,10 @@ pub mod domain;
 pub mod executor;
 pub mod ingest;
 pub mod notify;
+pub mod ops;
 pub mod projections;
-pub mod replay;
 pub mod router;
 pub mod send;
-pub mod slack_approvals;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -29,6 +29,7 @@ use crate::domain::{Proposal, ProposalCommand, Status};
 use crate::store::log::StoredEvent;
 use crate::store::notifications::Notifications;
 use crate::store::subscription::{lock_name, stopping, wait_or_shutdown, HandlerError, Subscriber};
+use crate::store::Metadata;
 use crate::store::{CommandError, Store};
 use crate::telemetry::Metrics;
 
@@ -288,7 +289,7 @@ impl Executor {
     }
 
     async fn record(&self, id: &str, command: ProposalCommand) -> Result<(), StepError> {
-        let metadata = HashMap::from([("actor".to_string(), ACTOR.to_string())]);
+        let metadata = Metadata::by(ACTOR).into();
         self.store.proposal(id, command, metadata).await?;
         Ok(())
     }
@@ -746,7 +747,7 @@ impl Executor {
                         failures: recent.len() as u32,
                         until: now + cooldown,
                     },
-                    HashMap::from([("actor".to_string(), ACTOR.to_string())]),
+                    Metadata::by(ACTOR).into(),
                 )
                 .await?;
             tracing::warn!(adapter, "circuit opened after repeated failures");
@@ -761,7 +762,7 @@ impl Executor {
                 GuardrailsCommand::CloseCircuit {
                     adapter: adapter.to_string(),
                 },
-                HashMap::from([("actor".to_string(), ACTOR.to_string())]),
+                Metadata::by(ACTOR).into(),
             )
             .await;
         match result {

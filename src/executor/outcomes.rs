@@ -3,8 +3,6 @@
 //! was opened is a fix) and records `OutcomeRecorded` on them. It also keeps, per action
 //! type, how many executions had an outcome: the router's track record for the priority.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
@@ -14,6 +12,7 @@ use crate::domain::priority::money;
 use crate::domain::{ProposalCommand, ProposalError, ProposalEvent};
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::Metadata;
 use crate::store::{CommandError, Store};
 
 pub struct Outcomes {
@@ -64,9 +63,7 @@ impl Subscriber for Outcomes {
     ) -> Result<(), HandlerError> {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             ("Proposal", "Drafted") => {
-                let ProposalEvent::Drafted { draft, .. } =
-                    serde_json::from_value(event.payload.clone())?
-                else {
+                let ProposalEvent::Drafted { draft, .. } = event.decode()? else {
                     return Ok(());
                 };
                 if let Some(key) = draft.outcome_key {
@@ -120,7 +117,7 @@ impl Subscriber for Outcomes {
                 }
             }
             ("Inbound", "Received") => {
-                let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())?;
+                let InboundEvent::Received(signal) = event.decode()?;
                 let Some(outcome) = outcome_of(&signal) else {
                     return Ok(());
                 };
@@ -139,10 +136,9 @@ impl Subscriber for Outcomes {
                         summary: summary(&outcome, executed_at),
                         value_cents: outcome.value_cents,
                     };
-                    let metadata = HashMap::from([
-                        ("actor".to_string(), "outcomes".to_string()),
-                        ("caused_by".to_string(), signal.inbound_id().to_string()),
-                    ]);
+                    let metadata = Metadata::by("outcomes")
+                        .caused_by(signal.inbound_id().to_string())
+                        .into();
                     // Applied again after a crash, the command is refused as recorded.
                     match self.store.proposal(&id, command, metadata).await {
                         Ok(())

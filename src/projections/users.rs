@@ -38,7 +38,7 @@ impl Subscriber for Users {
         }
         let email = event.aggregate_id.as_str();
         let at = event.recorded_at;
-        match serde_json::from_value::<UserEvent>(event.payload.clone())? {
+        match event.decode::<UserEvent>()? {
             UserEvent::UserAdded {
                 role,
                 password_hash,

@@ -27,6 +27,7 @@ use crate::domain::{
 };
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::Metadata;
 use crate::store::{CommandError, Store};
 
 pub struct Router {
@@ -112,13 +113,9 @@ pub async fn priority_of(conn: &mut PgConnection, plan: &Plan) -> Result<Priorit
 
 /// The metadata of every command the router issues.
 fn by_router(cause: &StoredEvent) -> HashMap<String, String> {
-    HashMap::from([
-        ("actor".to_string(), "router".to_string()),
-        (
-            "caused_by".to_string(),
-            format!("{}/{}", cause.aggregate_id, cause.sequence),
-        ),
-    ])
+    Metadata::by("router")
+        .caused_by(format!("{}/{}", cause.aggregate_id, cause.sequence))
+        .into()
 }
 
 impl Subscriber for Router {
@@ -133,7 +130,7 @@ impl Subscriber for Router {
     ) -> Result<(), HandlerError> {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             ("Inbound", "Received") => {
-                let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())?;
+                let InboundEvent::Received(signal) = event.decode()?;
                 let outcomes = outcomes_for(
                     conn,
                     &signal,
@@ -313,7 +310,7 @@ impl Router {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), HandlerError> {
-        let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())?;
+        let proposal: ProposalEvent = event.decode()?;
         let id = event.aggregate_id.as_str();
         match proposal {
             ProposalEvent::Drafted { draft, .. } => {

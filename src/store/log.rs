@@ -54,6 +54,11 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx:
 }
 
 impl StoredEvent {
+    /// The payload as its aggregate's event type `E`, read in place.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> serde_json::Result<E> {
+        E::deserialize(&self.payload)
+    }
+
     /// The sender of an `Inbound` delivery: the part of its id before the first `:`.
     pub fn source(&self) -> &str {
         self.aggregate_id

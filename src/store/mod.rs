@@ -5,6 +5,7 @@
 pub mod appender;
 pub mod embedded;
 pub mod log;
+pub mod metadata;
 pub mod notifications;
 pub mod subscription;
 pub mod testing;
@@ -26,6 +27,7 @@ use crate::domain::user::{Email, User, UserCommand, UserError};
 use crate::domain::{InboundError, Proposal, ProposalCommand, ProposalError, Signal};
 use crate::telemetry::Metrics;
 use embedded::{EmbeddedOptions, EmbeddedPostgres};
+pub use metadata::Metadata;
 
 /// The schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();

@@ -22,6 +22,7 @@ use super::AppState;
 use crate::auth::Permission;
 use crate::decisions::{decide, settle, DecisionOutcome, DecisionRequest};
 use crate::projections::proposals::{by_id, history, newest, Summary};
+use crate::store::Metadata;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -291,11 +292,9 @@ fn parse_body(bytes: &Bytes) -> Result<DecisionBody, ApiError> {
 }
 
 fn request_metadata(headers: &HeaderMap) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([("via".to_string(), "api".to_string())]);
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        metadata.insert("request_id".into(), id.to_string());
-    }
-    metadata
+    Metadata::via("api")
+        .request(super::request_id(headers))
+        .into()
 }
 
 /// Approve a pending proposal.

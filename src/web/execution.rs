@@ -22,6 +22,7 @@ use crate::auth::{Actor, Permission};
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError, Scope};
 use crate::domain::{ProposalCommand, ProposalError, Status};
 use crate::store::CommandError;
+use crate::store::Metadata;
 
 /// A refused proposal command, as a person should read it: sorted as every decision's
 /// refusals are.
@@ -40,14 +41,10 @@ fn guardrails_error(error: CommandError<GuardrailsError>) -> ApiError {
 }
 
 fn metadata(headers: &HeaderMap, actor: &Actor) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([
-        ("via".to_string(), "page".to_string()),
-        ("actor".to_string(), actor.email.clone()),
-    ]);
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        metadata.insert("request_id".into(), id.to_string());
-    }
-    metadata
+    Metadata::via("page")
+        .actor(&actor.email)
+        .request(super::request_id(headers))
+        .into()
 }
 
 #[derive(Deserialize)]

@@ -8,8 +8,6 @@
 //! by one person, is the credential, and no session is involved. Cross-site form posts are
 //! refused all the same.
 
-use std::collections::HashMap;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,6 +23,7 @@ use crate::decisions::{decide, DecisionError, DecisionRequest};
 use crate::notify::links::{LinkClaims, LinkDecision, LinkError, LinkKey};
 use crate::projections::proposals::by_id;
 use crate::projections::users::credentials;
+use crate::store::Metadata;
 
 #[derive(Template)]
 #[template(path = "link.html")]
@@ -368,13 +367,10 @@ async fn spend_and_decide(
         }
         Err(_) => return Err(unavailable()),
     };
-    let mut metadata = HashMap::from([
-        ("via".to_string(), "email".to_string()),
-        ("link_nonce".to_string(), claims.nonce.clone()),
-    ]);
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        metadata.insert("request_id".into(), id.to_string());
-    }
+    let metadata = Metadata::via("email")
+        .request(super::request_id(headers))
+        .with("link_nonce", claims.nonce.clone())
+        .into();
     let request = DecisionRequest {
         approve,
         comment,

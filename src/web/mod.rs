@@ -153,12 +153,13 @@ fn with_common_layers(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The request's id (`x-request-id`, set by the request-id layer when a client sent none).
+fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
 fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let request_id = request_id(request.headers()).unwrap_or_default();
     // The route's template, never the path itself: a path can carry a secret (an email
     // link's token) or be anything a client makes up.
     tracing::info_span!(

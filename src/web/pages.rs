@@ -23,6 +23,7 @@ use crate::projections::proposals::{
     Summary,
 };
 use crate::projections::users::credentials;
+use crate::store::Metadata;
 
 /// A hash of nothing in particular, checked when the address is unknown.
 const DECOY_HASH: &str =
@@ -742,10 +743,9 @@ async fn decide_from_page(
             },
         );
     }
-    let mut metadata = std::collections::HashMap::from([("via".to_string(), "page".to_string())]);
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        metadata.insert("request_id".into(), id.to_string());
-    }
+    let metadata = Metadata::via("page")
+        .request(super::request_id(&headers))
+        .into();
     let request = DecisionRequest {
         approve,
         comment: form.comment.filter(|c| !c.trim().is_empty()),
@@ -848,10 +848,7 @@ pub async fn approve_selected(
             comment: Some("approved with others".into()),
             reason: None,
             shown_hash: Some(hash),
-            metadata: std::collections::HashMap::from([(
-                "via".to_string(),
-                "page, bulk".to_string(),
-            )]),
+            metadata: Metadata::via("page, bulk").into(),
         };
         match decide(&state.store, &state.clock, &session.actor, &id, request).await {
             Ok(_) => done += 1,

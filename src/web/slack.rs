@@ -16,9 +16,10 @@ use crate::auth::{Actor, Permission};
 use crate::decisions::{decide, DecisionError, DecisionRequest};
 use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
 use crate::ingest::slack::Click;
+use crate::notify::slack::{decided_message, ephemeral};
 use crate::projections::users::{actor_for_slack, person_with_slack};
-use crate::slack_approvals::{decided_message, ephemeral};
 use crate::store::CommandError;
+use crate::store::Metadata;
 
 /// Who linked a member whose confirmed email address Slack reported.
 const VERIFIED_EMAIL: &str = "slack:verified-email";
@@ -87,7 +88,7 @@ async fn person_of(state: &AppState, member: &str) -> Result<Actor, String> {
     else {
         return Err(NOT_LINKED.into());
     };
-    let metadata = HashMap::from([("via".to_string(), "slack".to_string())]);
+    let metadata = Metadata::via("slack").into();
     let command = UserCommand::LinkSlack {
         slack_user_id,
         by: VERIFIED_EMAIL.into(),
@@ -135,8 +136,9 @@ async fn decide_for(
     mut metadata: HashMap<String, String>,
 ) -> Result<Taken, String> {
     let actor = person_of(state, member).await?;
-    metadata.insert("via".into(), "slack".into());
-    metadata.insert("slack_user_id".into(), member.to_string());
+    metadata.extend(HashMap::from(
+        Metadata::via("slack").with("slack_user_id", member),
+    ));
     let who = format!("<@{member}> ({})", actor.email);
     let reason = match (approve, reason) {
         (true, _) => None,
@@ -270,7 +272,7 @@ pub async fn ask_to_approve(
         );
     }
     let public = state.config.public_base();
-    match crate::slack_approvals::asking(state.store.pool(), id, Some(&public)).await {
+    match crate::notify::slack::asking(state.store.pool(), id, Some(&public)).await {
         Ok(Some((text, blocks))) => (text, Some(blocks)),
         Ok(None) => (
             format!("Nothing was decided: proposal `{id}` is not waiting for a decision."),

@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::ingest::{github, hubspot, intercom, slack, standard, stripe, IngestError, Ingested};
 use crate::projections::proposals::todays_moves;
+use crate::store::Metadata;
 use crate::store::Receipt;
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -51,17 +52,16 @@ fn secret<'a>(state: &'a AppState, source: &str, setting: &str) -> Result<&'a st
 
 /// Request context for the events' metadata: never business facts.
 fn metadata(headers: &HeaderMap) -> HashMap<String, String> {
-    let mut metadata = HashMap::new();
+    let mut metadata = Metadata::default().request(super::request_id(headers));
     for (key, header) in [
-        ("request_id", "x-request-id"),
         ("user_agent", "user-agent"),
         ("slack_retry_num", "x-slack-retry-num"),
     ] {
         if let Some(value) = headers.get(header).and_then(|v| v.to_str().ok()) {
-            metadata.insert(key.to_string(), value.to_string());
+            metadata = metadata.with(key, value);
         }
     }
-    metadata
+    metadata.into()
 }
 
 /// Records what a verified delivery carried and says how it went.

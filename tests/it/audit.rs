@@ -33,7 +33,7 @@ pub fn stderr(out: &Output) -> String {
 /// Waits until every projection has applied everything in the log.
 pub async fn projections_idle(pool: &sqlx::PgPool) {
     eventually(Duration::from_secs(30), "the projections idle", || async {
-        for projection in execops::replay::PROJECTIONS {
+        for projection in execops::ops::replay::PROJECTIONS {
             match backlog(pool, projection.name).await {
                 Ok(b) if b.events == 0 => {}
                 _ => return false,

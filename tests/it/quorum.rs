@@ -157,10 +157,10 @@ async fn a_quorum_of_two_takes_two_distinct_approvers_and_then_the_executor_runs
         )
     );
     assert_eq!(rows[2].0, "Approved");
-    let story = execops::audit::story(app.store.pool(), &id)
+    let story = execops::ops::audit::story(app.store.pool(), &id)
         .await
         .expect("a story");
-    let text = execops::audit::render_text(&story);
+    let text = execops::ops::audit::render_text(&story);
     assert!(
         text.contains("approval 1 of 2 by ada@example.com (approver); still pending")
             && text
@@ -350,8 +350,8 @@ async fn escalation_and_expiry_happen_on_the_next_event_after_their_time() {
         Some("pending".into())
     )));
     assert!(rows.contains(&("Expired".into(), "deadlines".into(), Some("expired".into()))));
-    let text = execops::audit::render_text(
-        &execops::audit::story(app.store.pool(), &id)
+    let text = execops::ops::audit::render_text(
+        &execops::ops::audit::story(app.store.pool(), &id)
             .await
             .expect("a story"),
     );

@@ -161,7 +161,7 @@ async fn replay_verify_lists_every_tampered_row_and_a_swap_while_serving_mends_t
     assert!(swap.status.success(), "{}{}", stdout(&swap), stderr(&swap));
     assert_eq!(
         stdout(&swap).matches("swapped in").count(),
-        execops::replay::PROJECTIONS.len(),
+        execops::ops::replay::PROJECTIONS.len(),
         "{}",
         stdout(&swap)
     );
@@ -541,7 +541,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
     );
     assert_eq!(
         stdout(&verify).matches("no difference").count(),
-        execops::replay::PROJECTIONS.len()
+        execops::ops::replay::PROJECTIONS.len()
     );
     let audit = execops(&db.url, &["audit", "verify"]);
     assert!(audit.status.success(), "{}", stdout(&audit));

@@ -329,7 +329,8 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Story, ShowError> {
     }
     let mut decoded = Vec::with_capacity(events.len());
     for event in &events {
-        let proposal: ProposalEvent = serde_json::from_value(event.payload.clone())
+        let proposal: ProposalEvent = event
+            .decode()
             .map_err(|e| ShowError::Unreadable(format!("Proposal/{id}#{}", event.sequence), e))?;
         decoded.push(proposal);
     }
@@ -414,7 +415,7 @@ fn actor_of(event: &StoredEvent) -> Option<String> {
 }
 
 fn signal_step(event: &StoredEvent) -> (String, Value) {
-    match serde_json::from_value::<InboundEvent>(event.payload.clone()) {
+    match event.decode::<InboundEvent>() {
         Ok(InboundEvent::Received(signal)) => (
             format!(
                 "signal {} {} from {}, which happened at {}",

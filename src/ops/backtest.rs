@@ -123,7 +123,7 @@ pub fn known_keys() -> BTreeSet<String> {
         (key == "EXECOPS_LLM_URL").then(|| "http://127.0.0.1:1/".to_string())
     });
     let mut known = asked.into_inner();
-    known.extend(documented_keys(include_str!("../.env.example")));
+    known.extend(documented_keys(include_str!("../../.env.example")));
     known
 }
 
@@ -342,7 +342,8 @@ impl Replay {
                 {
                     continue;
                 }
-                let InboundEvent::Received(signal) = serde_json::from_value(event.payload.clone())
+                let InboundEvent::Received(signal) = event
+                    .decode()
                     .with_context(|| format!("reading {}", event.aggregate_id))?;
                 if event.recorded_at < self.since {
                     report.earlier_signals += 1;
