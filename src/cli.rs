@@ -260,7 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             // Opening the database applies the migrations.
-            let db = Database::open(&config).await?;
+            let db = Database::open(&config.database()).await?;
             let applied = crate::store::MIGRATOR.iter().count();
             println!("schema up to date ({applied} migrations)");
             db.close().await
@@ -303,13 +303,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: EventsCommand::Export { since, aggregate },
         } => {
             let since = since.as_deref().map(parse_since).transpose()?;
-            let db = Database::open(&config).await?;
+            let db = Database::open(&config.database()).await?;
             let result = export(&db.pool, since, aggregate.as_deref()).await;
             db.close().await?;
             result
         }
         Command::Audit { command } => {
-            let db = Database::open(&config).await?;
+            let db = Database::open(&config.database()).await?;
             let result = audit(&db.pool, command).await;
             db.close().await?;
             result
@@ -319,7 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             verify,
             yes,
         } => {
-            let db = Database::open(&config).await?;
+            let db = Database::open(&config.database()).await?;
             let result = replay(&db.pool, projection.as_deref(), verify, yes).await;
             db.close().await?;
             result
@@ -354,7 +354,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             let params = crate::canvas::Params::parse(&raw, chrono::Utc::now().date_naive())?;
-            let db = Database::open(&config).await?;
+            let db = Database::open(&config.database()).await?;
             let result = crate::canvas::queries::run(&db.pool, name, &params).await;
             db.close().await?;
             let answer = result?;
@@ -376,7 +376,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, demo_fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let app = App::start(db.pool.clone(), &config);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -461,7 +461,7 @@ async fn send(
 }
 
 fn parse_scope(raw: &str) -> anyhow::Result<crate::domain::guardrails::Scope> {
-    crate::web::execution::parse_scope(raw).ok_or_else(|| {
+    crate::adapters::parse_scope(raw).ok_or_else(|| {
         anyhow::anyhow!(
             "{raw:?} is not a scope: use global, action_type:NAME or adapter:NAME with a known name"
         )
@@ -469,7 +469,7 @@ fn parse_scope(raw: &str) -> anyhow::Result<crate::domain::guardrails::Scope> {
 }
 
 async fn show_guardrails(config: Config) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
     let guardrails = store.load_guardrails().await;
     db.close().await?;
@@ -567,7 +567,7 @@ async fn guardrails(config: Config, command: GuardrailsCli) -> anyhow::Result<()
         }
         GuardrailsCli::Show => return show_guardrails(config).await,
     };
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
     let metadata = std::collections::HashMap::from([("via".to_string(), "cli".to_string())]);
     let result = store.guardrails(command, metadata).await;
@@ -599,7 +599,7 @@ async fn add_user(
         (crate::auth::generate_password(), true)
     };
     let password_hash = crate::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
     let result = store
         .user(
@@ -633,7 +633,7 @@ async fn link_slack(config: Config, email: &str, member: Option<&str>) -> anyhow
     use crate::store::CommandError;
     let email = Email::parse(email)?;
     let member = member.map(SlackUserId::parse).transpose()?;
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let result = async {
         if let Some(member) = &member {
             let holder = crate::projections::users::linked_elsewhere(
@@ -685,7 +685,7 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
     use crate::domain::user::{Email, UserCommand};
     let email = Email::parse(email)?;
     let (token_id, token, token_hash) = crate::auth::new_token();
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
     let result = store
         .user(
@@ -711,7 +711,7 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
 async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Result<()> {
     use crate::domain::user::{Email, UserCommand};
     let email = Email::parse(email)?;
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let store = crate::store::Store::new(db.pool.clone(), crate::telemetry::Metrics::new());
     let result = store
         .user(
@@ -766,7 +766,7 @@ async fn shutdown_signal() {
 }
 
 async fn tail(config: Config, lines: i64, follow: bool, json: bool) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let result = tail_on(&db.pool, lines, follow, json).await;
     db.close().await?;
     result

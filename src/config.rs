@@ -42,7 +42,7 @@ pub struct Config {
     /// `EXECOPS_SESSION_IDLE_MINUTES` (720), `EXECOPS_SESSION_MAX_HOURS` (168),
     /// `EXECOPS_SECURE_COOKIES` (default: on when `EXECOPS_PUBLIC_URL` is https or serving
     /// off loopback); a secure cookie is named with the `__Host-` prefix.
-    pub session: crate::web::session::SessionPolicy,
+    pub session: SessionPolicy,
     /// Where the execution adapters send, and with which credentials.
     pub adapters: AdapterConfig,
     /// Retries, rate limits, circuit breakers and the undo window.
@@ -144,7 +144,50 @@ pub struct LinkConfig {
     pub ttl: chrono::Duration,
 }
 
+/// The session cookie's name over plain HTTP.
+pub const COOKIE: &str = "execops_session";
+/// The cookie's name when it is `Secure`: the `__Host-` prefix makes browsers refuse it
+/// unless it came over HTTPS from this very host, for every path, with no `Domain`.
+pub const SECURE_COOKIE: &str = "__Host-execops_session";
+
+/// How long sessions live, and whether their cookie is `Secure`.
+#[derive(Clone, Debug)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub secure_cookie: bool,
+}
+
+impl SessionPolicy {
+    /// The session cookie's name under this policy.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure_cookie {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
+    }
+}
+
+/// Where the database is: `DATABASE_URL`, or the embedded cluster's data directory when it
+/// is unset, and how many connections requests may hold.
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: Option<SecretString>,
+    pub data_dir: std::path::PathBuf,
+    pub max_connections: u32,
+}
+
 impl Config {
+    /// The database settings alone, for what opens the database.
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            max_connections: self.db_max_connections,
+        }
+    }
+
     /// Where people reach ExecOps: `EXECOPS_PUBLIC_URL`, else `http://{EXECOPS_ADDR}`.
     /// The warning to give when Slack decisions are taken (`SLACK_SIGNING_SECRET` is set)
     /// from any workspace because `SLACK_TEAM_ID` is not.
@@ -244,7 +287,7 @@ impl Config {
             "true"
         };
         Ok(Self {
-            session: crate::web::session::SessionPolicy {
+            session: SessionPolicy {
                 idle: Duration::from_secs(
                     60 * parse::<u64>(&get, "EXECOPS_SESSION_IDLE_MINUTES", "720")?,
                 ),

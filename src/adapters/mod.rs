@@ -133,6 +133,20 @@ pub fn adapter_of(action_type: &str) -> Option<&'static str> {
         .map(|(_, adapter)| *adapter)
 }
 
+/// A kill switch's scope as written: `global`, `action_type:NAME` or `adapter:NAME`, for
+/// known names only.
+pub fn parse_scope(raw: &str) -> Option<crate::domain::guardrails::Scope> {
+    use crate::domain::guardrails::Scope;
+    match raw.split_once(':') {
+        None if raw == "global" => Some(Scope::Global),
+        Some(("action_type", t)) if adapter_of(t).is_some() => Some(Scope::ActionType(t.into())),
+        Some(("adapter", a)) if ACTION_TYPES.iter().any(|(_, x)| *x == a) => {
+            Some(Scope::Adapter(a.into()))
+        }
+        _ => None,
+    }
+}
+
 /// Every adapter, built from the configuration; cheap to clone.
 #[derive(Clone)]
 pub struct Adapters {

@@ -53,7 +53,7 @@ pub async fn run(
         }
         None => (current, "the current configuration".to_string()),
     };
-    let db = Database::open(&config).await?;
+    let db = Database::open(&config.database()).await?;
     let result = async {
         let replay = Replay::prepare(&db.pool, since).await?;
         eprintln!(

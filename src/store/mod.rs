@@ -21,7 +21,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use crate::config::Config;
+use crate::config::DatabaseSettings;
 use crate::domain::guardrails::{Guardrails, GuardrailsCommand, GuardrailsError, GUARDRAILS_ID};
 use crate::domain::user::{Email, User, UserCommand, UserError};
 use crate::domain::{InboundError, Proposal, ProposalCommand, ProposalError, Signal};
@@ -41,11 +41,11 @@ pub struct Database {
 impl Database {
     /// Connects to `DATABASE_URL`, or starts the embedded cluster when it is unset, and
     /// brings the schema up to date.
-    pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let (url, embedded) = match &config.database_url {
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let (url, embedded) = match &settings.url {
             Some(url) => (url.clone(), None),
             None => {
-                let options = EmbeddedOptions::new(config.data_dir.clone());
+                let options = EmbeddedOptions::new(settings.data_dir.clone());
                 let cluster =
                     tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
                         .await??;
@@ -53,7 +53,7 @@ impl Database {
                 (SecretString::from(cluster.url("execops")), Some(cluster))
             }
         };
-        let pool = connect(url.expose_secret(), config.db_max_connections).await?;
+        let pool = connect(url.expose_secret(), settings.max_connections).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool, embedded })
     }

@@ -260,18 +260,6 @@ fn scope_value(scope: &Scope) -> String {
     }
 }
 
-/// `global`, `action_type:NAME` or `adapter:NAME`, for known names only.
-pub fn parse_scope(raw: &str) -> Option<Scope> {
-    match raw.split_once(':') {
-        None if raw == "global" => Some(Scope::Global),
-        Some(("action_type", t)) if adapter_of(t).is_some() => Some(Scope::ActionType(t.into())),
-        Some(("adapter", a)) if ACTION_TYPES.iter().any(|(_, x)| *x == a) => {
-            Some(Scope::Adapter(a.into()))
-        }
-        _ => None,
-    }
-}
-
 /// `GET /settings`: guardrails as their stream tells them.
 pub async fn settings(State(state): State<AppState>, session: Session) -> Response {
     let guardrails = match state.store.load_guardrails().await {
@@ -368,7 +356,7 @@ pub async fn change_settings(
     let scope = || {
         form.scope
             .as_deref()
-            .and_then(parse_scope)
+            .and_then(crate::adapters::parse_scope)
             .ok_or_else(|| bad("Choose what the kill switch covers.".into()))
     };
     let action_type = || {

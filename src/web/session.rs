@@ -3,8 +3,6 @@
 //! absolute expiry. Several `serve` processes share them. Expiry is judged by the app's
 //! clock, passed to every query, never by the database's.
 
-use std::time::Duration;
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -17,29 +15,7 @@ use super::AppState;
 use crate::auth::{token_hash, Actor};
 use crate::domain::Role;
 
-pub const COOKIE: &str = "execops_session";
-/// The cookie's name when it is `Secure`: the `__Host-` prefix makes browsers refuse it
-/// unless it came over HTTPS from this very host, for every path, with no `Domain`.
-pub const SECURE_COOKIE: &str = "__Host-execops_session";
-
-/// How long sessions live.
-#[derive(Clone, Debug)]
-pub struct SessionPolicy {
-    pub idle: Duration,
-    pub absolute: Duration,
-    pub secure_cookie: bool,
-}
-
-impl SessionPolicy {
-    /// The session cookie's name under this policy.
-    pub fn cookie_name(&self) -> &'static str {
-        if self.secure_cookie {
-            SECURE_COOKIE
-        } else {
-            COOKIE
-        }
-    }
-}
+pub use crate::config::{SessionPolicy, COOKIE, SECURE_COOKIE};
 
 /// A signed-in person, from the session cookie.
 #[derive(Clone, Debug)]
