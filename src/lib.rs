@@ -34,7 +34,6 @@ pub mod clock;
 pub mod config;
 pub mod deadlines;
 pub mod decisions;
-pub mod demo;
 pub mod domain;
 pub mod executor;
 pub mod ingest;

@@ -141,7 +141,7 @@ pub async fn receive(store: &Store, external_id: &str) -> Receipt {
 /// Enables the action types that write to the outside world, as an admin would before
 /// approving them runs anything.
 pub async fn enable_writes(store: &Store) {
-    execops::demo::enable_writes(store)
+    execops::cli::demo::enable_writes(store)
         .await
         .expect("writes enabled");
 }

@@ -1,0 +1,225 @@
+//! `execops user` and `execops token`: the people who may sign in, and their API tokens.
+//! Each command returns once the users read model has applied it, so what it prints holds on
+//! the next request.
+
+use clap::Subcommand;
+
+use super::Opened;
+use crate::config::Config;
+use crate::store::Metadata;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum UserCli {
+    /// Add a person. Without --password-stdin a password is generated and printed once.
+    Add {
+        email: String,
+        #[arg(long, value_parser = ["admin", "approver", "viewer"])]
+        role: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Say which Slack member a person is (their member id, `U…`, from "Copy member ID" in
+    /// their Slack profile), so their Approve and Reject clicks in Slack count as theirs.
+    LinkSlack {
+        email: String,
+        slack_user_id: String,
+    },
+    /// Forget a person's Slack member: their clicks in Slack are refused again.
+    UnlinkSlack { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCli {
+    /// Issue an API token for a person; it is printed once and stored only as a hash.
+    Create { email: String },
+    /// Revoke a token by its id (the part between `eo_` and the next `_`).
+    Revoke { email: String, token_id: String },
+}
+
+pub(super) async fn user(config: Config, command: UserCli) -> anyhow::Result<()> {
+    match command {
+        UserCli::Add {
+            email,
+            role,
+            password_stdin,
+        } => add_user(config, &email, &role, password_stdin).await,
+        UserCli::LinkSlack {
+            email,
+            slack_user_id,
+        } => link_slack(config, &email, Some(&slack_user_id)).await,
+        UserCli::UnlinkSlack { email } => link_slack(config, &email, None).await,
+    }
+}
+
+pub(super) async fn token(config: Config, command: TokenCli) -> anyhow::Result<()> {
+    match command {
+        TokenCli::Create { email } => create_token(config, &email).await,
+        TokenCli::Revoke { email, token_id } => revoke_token(config, &email, &token_id).await,
+    }
+}
+
+async fn add_user(
+    config: Config,
+    email: &str,
+    role: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let role: crate::domain::Role = serde_json::from_value(serde_json::Value::String(role.into()))?;
+    let (password, show) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        anyhow::ensure!(
+            password.chars().count() >= 12,
+            "the password must have at least 12 characters"
+        );
+        (password, false)
+    } else {
+        (crate::auth::generate_password(), true)
+    };
+    let password_hash = crate::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    let opened = Opened::open(&config).await?;
+    let store = &opened.store;
+    let result = store
+        .user(
+            &email,
+            UserCommand::Add {
+                email: email.clone(),
+                role,
+                password_hash,
+                by: "cli".into(),
+            },
+            Metadata::via("cli").into(),
+        )
+        .await;
+    let result = match result {
+        Ok(()) => applied(opened.pool(), &email).await,
+        Err(error) => Err(error.into()),
+    };
+    opened.close(result).await?;
+    println!("added {email} as {role}");
+    if show {
+        println!("password: {password}");
+        println!("(shown once; it is stored only as a hash)");
+    }
+    Ok(())
+}
+
+/// Links a person to a Slack member, or unlinks them when `member` is `None`.
+async fn link_slack(config: Config, email: &str, member: Option<&str>) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, SlackUserId, UserCommand, UserError};
+    use crate::store::CommandError;
+    let email = Email::parse(email)?;
+    let member = member.map(SlackUserId::parse).transpose()?;
+    let opened = Opened::open(&config).await?;
+    let result = async {
+        if let Some(member) = &member {
+            let holder = crate::projections::users::linked_elsewhere(
+                opened.pool(),
+                member.as_str(),
+                email.as_str(),
+            )
+            .await?;
+            if let Some(holder) = holder {
+                anyhow::bail!(
+                    "Slack member {member} is already linked to {holder}; \
+                     unlink it first with `execops user unlink-slack {holder}`"
+                );
+            }
+        }
+        let command = match &member {
+            Some(member) => UserCommand::LinkSlack {
+                slack_user_id: member.clone(),
+                by: "cli".into(),
+            },
+            None => UserCommand::UnlinkSlack { by: "cli".into() },
+        };
+        let metadata = Metadata::via("cli").into();
+        match opened.store.user(&email, command, metadata).await {
+            Ok(()) => applied(opened.pool(), &email).await.map(|()| match &member {
+                Some(member) => format!("linked {email} to Slack member {member}"),
+                None => format!("unlinked {email} from Slack"),
+            }),
+            Err(CommandError::Refused(UserError::AlreadyLinked(member))) => {
+                Ok(format!("{email} was already linked to Slack member {member}"))
+            }
+            Err(CommandError::Refused(UserError::NoSuchUser)) => Err(anyhow::anyhow!(
+                "no ExecOps user {email}; add them first with `execops user add {email} --role approver`"
+            )),
+            Err(CommandError::Refused(UserError::NotLinked)) => {
+                Err(anyhow::anyhow!("{email} is not linked to a Slack member"))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+    .await;
+    println!("{}", opened.close(result).await?);
+    Ok(())
+}
+
+async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let (token_id, token, token_hash) = crate::auth::new_token();
+    let opened = Opened::open(&config).await?;
+    let store = &opened.store;
+    let result = store
+        .user(
+            &email,
+            UserCommand::IssueToken {
+                token_id,
+                token_hash,
+                by: "cli".into(),
+            },
+            Metadata::via("cli").into(),
+        )
+        .await;
+    let result = match result {
+        Ok(()) => applied(opened.pool(), &email).await,
+        Err(error) => Err(error.into()),
+    };
+    opened.close(result).await?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let opened = Opened::open(&config).await?;
+    let store = &opened.store;
+    let result = store
+        .user(
+            &email,
+            UserCommand::RevokeToken {
+                token_id: token_id.to_string(),
+                by: "cli".into(),
+            },
+            Metadata::via("cli").into(),
+        )
+        .await;
+    let result = match result {
+        Ok(()) => applied(opened.pool(), &email).await,
+        Err(error) => Err(error.into()),
+    };
+    opened.close(result).await?;
+    println!("token {token_id} revoked");
+    Ok(())
+}
+
+/// Returns once the users read model, which decides who may do what, has applied every
+/// change to `email`: what a command prints (a token, a role) holds on the next request.
+async fn applied(pool: &sqlx::PgPool, email: &crate::domain::user::Email) -> anyhow::Result<()> {
+    crate::store::subscription::wait_applied(
+        pool,
+        crate::projections::Users,
+        "User",
+        email.as_str(),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .map_err(Into::into)
+}
