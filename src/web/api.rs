@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+pub use super::card::ProposalItem;
 use super::credentials::Authenticated;
 use super::error::ApiError;
 use super::error::ErrorBody;
@@ -55,82 +56,6 @@ pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> 
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(bad)?;
     Ok((at, id.to_string()))
-}
-
-/// A proposal as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProposalItem {
-    pub id: String,
-    /// `pending`, `approved`, `rejected`, `expired`, `superseded`, `suppressed`, `executing`, …
-    pub status: String,
-    pub vertical: String,
-    pub action_type: String,
-    pub title: String,
-    pub reasoning: String,
-    /// Why it ranks where it does, as "because …" sentences.
-    pub drivers: Vec<String>,
-    /// Priority, 0–100.
-    pub score: i32,
-    pub urgency: String,
-    pub due_by: Option<DateTime<Utc>>,
-    pub owner: Option<String>,
-    /// The exact payload the adapter will send once approved.
-    #[schema(value_type = Object)]
-    pub action: Value,
-    /// SHA-256 of the action's canonical JSON: send it back with a decision.
-    pub payload_hash: String,
-    pub inbound_ids: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Distinct approvals so far, and how many it takes.
-    pub approvals: usize,
-    pub approvals_needed: i32,
-    /// Who approved so far, in order.
-    pub approved_by: Vec<String>,
-    /// Undecided past this time, it expires.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The escalation ladder levels told so far, and when the next one is due.
-    pub escalation_level: i32,
-    pub escalate_at: Option<DateTime<Utc>>,
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn item(p: &Summary) -> ProposalItem {
-    ProposalItem {
-        id: p.id.clone(),
-        status: p.status.clone(),
-        vertical: p.vertical.clone(),
-        action_type: p.action_type.clone(),
-        title: p.title.clone(),
-        reasoning: p.reasoning.clone(),
-        drivers: strings(&p.drivers),
-        score: p.score,
-        urgency: p.urgency.clone(),
-        due_by: p.due_by,
-        owner: p.owner.clone(),
-        action: p.action.clone(),
-        payload_hash: p.payload_hash.clone(),
-        inbound_ids: strings(&p.inbound_ids),
-        created_at: p.created_at,
-        updated_at: p.updated_at,
-        approvals: p.approvers().len(),
-        approvals_needed: p.approvals_needed,
-        approved_by: p.approvers(),
-        expires_at: p.expires_at,
-        escalation_level: p.escalation_level,
-        escalate_at: p.escalate_at,
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -222,7 +147,7 @@ pub async fn list(
         rows.retain(|row| row.status == status);
     }
     Ok(Json(ProposalPage {
-        items: rows.iter().map(item).collect(),
+        items: rows.into_iter().map(ProposalItem::from).collect(),
         next_cursor,
     }))
 }
@@ -252,7 +177,7 @@ pub async fn get(
     .await?;
     let history = history(state.store.pool(), &id).await?;
     Ok(Json(ProposalDetail {
-        proposal: item(&proposal),
+        proposal: ProposalItem::from(proposal),
         history: history
             .into_iter()
             .map(|step| HistoryEntry {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod canvas;
+pub mod card;
 pub mod credentials;
 pub mod error;
 pub mod execution;

@@ -20,7 +20,6 @@ use crate::decisions::{decide, settle, DecisionError, DecisionRequest};
 use crate::domain::Status;
 use crate::projections::proposals::{
     by_id, history, in_flight, inbox as inbox_rows, queue as queue_rows, InboxFilter, QueueFilter,
-    Summary,
 };
 use crate::projections::users::credentials;
 use crate::store::Metadata;
@@ -32,91 +31,23 @@ const DECOY_HASH: &str =
 const VERTICALS: [&str; 5] = ["money", "engineering", "customer", "growth", "ops"];
 const URGENCIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
-/// A proposal as a card shows it.
-pub struct Card {
-    pub id: String,
-    pub status: String,
-    pub vertical: String,
-    pub action_type: String,
-    pub title: String,
-    pub reasoning: String,
-    pub score: i32,
-    pub urgency: String,
-    pub due_by: Option<DateTime<Utc>>,
-    pub payload_hash: String,
-    pub waiting_reason: Option<String>,
-    pub waiting_until: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub executed_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
-    /// Who approved so far, and how many approvals it takes.
-    pub approved_by: Vec<String>,
-    pub approvals_needed: i32,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub escalation_level: i32,
-    drivers: Value,
-    action: Value,
-    inbound_ids: Value,
-}
-
-impl From<Summary> for Card {
-    fn from(s: Summary) -> Self {
-        Self {
-            approved_by: s.approvers(),
-            approvals_needed: s.approvals_needed,
-            expires_at: s.expires_at,
-            escalation_level: s.escalation_level,
-            id: s.id,
-            status: s.status,
-            vertical: s.vertical,
-            action_type: s.action_type,
-            title: s.title,
-            reasoning: s.reasoning,
-            score: s.score,
-            urgency: s.urgency,
-            due_by: s.due_by,
-            payload_hash: s.payload_hash,
-            waiting_reason: s.waiting_reason,
-            waiting_until: s.waiting_until,
-            last_error: s.last_error,
-            executed_at: s.executed_at,
-            outcome: s.outcome,
-            drivers: s.drivers,
-            action: s.action,
-            inbound_ids: s.inbound_ids,
-        }
-    }
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// A proposal card: the API's item, shown.
+pub use super::card::ProposalItem as Card;
 
 impl Card {
-    pub fn driver_list(&self) -> Vec<String> {
-        strings(&self.drivers)
+    pub fn driver_list(&self) -> &[String] {
+        &self.drivers
     }
 
-    pub fn inbound_list(&self) -> Vec<String> {
-        strings(&self.inbound_ids)
+    pub fn inbound_list(&self) -> &[String] {
+        &self.inbound_ids
     }
 
     /// Each source signal with the address of its page.
     pub fn signal_links(&self) -> Vec<(String, String)> {
-        self.inbound_list()
-            .into_iter()
-            .map(|id| {
-                let href = format!("/signals/{}", path_segment(&id));
-                (id, href)
-            })
+        self.inbound_ids
+            .iter()
+            .map(|id| (id.clone(), format!("/signals/{}", path_segment(id))))
             .collect()
     }
 
