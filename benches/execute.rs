@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use execops::app::App;
+use execops::commands::Store;
 use execops::config::Config;
 use execops::domain::{
     payload_hash, Decision, ProposalCommand, ProposalDraft, ProposalId, Role, Urgency, Vertical,
 };
 use execops::store::testing::BenchDatabase;
-use execops::store::{connect, Store, MIGRATOR};
+use execops::store::{connect, MIGRATOR};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

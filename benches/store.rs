@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use execops::commands::Store;
 use execops::domain::{ProposalCommand, ProposalDraft, ProposalId, Urgency, Vertical};
 use execops::store::log::StoredEvent;
 use execops::store::subscription::{HandlerError, Registry, Runner, RunnerOptions, Subscriber};
 use execops::store::testing::BenchDatabase;
-use execops::store::{connect, Store, MIGRATOR};
+use execops::store::{connect, MIGRATOR};
 use execops::telemetry::Metrics;
 use serde_json::json;
 use sqlx::PgConnection;

@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use crate::adapters::llm::Wording;
 use crate::adapters::Adapters;
 use crate::clock::Clock;
+use crate::commands::Store;
 use crate::config::Config;
 use crate::deadlines::Deadlines;
 use crate::executor::outcomes::Outcomes;
@@ -19,7 +20,6 @@ use crate::projections::{AuditLog, Canvas, EventCounts, Proposals, Users};
 use crate::router::Router;
 use crate::store::notifications::Notifications;
 use crate::store::subscription::{Registry, Runner, RunnerOptions};
-use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState};
 

@@ -13,12 +13,13 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::clock::Clock;
+use crate::commands::Store;
 use crate::domain::{Proposal, ProposalError};
 use crate::projections::proposals::{due, Summary};
 use crate::store::log::{LogPosition, StoredEvent};
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::CommandError;
 use crate::store::Metadata;
-use crate::store::{CommandError, Store};
 
 /// Overdue proposals settled per batch; more wait for the next event or read.
 const PER_BATCH: i64 = 200;

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use crate::auth::{Actor, Permission};
 use crate::clock::Clock;
+use crate::commands::Store;
 use crate::domain::user::{identities_of, Email};
 use crate::domain::{Decision, Proposal, ProposalCommand, ProposalError, Status};
 use crate::projections::proposals::{by_id, Summary};
 use crate::projections::users::linked_accounts;
-use crate::store::{CommandError, Store};
+use crate::store::CommandError;
 
 /// A person's decision on a proposal, from any channel.
 #[derive(Debug, Clone)]

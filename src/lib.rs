@@ -31,6 +31,7 @@ pub mod auth;
 pub mod canvas;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod deadlines;
 pub mod decisions;

@@ -9,10 +9,11 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::auth::{generate_password, hash_password};
+use crate::commands::Store;
 use crate::config::Config;
 use crate::domain::user::{Email, UserCommand, UserError};
 use crate::domain::Role;
-use crate::store::{CommandError, Store};
+use crate::store::CommandError;
 
 pub const DEMO_ADMIN: &str = "demo@execops.local";
 

@@ -14,8 +14,9 @@ mod serve;
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
+use crate::commands::Store;
 use crate::config::Config;
-use crate::store::{Database, Store};
+use crate::store::Database;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Parser)]

@@ -23,14 +23,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::adapters::{adapter_of, AdapterError, Adapters};
+use crate::commands::Store;
 use crate::config::ExecutionConfig;
 use crate::domain::guardrails::{GuardrailsCommand, Hold, Load, Scope};
 use crate::domain::{Proposal, ProposalCommand, Status};
 use crate::store::log::StoredEvent;
 use crate::store::notifications::Notifications;
 use crate::store::subscription::{lock_name, stopping, wait_or_shutdown, HandlerError, Subscriber};
+use crate::store::CommandError;
 use crate::store::Metadata;
-use crate::store::{CommandError, Store};
 use crate::telemetry::Metrics;
 
 /// The channel the `executor` subscription notifies when a job is due.

@@ -6,14 +6,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
+use crate::commands::Store;
 use crate::domain::inbound::InboundEvent;
 use crate::domain::policies::{outcome_of, OutcomeSignal};
 use crate::domain::priority::money;
 use crate::domain::{ProposalCommand, ProposalError, ProposalEvent};
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::CommandError;
 use crate::store::Metadata;
-use crate::store::{CommandError, Store};
 
 pub struct Outcomes {
     store: Store,

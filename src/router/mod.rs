@@ -17,6 +17,7 @@ use sqlx::PgConnection;
 
 use crate::adapters::llm::Wording;
 use crate::clock::Clock;
+use crate::commands::Store;
 use crate::domain::guardrails::{GuardrailsCommand, GuardrailsError};
 use crate::domain::policies::{evaluate, Outcome, Plan, PolicyConfig, PrecisionConfig};
 use crate::domain::priority::Priority;
@@ -27,8 +28,8 @@ use crate::domain::{
 };
 use crate::store::log::StoredEvent;
 use crate::store::subscription::{HandlerError, Subscriber};
+use crate::store::CommandError;
 use crate::store::Metadata;
-use crate::store::{CommandError, Store};
 
 pub struct Router {
     store: Store,

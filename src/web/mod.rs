@@ -35,9 +35,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::commands::Store;
 use crate::config::Config;
 use crate::store::subscription::Registry;
-use crate::store::Store;
 use crate::telemetry::{HttpLabels, Metrics};
 
 /// What every handler can reach. Cheap to clone.

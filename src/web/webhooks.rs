@@ -17,10 +17,10 @@ use tracing::Instrument;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::commands::Receipt;
 use crate::ingest::{github, hubspot, intercom, slack, standard, stripe, IngestError, Ingested};
 use crate::projections::proposals::todays_moves;
 use crate::store::Metadata;
-use crate::store::Receipt;
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|error| {

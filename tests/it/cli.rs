@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use execops::commands::Store;
 use execops::store::testing::TestDatabase;
-use execops::store::Store;
 use execops::telemetry::Metrics;
 use serde_json::Value;
 

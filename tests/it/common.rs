@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use execops::app::App;
 use execops::clock::Clock;
+use execops::commands::{Receipt, Store};
 use execops::config::Config;
 use execops::domain::Signal;
 use execops::store::testing::TestDatabase;
-use execops::store::{Receipt, Store};
 use execops::telemetry::Metrics;
 use serde_json::json;
 

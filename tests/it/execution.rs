@@ -753,7 +753,7 @@ async fn a_sigkill_between_call_and_record_repeats_stripe_under_its_key_and_leav
         .run(&db.pool)
         .await
         .expect("migrated");
-    let store = execops::store::Store::new(db.pool.clone(), execops::telemetry::Metrics::new());
+    let store = execops::commands::Store::new(db.pool.clone(), execops::telemetry::Metrics::new());
     crate::common::enable_writes(&store).await;
     let mut ids = Vec::new();
     for (name, action_type, action) in [

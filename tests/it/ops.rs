@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use execops::commands::Store;
 use execops::store::subscription::{Registry, Runner, RunnerOptions};
-use execops::store::Store;
 use execops::telemetry::Metrics;
 use execops::web::{router, AppState};
 use serde_json::Value;

@@ -365,7 +365,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
         .await
         .expect("migrated");
     let pool = db.pool.clone();
-    crate::common::enable_writes(&execops::store::Store::new(
+    crate::common::enable_writes(&execops::commands::Store::new(
         pool.clone(),
         execops::telemetry::Metrics::new(),
     ))
@@ -438,7 +438,7 @@ async fn after_sigkills_in_ingestion_and_execution_and_redeliveries_a_replay_fin
     .await;
 
     // 3. Killed while executing: approve six retries; the first charge hangs.
-    let store = execops::store::Store::new(pool.clone(), execops::telemetry::Metrics::new());
+    let store = execops::commands::Store::new(pool.clone(), execops::telemetry::Metrics::new());
     let approved: Vec<(String, Value)> = sqlx::query_as(
         "SELECT id, action FROM proposal_summaries WHERE action_type = 'stripe.retry_invoice' \
          ORDER BY id LIMIT 6",

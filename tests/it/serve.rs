@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use execops::commands::Store;
+use execops::store::connect;
 use execops::store::embedded::{EmbeddedOptions, EmbeddedPostgres};
-use execops::store::{connect, Store};
 use execops::telemetry::Metrics;
 
 use crate::common::{count, eventually, free_port, receive};

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use execops::commands::{Receipt, Store};
 use execops::domain::InboundError;
-use execops::store::{CommandError, Receipt, Store};
+use execops::store::CommandError;
 use execops::telemetry::Metrics;
 use sqlx::postgres::PgPoolOptions;
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use execops::commands::Store;
 use execops::domain::{
     payload_hash, Decision, ProposalCommand, ProposalDraft, ProposalId, Role, Urgency, Vertical,
 };
@@ -13,7 +14,6 @@ use execops::store::log::StoredEvent;
 use execops::store::subscription::{
     HandlerError, Registry, Runner, RunnerOptions, RunnerStatus, Subscriber,
 };
-use execops::store::Store;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;

@@ -17,8 +17,9 @@ use cqrs_es::{Aggregate, DomainEvent};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{is_unavailable, CommandError, Receipt};
+use super::{CommandError, Receipt};
 use crate::domain::{Inbound, InboundCommand, InboundError, Signal};
+use crate::store::is_unavailable;
 use crate::telemetry::Metrics;
 
 /// The most deliveries written in one statement.
