@@ -6,31 +6,31 @@ use crate::config::Config;
 /// The question and how to answer it.
 #[derive(Debug, clap::Args)]
 pub(super) struct CanvasArgs {
-    pub(super) query: String,
+    query: String,
     /// First day, YYYY-MM-DD (default: the first of the month three months ago).
     #[arg(long)]
-    pub(super) from: Option<String>,
+    from: Option<String>,
     /// Last day, YYYY-MM-DD (default: today).
     #[arg(long)]
-    pub(super) to: Option<String>,
+    to: Option<String>,
     /// day, week or month (default).
     #[arg(long)]
-    pub(super) granularity: Option<String>,
+    granularity: Option<String>,
     /// One vendor (spend_by_vendor).
     #[arg(long)]
-    pub(super) vendor: Option<String>,
+    vendor: Option<String>,
     /// One currency (three letters); default every currency, each apart.
     #[arg(long)]
-    pub(super) currency: Option<String>,
+    currency: Option<String>,
     /// Rows a ranking keeps, 1–50 (default 10).
     #[arg(long)]
-    pub(super) top: Option<String>,
+    top: Option<String>,
     /// The answer as one JSON document (the API's shape).
     #[arg(long, conflicts_with = "csv")]
-    pub(super) json: bool,
+    json: bool,
     /// The table as CSV.
     #[arg(long)]
-    pub(super) csv: bool,
+    csv: bool,
 }
 
 pub(super) async fn run(config: Config, args: CanvasArgs) -> anyhow::Result<()> {

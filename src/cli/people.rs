@@ -81,25 +81,13 @@ async fn add_user(
         (crate::auth::generate_password(), true)
     };
     let password_hash = crate::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
-    let opened = Opened::open(&config).await?;
-    let store = &opened.store;
-    let result = store
-        .user(
-            &email,
-            UserCommand::Add {
-                email: email.clone(),
-                role,
-                password_hash,
-                by: "cli".into(),
-            },
-            Metadata::via("cli").into(),
-        )
-        .await;
-    let result = match result {
-        Ok(()) => applied(opened.pool(), &email).await,
-        Err(error) => Err(error.into()),
+    let command = UserCommand::Add {
+        email: email.clone(),
+        role,
+        password_hash,
+        by: "cli".into(),
     };
-    opened.close(result).await?;
+    change(&config, &email, command).await?;
     println!("added {email} as {role}");
     if show {
         println!("password: {password}");
@@ -164,24 +152,12 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
     use crate::domain::user::{Email, UserCommand};
     let email = Email::parse(email)?;
     let (token_id, token, token_hash) = crate::auth::new_token();
-    let opened = Opened::open(&config).await?;
-    let store = &opened.store;
-    let result = store
-        .user(
-            &email,
-            UserCommand::IssueToken {
-                token_id,
-                token_hash,
-                by: "cli".into(),
-            },
-            Metadata::via("cli").into(),
-        )
-        .await;
-    let result = match result {
-        Ok(()) => applied(opened.pool(), &email).await,
-        Err(error) => Err(error.into()),
+    let command = UserCommand::IssueToken {
+        token_id,
+        token_hash,
+        by: "cli".into(),
     };
-    opened.close(result).await?;
+    change(&config, &email, command).await?;
     println!("{token}");
     Ok(())
 }
@@ -189,25 +165,32 @@ async fn create_token(config: Config, email: &str) -> anyhow::Result<()> {
 async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Result<()> {
     use crate::domain::user::{Email, UserCommand};
     let email = Email::parse(email)?;
-    let opened = Opened::open(&config).await?;
-    let store = &opened.store;
-    let result = store
-        .user(
-            &email,
-            UserCommand::RevokeToken {
-                token_id: token_id.to_string(),
-                by: "cli".into(),
-            },
-            Metadata::via("cli").into(),
-        )
-        .await;
-    let result = match result {
-        Ok(()) => applied(opened.pool(), &email).await,
-        Err(error) => Err(error.into()),
+    let command = UserCommand::RevokeToken {
+        token_id: token_id.to_string(),
+        by: "cli".into(),
     };
-    opened.close(result).await?;
+    change(&config, &email, command).await?;
     println!("token {token_id} revoked");
     Ok(())
+}
+
+/// Records `command` on `email`'s stream, and returns once the users read model has applied
+/// it.
+async fn change(
+    config: &Config,
+    email: &crate::domain::user::Email,
+    command: crate::domain::user::UserCommand,
+) -> anyhow::Result<()> {
+    let opened = Opened::open(config).await?;
+    let result = match opened
+        .store
+        .user(email, command, Metadata::via("cli").into())
+        .await
+    {
+        Ok(()) => applied(opened.pool(), email).await,
+        Err(error) => Err(error.into()),
+    };
+    opened.close(result).await
 }
 
 /// Returns once the users read model, which decides who may do what, has applied every

@@ -457,18 +457,24 @@ pub struct Summary {
     pub escalate_at: Option<DateTime<Utc>>,
 }
 
+/// The strings of a JSON array column (drivers, inbound ids, approvers); nothing for
+/// anything else.
+pub fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Summary {
     /// The emails of those who approved so far.
     pub fn approvers(&self) -> Vec<String> {
-        self.approved_by
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings(&self.approved_by)
     }
 
     /// Whether a deadline (expiry or escalation) has passed while it is pending.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::projections::proposals::Summary;
+use crate::projections::proposals::{strings, Summary};
 
 /// A proposal as every surface shows it: the API's item, and the inbox, queue and
 /// proposal-page cards, which also show how an approved one is getting on (not part of the
@@ -57,18 +57,6 @@ pub struct ProposalItem {
     /// Outcomes recorded so far, `; `-separated.
     #[serde(skip)]
     pub outcome: Option<String>,
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl From<Summary> for ProposalItem {
