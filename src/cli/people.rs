@@ -27,6 +27,23 @@ pub(super) enum UserCli {
     },
     /// Forget a person's Slack member: their clicks in Slack are refused again.
     UnlinkSlack { email: String },
+    /// Everyone, with role, status, Slack member, live tokens and newest session.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a person's role; it holds from their next request. The last admin stays one.
+    SetRole {
+        email: String,
+        #[arg(value_parser = ["admin", "approver", "viewer"])]
+        role: String,
+    },
+    /// Refuse a person everything from their next request: sign-in, sessions (ended now),
+    /// tokens, Slack clicks and email links. Their past decisions stay. Not the last admin.
+    Disable { email: String },
+    /// Let a disabled person back in (with their old password and tokens).
+    Enable { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +66,16 @@ pub(super) async fn user(config: Config, command: UserCli) -> anyhow::Result<()>
             slack_user_id,
         } => link_slack(config, &email, Some(&slack_user_id)).await,
         UserCli::UnlinkSlack { email } => link_slack(config, &email, None).await,
+        UserCli::List { json } => list(config, json).await,
+        UserCli::SetRole { email, role } => set_role(config, &email, &role).await,
+        UserCli::Disable { email } => disable(config, &email).await,
+        UserCli::Enable { email } => {
+            let email = crate::domain::user::Email::parse(&email)?;
+            let command = crate::domain::user::UserCommand::Enable { by: "cli".into() };
+            change(&config, &email, command).await?;
+            println!("{email} enabled");
+            Ok(())
+        }
     }
 }
 
@@ -171,6 +198,93 @@ async fn revoke_token(config: Config, email: &str, token_id: &str) -> anyhow::Re
     };
     change(&config, &email, command).await?;
     println!("token {token_id} revoked");
+    Ok(())
+}
+
+async fn list(config: Config, json: bool) -> anyhow::Result<()> {
+    let opened = Opened::open(&config).await?;
+    let people = crate::projections::users::people(opened.pool()).await;
+    let people = opened.close(people.map_err(Into::into)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&people)?);
+        return Ok(());
+    }
+    for person in &people {
+        let status = match person.disabled_at {
+            Some(at) => format!("disabled {}", at.format("%Y-%m-%d %H:%M")),
+            None => "active".into(),
+        };
+        let signed_in = person
+            .signed_in_at
+            .map_or("-".into(), |at| at.format("%Y-%m-%d %H:%M").to_string());
+        println!(
+            "{}\t{}\t{status}\tslack {}\t{} tokens\tsession {signed_in}",
+            person.email,
+            person.role,
+            person.slack_user_id.as_deref().unwrap_or("-"),
+            person.live_tokens,
+        );
+    }
+    if people.is_empty() {
+        println!("nobody yet: add someone with `execops user add EMAIL --role admin`");
+    }
+    Ok(())
+}
+
+/// Refuses to leave the team without an admin who may act.
+async fn keep_an_admin(opened: &Opened, email: &crate::domain::user::Email) -> anyhow::Result<()> {
+    let person = crate::projections::users::people(opened.pool())
+        .await?
+        .into_iter()
+        .find(|p| p.email == email.as_str());
+    let is_active_admin = person.is_some_and(|p| p.role == "admin" && p.disabled_at.is_none());
+    if is_active_admin
+        && crate::projections::users::other_active_admins(opened.pool(), email.as_str()).await? == 0
+    {
+        anyhow::bail!(
+            "{email} is the last admin who may act; make someone else an admin first \
+             (`execops user set-role OTHER admin`)"
+        );
+    }
+    Ok(())
+}
+
+async fn set_role(config: Config, email: &str, role: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let role: crate::domain::Role = serde_json::from_value(serde_json::Value::String(role.into()))?;
+    if role != crate::domain::Role::Admin {
+        let opened = Opened::open(&config).await?;
+        let kept = keep_an_admin(&opened, &email).await;
+        opened.close(kept).await?;
+    }
+    let command = UserCommand::GrantRole {
+        role,
+        by: "cli".into(),
+    };
+    change(&config, &email, command).await?;
+    println!("{email} is now {role}");
+    Ok(())
+}
+
+async fn disable(config: Config, email: &str) -> anyhow::Result<()> {
+    use crate::domain::user::{Email, UserCommand};
+    let email = Email::parse(email)?;
+    let opened = Opened::open(&config).await?;
+    let kept = keep_an_admin(&opened, &email).await;
+    opened.close(kept).await?;
+    change(&config, &email, UserCommand::Disable { by: "cli".into() }).await?;
+    // The projection already refuses their sessions; ending them also forgets them.
+    let opened = Opened::open(&config).await?;
+    let ended = sqlx::query("DELETE FROM sessions WHERE email = $1")
+        .bind(email.as_str())
+        .execute(opened.pool())
+        .await;
+    let ended = opened.close(ended.map_err(Into::into)).await?;
+    println!(
+        "{email} disabled; {} session(s) ended",
+        ended.rows_affected()
+    );
     Ok(())
 }
 

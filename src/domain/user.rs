@@ -106,6 +106,14 @@ pub enum UserCommand {
     UnlinkSlack {
         by: String,
     },
+    /// Stop a person from doing anything: sign-in, sessions, tokens, Slack clicks and email
+    /// links are refused from the next request. What they decided before stays decided.
+    Disable {
+        by: String,
+    },
+    Enable {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +151,13 @@ pub enum UserEvent {
         slack_user_id: SlackUserId,
         by: String,
     },
+    /// `by` is who disabled them.
+    UserDisabled {
+        by: String,
+    },
+    UserEnabled {
+        by: String,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -155,6 +170,8 @@ impl DomainEvent for UserEvent {
             UserEvent::TokenRevoked { .. } => "TokenRevoked",
             UserEvent::SlackLinked { .. } => "SlackLinked",
             UserEvent::SlackUnlinked { .. } => "SlackUnlinked",
+            UserEvent::UserDisabled { .. } => "UserDisabled",
+            UserEvent::UserEnabled { .. } => "UserEnabled",
         }
         .to_string()
     }
@@ -208,6 +225,10 @@ pub enum UserError {
     AlreadyLinked(SlackUserId),
     #[error("this person is not linked to a Slack member")]
     NotLinked,
+    #[error("this person is already disabled")]
+    AlreadyDisabled,
+    #[error("this person is not disabled")]
+    NotDisabled,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -218,6 +239,8 @@ pub struct User {
     revoked_tokens: Vec<String>,
     #[serde(default)]
     slack_user_id: Option<SlackUserId>,
+    #[serde(default)]
+    disabled: bool,
 }
 
 impl Aggregate for User {
@@ -292,6 +315,18 @@ impl Aggregate for User {
                 let slack_user_id = self.slack_user_id.clone().ok_or(UserError::NotLinked)?;
                 UserEvent::SlackUnlinked { slack_user_id, by }
             }
+            UserCommand::Disable { by } => {
+                if self.disabled {
+                    return Err(UserError::AlreadyDisabled);
+                }
+                UserEvent::UserDisabled { by }
+            }
+            UserCommand::Enable { by } => {
+                if !self.disabled {
+                    return Err(UserError::NotDisabled);
+                }
+                UserEvent::UserEnabled { by }
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -314,6 +349,8 @@ impl Aggregate for User {
                 self.slack_user_id = Some(slack_user_id);
             }
             UserEvent::SlackUnlinked { .. } => self.slack_user_id = None,
+            UserEvent::UserDisabled { .. } => self.disabled = true,
+            UserEvent::UserEnabled { .. } => self.disabled = false,
         }
     }
 }

@@ -218,6 +218,7 @@ async fn told(conn: &mut PgConnection, id: &str) -> Result<Told, sqlx::Error> {
 async fn approvers(conn: &mut PgConnection) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT email, slack_user_id FROM users WHERE role IN ('approver', 'admin') \
+         AND disabled_at IS NULL \
          ORDER BY email",
     )
     .fetch_all(conn)

@@ -117,6 +117,22 @@ impl Subscriber for Users {
                 .execute(&mut *conn)
                 .await?;
             }
+            UserEvent::UserDisabled { .. } => {
+                sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $2 WHERE email = $1")
+                    .bind(email)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
+            UserEvent::UserEnabled { .. } => {
+                sqlx::query(
+                    "UPDATE users SET disabled_at = NULL, updated_at = $2 WHERE email = $1",
+                )
+                .bind(email)
+                .bind(at)
+                .execute(conn)
+                .await?;
+            }
             UserEvent::SlackUnlinked { slack_user_id, .. } => {
                 sqlx::query(
                     "UPDATE users SET slack_user_id = NULL, updated_at = $3 \
@@ -149,7 +165,7 @@ fn actor((email, role): (String, String)) -> Option<Actor> {
 pub async fn actor_for_token(pool: &PgPool, token: &str) -> Result<Option<Actor>, sqlx::Error> {
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT u.email, u.role FROM api_tokens t JOIN users u ON u.email = t.email \
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL",
     )
     .bind(token_hash(token))
     .fetch_optional(pool)
@@ -162,11 +178,12 @@ pub async fn credentials(
     pool: &PgPool,
     email: &str,
 ) -> Result<Option<(Actor, String)>, sqlx::Error> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT email, role, password_hash FROM users WHERE email = $1")
-            .bind(email.trim().to_lowercase())
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT email, role, password_hash FROM users WHERE email = $1 AND disabled_at IS NULL",
+    )
+    .bind(email.trim().to_lowercase())
+    .fetch_optional(pool)
+    .await?;
     Ok(row.and_then(|(email, role, hash)| Some((actor((email, role))?, hash))))
 }
 
@@ -175,11 +192,12 @@ pub async fn actor_for_slack(
     pool: &PgPool,
     slack_user_id: &str,
 ) -> Result<Option<Actor>, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT email, role FROM users WHERE slack_user_id = $1")
-            .bind(slack_user_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT email, role FROM users WHERE slack_user_id = $1 AND disabled_at IS NULL",
+    )
+    .bind(slack_user_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.and_then(actor))
 }
 
@@ -188,11 +206,12 @@ pub async fn person_with_slack(
     pool: &PgPool,
     email: &str,
 ) -> Result<Option<(Actor, Option<String>)>, sqlx::Error> {
-    let row: Option<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT email, role, slack_user_id FROM users WHERE email = $1")
-            .bind(email.trim().to_lowercase())
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT email, role, slack_user_id FROM users WHERE email = $1 AND disabled_at IS NULL",
+    )
+    .bind(email.trim().to_lowercase())
+    .fetch_optional(pool)
+    .await?;
     Ok(row.and_then(|(email, role, slack)| Some((actor((email, role))?, slack))))
 }
 
@@ -213,7 +232,8 @@ pub async fn slack_deciders<'e, E: sqlx::PgExecutor<'e>>(
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT email, slack_user_id FROM users \
-         WHERE slack_user_id IS NOT NULL AND role IN ('admin', 'approver') ORDER BY email",
+         WHERE slack_user_id IS NOT NULL AND role IN ('admin', 'approver') \
+         AND disabled_at IS NULL ORDER BY email",
     )
     .fetch_all(executor)
     .await
@@ -257,4 +277,42 @@ pub async fn linked_accounts(
         slack_user_id: slack_user_id.flatten(),
         github_login: None,
     })
+}
+
+/// One person as `execops user list` and the people page show them: never a secret.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Person {
+    pub email: String,
+    pub role: String,
+    /// When they were disabled; `None` while they may act.
+    pub disabled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub slack_user_id: Option<String>,
+    /// Their tokens not revoked.
+    pub live_tokens: i64,
+    /// When their newest live session began, if they have one.
+    pub signed_in_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Everyone, by email.
+pub async fn people(pool: &PgPool) -> Result<Vec<Person>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.email, u.role, u.disabled_at, u.slack_user_id, \
+                (SELECT count(*) FROM api_tokens t \
+                 WHERE t.email = u.email AND t.revoked_at IS NULL) AS live_tokens, \
+                (SELECT max(s.created_at) FROM sessions s WHERE s.email = u.email) AS signed_in_at \
+         FROM users u ORDER BY u.email",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many admins other than `email` may act: disabling or demoting the last one would
+/// leave nobody able to manage the team.
+pub async fn other_active_admins(pool: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL AND email <> $1",
+    )
+    .bind(email)
+    .fetch_one(pool)
+    .await
 }

@@ -110,7 +110,7 @@ pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>,
         "WITH live AS ( \
            SELECT s.id_hash, u.email, u.role, s.csrf_token, s.last_seen_at FROM sessions s \
            JOIN users u ON u.email = s.email \
-           WHERE s.id_hash = $1 AND s.expires_at > $3 \
+           WHERE s.id_hash = $1 AND s.expires_at > $3 AND u.disabled_at IS NULL \
              AND s.last_seen_at > $3 - make_interval(secs => $2)), \
          touched AS ( \
            UPDATE sessions SET last_seen_at = $3 WHERE id_hash IN \

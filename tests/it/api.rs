@@ -58,7 +58,7 @@ pub async fn person(app: &TestApp, email: &str, role: Role) -> String {
     token
 }
 
-async fn call(
+pub async fn call(
     app: &TestApp,
     method: &str,
     path: &str,

@@ -554,6 +554,29 @@ async fn an_approver_demoted_after_the_email_is_refused() {
 }
 
 #[tokio::test]
+async fn a_disabled_approvers_link_is_refused() {
+    let (Setup { app, .. }, id, mail) = emailed(Some(SECRET)).await;
+    let token = token_after(&mail, "Approve:");
+    app.store
+        .user(
+            &Email::parse("ann@example.com").expect("an email"),
+            UserCommand::Disable {
+                by: "boss@example.com".into(),
+            },
+            Default::default(),
+        )
+        .await
+        .expect("disabled");
+    idle(&app).await;
+    let (status, html) = post(&app, &token, &[]).await;
+    assert_eq!(status, 403, "{html}");
+    assert!(html.contains("Not allowed"), "{html}");
+    assert_eq!(events_of(&app, &id).await, ["Drafted"]);
+    assert_eq!(status_of(&app, &id).await, "pending");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_cross_site_post_is_refused_and_the_link_still_works() {
     let (Setup { app, .. }, id, mail) = emailed(Some(SECRET)).await;
     let token = token_after(&mail, "Approve:");

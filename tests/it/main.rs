@@ -17,6 +17,7 @@ mod fuzz;
 mod limits;
 mod ops;
 pub mod pages;
+mod people;
 pub mod policies;
 mod projections;
 mod quorum;

@@ -729,6 +729,51 @@ async fn an_unlinked_member_is_refused_in_private_and_nothing_changes() {
 }
 
 #[tokio::test]
+async fn a_disabled_approvers_click_is_refused_in_private_and_decides_nothing() {
+    let world = World::start(&[]).await;
+    world.person(ADA, Role::Approver, Some("U0ADA")).await;
+    // Slack vouches for her address too: being disabled must not let her be linked again.
+    world.members.say("U0ADA", ADA, true);
+    let id = draft(&world.app, "disabled", Urgency::High, None).await;
+    settle(&world.app).await;
+    let hash = hash_of(&world.app, &id).await;
+    world
+        .app
+        .store
+        .user(
+            &Email::parse(ADA).expect("an email"),
+            UserCommand::Disable {
+                by: "boss@example.com".into(),
+            },
+            Default::default(),
+        )
+        .await
+        .expect("disabled");
+    settle(&world.app).await;
+    let (status, answer) = press(
+        &world,
+        &click(
+            "execops_approve",
+            "U0ADA",
+            &format!("{id}:{hash}"),
+            &world.response_url("disabled"),
+        ),
+    )
+    .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    let refusal = world.answer("disabled").await;
+    assert_eq!(refusal["response_type"], "ephemeral");
+    assert!(
+        refusal["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not linked"),
+        "{refusal}"
+    );
+    assert!(decisions(&world.app, &id).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_member_whose_confirmed_email_is_an_approvers_is_linked_and_their_click_counts() {
     let world = World::start(&[]).await;
     world.person(ADA, Role::Approver, None).await;
