@@ -52,6 +52,8 @@ pub(super) enum TokenCli {
     Create { email: String },
     /// Revoke a token by its id (the part between `eo_` and the next `_`).
     Revoke { email: String, token_id: String },
+    /// A person's tokens: id, when issued, when revoked. Never a secret.
+    List { email: String },
 }
 
 pub(super) async fn user(config: Config, command: UserCli) -> anyhow::Result<()> {
@@ -68,7 +70,13 @@ pub(super) async fn user(config: Config, command: UserCli) -> anyhow::Result<()>
         UserCli::UnlinkSlack { email } => link_slack(config, &email, None).await,
         UserCli::List { json } => list(config, json).await,
         UserCli::SetRole { email, role } => set_role(config, &email, &role).await,
-        UserCli::Disable { email } => disable(config, &email).await,
+        UserCli::Disable { email } => {
+            let email = crate::domain::user::Email::parse(&email)?;
+            let command = crate::domain::user::UserCommand::Disable { by: "cli".into() };
+            change(&config, &email, command).await?;
+            println!("{email} disabled; their sessions are ended");
+            Ok(())
+        }
         UserCli::Enable { email } => {
             let email = crate::domain::user::Email::parse(&email)?;
             let command = crate::domain::user::UserCommand::Enable { by: "cli".into() };
@@ -83,6 +91,26 @@ pub(super) async fn token(config: Config, command: TokenCli) -> anyhow::Result<(
     match command {
         TokenCli::Create { email } => create_token(config, &email).await,
         TokenCli::Revoke { email, token_id } => revoke_token(config, &email, &token_id).await,
+        TokenCli::List { email } => {
+            let email = crate::domain::user::Email::parse(&email)?;
+            let opened = Opened::open(&config).await?;
+            let tokens = crate::projections::users::tokens(opened.pool(), email.as_str()).await;
+            let tokens = opened.close(tokens.map_err(Into::into)).await?;
+            for token in &tokens {
+                let revoked = token.revoked_at.map_or("live".into(), |at| {
+                    format!("revoked {}", at.format("%Y-%m-%d %H:%M"))
+                });
+                println!(
+                    "{}\tissued {}\t{revoked}",
+                    token.token_id,
+                    token.issued_at.format("%Y-%m-%d %H:%M")
+                );
+            }
+            if tokens.is_empty() {
+                println!("{email} has no tokens");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -231,33 +259,10 @@ async fn list(config: Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to leave the team without an admin who may act.
-async fn keep_an_admin(opened: &Opened, email: &crate::domain::user::Email) -> anyhow::Result<()> {
-    let person = crate::projections::users::people(opened.pool())
-        .await?
-        .into_iter()
-        .find(|p| p.email == email.as_str());
-    let is_active_admin = person.is_some_and(|p| p.role == "admin" && p.disabled_at.is_none());
-    if is_active_admin
-        && crate::projections::users::other_active_admins(opened.pool(), email.as_str()).await? == 0
-    {
-        anyhow::bail!(
-            "{email} is the last admin who may act; make someone else an admin first \
-             (`execops user set-role OTHER admin`)"
-        );
-    }
-    Ok(())
-}
-
 async fn set_role(config: Config, email: &str, role: &str) -> anyhow::Result<()> {
     use crate::domain::user::{Email, UserCommand};
     let email = Email::parse(email)?;
     let role: crate::domain::Role = serde_json::from_value(serde_json::Value::String(role.into()))?;
-    if role != crate::domain::Role::Admin {
-        let opened = Opened::open(&config).await?;
-        let kept = keep_an_admin(&opened, &email).await;
-        opened.close(kept).await?;
-    }
     let command = UserCommand::GrantRole {
         role,
         by: "cli".into(),
@@ -267,44 +272,16 @@ async fn set_role(config: Config, email: &str, role: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn disable(config: Config, email: &str) -> anyhow::Result<()> {
-    use crate::domain::user::{Email, UserCommand};
-    let email = Email::parse(email)?;
-    let opened = Opened::open(&config).await?;
-    let kept = keep_an_admin(&opened, &email).await;
-    opened.close(kept).await?;
-    change(&config, &email, UserCommand::Disable { by: "cli".into() }).await?;
-    // The projection already refuses their sessions; ending them also forgets them.
-    let opened = Opened::open(&config).await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE email = $1")
-        .bind(email.as_str())
-        .execute(opened.pool())
-        .await;
-    let ended = opened.close(ended.map_err(Into::into)).await?;
-    println!(
-        "{email} disabled; {} session(s) ended",
-        ended.rows_affected()
-    );
-    Ok(())
-}
-
-/// Records `command` on `email`'s stream, and returns once the users read model has applied
-/// it.
+/// Records `command` on `email`'s stream, and returns once it holds on the next request.
 async fn change(
     config: &Config,
     email: &crate::domain::user::Email,
     command: crate::domain::user::UserCommand,
 ) -> anyhow::Result<()> {
     let opened = Opened::open(config).await?;
-    let result = match opened
-        .store
-        .user(email, command, Metadata::via("cli").into())
-        .await
-    {
-        Ok(()) => applied(opened.pool(), email).await,
-        Err(error) => Err(error.into()),
-    };
-    opened.close(result).await
+    let result =
+        crate::commands::people::change(&opened.store, email, command, Metadata::via("cli")).await;
+    opened.close(result.map_err(Into::into)).await
 }
 
 /// Returns once the users read model, which decides who may do what, has applied every

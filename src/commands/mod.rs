@@ -3,6 +3,7 @@
 //! deliveries through the grouped [`appender`], the others through cqrs-es.
 
 pub mod appender;
+pub mod people;
 
 use std::collections::HashMap;
 use std::sync::Arc;

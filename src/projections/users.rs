@@ -316,3 +316,22 @@ pub async fn other_active_admins(pool: &PgPool, email: &str) -> Result<i64, sqlx
     .fetch_one(pool)
     .await
 }
+
+/// One of a person's API tokens: never its secret or hash.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub token_id: String,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `email`'s tokens, newest first.
+pub async fn tokens(pool: &PgPool, email: &str) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT token_id, issued_at, revoked_at FROM api_tokens WHERE email = $1 \
+         ORDER BY issued_at DESC, token_id",
+    )
+    .bind(email)
+    .fetch_all(pool)
+    .await
+}

@@ -15,6 +15,7 @@ pub mod openapi;
 mod ops;
 pub mod page;
 pub mod pages;
+pub mod people;
 pub mod serve;
 pub mod session;
 pub mod signin;
@@ -92,6 +93,11 @@ pub fn router(state: AppState) -> Router {
             "/settings",
             get(execution::settings).post(execution::change_settings),
         )
+        .route(
+            "/settings/people",
+            get(people::page).post(people::change_person),
+        )
+        .route("/settings/me", get(people::me).post(people::change_me))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/audit", get(audit::api))

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::api::{call, person};
 use crate::common::TestApp;
-use crate::pages::{page, sign_in};
+use crate::pages::{csrf_of, form, page, sign_in};
 
 async fn cli(app: &TestApp, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_execops"))
@@ -55,7 +55,12 @@ async fn a_disabled_person_is_refused_on_their_next_request_and_enabled_again_co
 
     let out = cli(&app, &["user", "disable", "ana@example.com"]).await;
     assert!(out.status.success(), "{}", said(&out));
-    assert!(said(&out).contains("1 session(s) ended"), "{}", said(&out));
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE email = $1")
+        .bind("ana@example.com")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("sessions counted");
+    assert_eq!(sessions, 0, "her sessions are ended, not just refused");
     // The very next request, with nothing waited for.
     assert_eq!(page(&app, Some(&cookie), "/inbox").await.0, 303);
     let refused = call(&app, "GET", "/api/v1/proposals", Some(&token), None).await;
@@ -77,6 +82,14 @@ async fn a_disabled_person_is_refused_on_their_next_request_and_enabled_again_co
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(&token),
         "never a secret"
+    );
+
+    let out = cli(&app, &["token", "list", "ana@example.com"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("live") && !listed.contains(&token),
+        "{listed}"
     );
 
     let out = cli(&app, &["user", "enable", "ana@example.com"]).await;
@@ -119,5 +132,185 @@ async fn a_demoted_approver_cannot_approve_and_the_last_admin_stays_one() {
     assert!(out.status.success(), "{}", said(&out));
     let out = cli(&app, &["user", "disable", "ana@example.com"]).await;
     assert!(!out.status.success(), "ana is now the last admin");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_manages_the_team_on_the_people_page_and_others_may_not() {
+    let app = TestApp::spawn().await;
+    person(&app, "boss@example.com", Role::Admin).await;
+    let ana_token = person(&app, "ana@example.com", Role::Approver).await;
+    let boss = sign_in(&app, "boss@example.com").await;
+    let ana = sign_in(&app, "ana@example.com").await;
+
+    let (status, html, _) = page(&app, Some(&boss), "/settings/people").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("ana@example.com") && html.contains("Disable"),
+        "{html}"
+    );
+    assert!(!html.contains(&ana_token), "never a token's secret");
+    let csrf = csrf_of(&html);
+    let (status, _, _) = page(&app, Some(&ana), "/settings/people").await;
+    assert_eq!(status, 403, "an approver may not manage people");
+
+    // Refused: no CSRF token, an approver, the last admin; each changes nothing.
+    let (status, _, _) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[("email", "ana@example.com"), ("change", "disable")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let ana_csrf = csrf_of(&page(&app, Some(&ana), "/inbox").await.1);
+    let (status, _, _) = form(
+        &app,
+        Some(&ana),
+        "/settings/people",
+        &[
+            ("csrf", ana_csrf.as_str()),
+            ("email", "boss@example.com"),
+            ("change", "disable"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, html) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[
+            ("csrf", csrf.as_str()),
+            ("email", "boss@example.com"),
+            ("change", "set_role"),
+            ("role", "viewer"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("last admin"), "{html}");
+    assert_eq!(page(&app, Some(&ana), "/inbox").await.0, 200);
+
+    // Revoking her token, then disabling her, hold on her next requests.
+    let token_id = ana_token
+        .strip_prefix("eo_")
+        .and_then(|rest| rest.split('_').next())
+        .expect("a token id");
+    let (status, location, _) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[
+            ("csrf", csrf.as_str()),
+            ("email", "ana@example.com"),
+            ("change", "revoke_token"),
+            ("token_id", token_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.starts_with("/settings/people?notice=")),
+        (303, true)
+    );
+    let (status, _) = call(&app, "GET", "/api/v1/proposals", Some(&ana_token), None).await;
+    assert_eq!(status, 401);
+    let (status, location, _) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[
+            ("csrf", csrf.as_str()),
+            ("email", "ana@example.com"),
+            ("change", "disable"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(page(&app, Some(&ana), "/inbox").await.0, 303);
+    let (_, notice, _) = page(&app, Some(&boss), &location).await;
+    assert!(notice.contains("is disabled"), "{notice}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE aggregate_id = 'ana@example.com' \
+         AND event_type IN ('TokenRevoked', 'UserDisabled') AND actor = 'boss@example.com'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("the audit log");
+    assert_eq!(
+        audited, 2,
+        "each change is in the audit log with who made it"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_person_changes_their_own_password_and_is_signed_out_elsewhere() {
+    let app = TestApp::spawn().await;
+    person(&app, "ana@example.com", Role::Viewer).await;
+    let here = sign_in(&app, "ana@example.com").await;
+    let elsewhere = sign_in(&app, "ana@example.com").await;
+    let (status, html, _) = page(&app, Some(&here), "/settings/me").await;
+    assert_eq!(status, 200, "{html}");
+    let csrf = csrf_of(&html);
+    let new = "another long enough password";
+    let attempt = |current: &'static str, confirm: &'static str| {
+        let (app, here, csrf) = (&app, here.clone(), csrf.clone());
+        async move {
+            form(
+                app,
+                Some(&here),
+                "/settings/me",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("change", "password"),
+                    ("current", current),
+                    ("new", new),
+                    ("confirm", confirm),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, _, html) = attempt("a wrong password", new).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("current password is not right"), "{html}");
+    let (status, _, html) = attempt("a long enough password", "a different one entirely").await;
+    assert_eq!(status, 400, "{html}");
+    assert_eq!(
+        page(&app, Some(&elsewhere), "/inbox").await.0,
+        200,
+        "nothing changed"
+    );
+
+    let (status, _, _) = attempt("a long enough password", new).await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        page(&app, Some(&here), "/inbox").await.0,
+        200,
+        "this session stays"
+    );
+    assert_eq!(
+        page(&app, Some(&elsewhere), "/inbox").await.0,
+        303,
+        "the other ended"
+    );
+    assert_eq!(
+        signs_in(&app, "ana@example.com").await,
+        401,
+        "the old password"
+    );
+    let signed_in = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("a client")
+        .post(app.url("/login"))
+        .form(&[("email", "ana@example.com"), ("password", new)])
+        .send()
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16();
+    assert_eq!(signed_in, 303, "the new password");
     app.stop().await;
 }
