@@ -44,6 +44,16 @@ pub(super) enum UserCli {
     Disable { email: String },
     /// Let a disabled person back in (with their old password and tokens).
     Enable { email: String },
+    /// Invite someone new: a single-use sign-up link, valid 7 days, emailed when SMTP_URL
+    /// is set and printed either way.
+    Invite {
+        email: String,
+        #[arg(long, value_parser = ["admin", "approver", "viewer"])]
+        role: String,
+    },
+    /// A single-use link to choose a new password, valid 2 hours, emailed when SMTP_URL is
+    /// set and printed either way. Their sessions end when it is used.
+    ResetPassword { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +86,19 @@ pub(super) async fn user(config: Config, command: UserCli) -> anyhow::Result<()>
             change(&config, &email, command).await?;
             println!("{email} disabled; their sessions are ended");
             Ok(())
+        }
+        UserCli::Invite { email, role } => {
+            let role: crate::domain::Role =
+                serde_json::from_value(serde_json::Value::String(role))?;
+            send_link(
+                &config,
+                &email,
+                crate::commands::people::Purpose::Invite(role),
+            )
+            .await
+        }
+        UserCli::ResetPassword { email } => {
+            send_link(&config, &email, crate::commands::people::Purpose::Reset).await
         }
         UserCli::Enable { email } => {
             let email = crate::domain::user::Email::parse(&email)?;
@@ -269,6 +292,33 @@ async fn set_role(config: Config, email: &str, role: &str) -> anyhow::Result<()>
     };
     change(&config, &email, command).await?;
     println!("{email} is now {role}");
+    Ok(())
+}
+
+async fn send_link(
+    config: &Config,
+    email: &str,
+    purpose: crate::commands::people::Purpose,
+) -> anyhow::Result<()> {
+    let email = crate::domain::user::Email::parse(email)?;
+    let opened = Opened::open(config).await?;
+    let sent = crate::commands::people::send_link(
+        &opened.store,
+        config,
+        &email,
+        purpose,
+        "cli",
+        chrono::Utc::now(),
+    )
+    .await;
+    let (address, mailed) = opened.close(sent.map_err(Into::into)).await?;
+    match mailed {
+        Ok(true) => println!("emailed to {email}; the link, if they need it again:"),
+        Ok(false) => println!("no SMTP_URL is set: give {email} this link yourself:"),
+        Err(why) => println!("not emailed ({why}): give {email} this link yourself:"),
+    }
+    println!("{address}");
+    println!("(it works once; it is not stored, only its hash)");
     Ok(())
 }
 

@@ -77,3 +77,225 @@ async fn keep_an_admin(store: &Store, email: &Email) -> Result<(), PeopleError> 
     }
     Ok(())
 }
+
+/// How long an invite may wait to be taken up.
+pub const INVITE_VALID: chrono::Duration = chrono::Duration::days(7);
+/// How long a password reset link works.
+pub const RESET_VALID: chrono::Duration = chrono::Duration::hours(2);
+
+/// What a link lets its holder do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Join as a new person with this role.
+    Invite(Role),
+    /// Set a new password for an existing person.
+    Reset,
+}
+
+/// A link someone opened, as long as it may still be used.
+#[derive(Clone, Debug)]
+pub struct AccountLink {
+    pub email: String,
+    pub purpose: Purpose,
+    pub created_by: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0} is already an ExecOps user; send them a password reset instead")]
+    AlreadyAPerson(String),
+    #[error("{0} is not an ExecOps user who may sign in")]
+    NoSuchPerson(String),
+    #[error("this link is unknown, used already or expired; ask an admin for a new one")]
+    Unusable,
+    #[error(transparent)]
+    People(#[from] PeopleError),
+    #[error("the database failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Makes a single-use link for `email` and gives back its secret, which is not kept: the
+/// caller shows or mails it once. A new link for the same email and purpose replaces any
+/// earlier one still unused.
+pub async fn issue_link(
+    store: &Store,
+    email: &Email,
+    purpose: Purpose,
+    by: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, LinkError> {
+    let pool = store.pool();
+    // `Some(true)` for a person who may sign in, `Some(false)` for a disabled one.
+    let active: Option<bool> =
+        sqlx::query_scalar("SELECT disabled_at IS NULL FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await?;
+    let (kind, role, valid) = match &purpose {
+        Purpose::Invite(_) if active.is_some() => {
+            return Err(LinkError::AlreadyAPerson(email.to_string()))
+        }
+        Purpose::Reset if active != Some(true) => {
+            return Err(LinkError::NoSuchPerson(email.to_string()))
+        }
+        Purpose::Invite(role) => ("invite", Some(role.to_string()), INVITE_VALID),
+        Purpose::Reset => ("reset", None, RESET_VALID),
+    };
+    let (_, secret, _) = crate::auth::new_token();
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM account_links WHERE email = $1 AND purpose = $2 AND used_at IS NULL")
+        .bind(email.as_str())
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO account_links \
+           (token_hash, email, purpose, role, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(crate::auth::token_hash(&secret))
+    .bind(email.as_str())
+    .bind(kind)
+    .bind(role)
+    .bind(by)
+    .bind(now)
+    .bind(now + valid)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+type LinkRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    chrono::DateTime<chrono::Utc>,
+);
+
+fn link_of(row: LinkRow) -> Option<AccountLink> {
+    let (email, kind, role, created_by, expires_at) = row;
+    let purpose = match kind.as_str() {
+        "invite" => Purpose::Invite(serde_json::from_value(serde_json::Value::String(role?)).ok()?),
+        _ => Purpose::Reset,
+    };
+    Some(AccountLink {
+        email,
+        purpose,
+        created_by,
+        expires_at,
+    })
+}
+
+/// The link for `secret`, if it may still be used at `now`. Opening it uses nothing.
+pub async fn open_link(
+    pool: &sqlx::PgPool,
+    secret: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<AccountLink>, sqlx::Error> {
+    let row: Option<LinkRow> = sqlx::query_as(
+        "SELECT email, purpose, role, created_by, expires_at FROM account_links \
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+    )
+    .bind(crate::auth::token_hash(secret))
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(link_of))
+}
+
+/// Uses the link for `secret` once, setting `password_hash` as the person's password: an
+/// invite adds them with the invited role (by whoever invited them), a reset sets the
+/// password and ends their sessions. A second use, or one after expiry, is refused.
+pub async fn redeem_link(
+    store: &Store,
+    secret: &str,
+    password_hash: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Email, LinkError> {
+    let row: Option<LinkRow> = sqlx::query_as(
+        "UPDATE account_links SET used_at = $2 \
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+         RETURNING email, purpose, role, created_by, expires_at",
+    )
+    .bind(crate::auth::token_hash(secret))
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
+    let link = row.and_then(link_of).ok_or(LinkError::Unusable)?;
+    let email = Email::parse(&link.email).map_err(|_| LinkError::Unusable)?;
+    let (command, metadata) = match link.purpose {
+        Purpose::Invite(role) => (
+            UserCommand::Add {
+                email: email.clone(),
+                role,
+                password_hash,
+                by: link.created_by.clone(),
+            },
+            Metadata::via("invite link").actor(&link.created_by),
+        ),
+        Purpose::Reset => (
+            UserCommand::SetPassword {
+                password_hash,
+                by: format!("reset link from {}", link.created_by),
+            },
+            Metadata::via("reset link").actor(email.as_str()),
+        ),
+    };
+    let resetting = matches!(command, UserCommand::SetPassword { .. });
+    change(store, &email, command, metadata).await?;
+    if resetting {
+        sqlx::query("DELETE FROM sessions WHERE email = $1")
+            .bind(email.as_str())
+            .execute(store.pool())
+            .await?;
+    }
+    Ok(email)
+}
+
+/// Who made a link, as its holder is told: the command line is "An ExecOps admin".
+pub fn who(by: &str) -> &str {
+    if by == "cli" {
+        "An ExecOps admin"
+    } else {
+        by
+    }
+}
+
+/// Makes a link (as [`issue_link`]) and tells its holder: by email when a mail server is
+/// set, and always gives the address back for whoever made it to pass on. Returns the
+/// address and whether it was mailed (with why not, when mailing failed).
+pub async fn send_link(
+    store: &Store,
+    config: &crate::config::Config,
+    email: &Email,
+    purpose: Purpose,
+    by: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(String, Result<bool, String>), LinkError> {
+    let secret = issue_link(store, email, purpose.clone(), by, now).await?;
+    let by = who(by);
+    let address = format!("{}/account/{secret}", config.public_base());
+    let (subject, text) = match purpose {
+        Purpose::Invite(role) => (
+            "You are invited to ExecOps".to_string(),
+            format!(
+                "{by} invited you to ExecOps as {role}.\n\nChoose your password here (the link \
+                 works once, for {} days):\n{address}\n",
+                INVITE_VALID.num_days()
+            ),
+        ),
+        Purpose::Reset => (
+            "A new ExecOps password".to_string(),
+            format!(
+                "{by} sent you a link to choose a new ExecOps password (it works once, for {} \
+                 hours):\n{address}\n\nIf you did not expect it, tell them.\n",
+                RESET_VALID.num_hours()
+            ),
+        ),
+    };
+    let mailed = crate::notify::email::send_plain(config, email.as_str(), &subject, text).await;
+    Ok((address, mailed))
+}

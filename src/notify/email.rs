@@ -446,6 +446,42 @@ impl Subscriber for EmailApprovals {
     }
 }
 
+/// Sends one plain-text email through `SMTP_URL`, for a notice that is not about a proposal
+/// (an invite, a password reset link). `Ok(false)` when no mail server is set.
+pub async fn send_plain(
+    config: &Config,
+    to: &str,
+    subject: &str,
+    text: String,
+) -> Result<bool, String> {
+    let Some(url) = &config.adapters.smtp_url else {
+        return Ok(false);
+    };
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+        .map_err(|e| format!("SMTP_URL is not usable: {e}"))?
+        .timeout(Some(config.adapters.timeout))
+        .build();
+    let from: Mailbox = config
+        .adapters
+        .email_from
+        .parse()
+        .map_err(|e| format!("EXECOPS_EMAIL_FROM is not an address: {e}"))?;
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| format!("{to:?} is not an address: {e}"))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .body(text)
+        .map_err(|e| e.to_string())?;
+    transport
+        .send(message)
+        .await
+        .map(|_| true)
+        .map_err(|e| format!("the mail server refused it: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! tracing, latency metrics). Handlers turn requests into commands and read models into
 //! responses; errors are mapped to statuses in one place.
 
+pub mod account;
 pub mod api;
 pub mod audit;
 pub mod canvas;
@@ -98,6 +99,10 @@ pub fn router(state: AppState) -> Router {
             get(people::page).post(people::change_person),
         )
         .route("/settings/me", get(people::me).post(people::change_me))
+        .route(
+            "/account/{secret}",
+            get(account::show).post(account::redeem),
+        )
         .route("/static/app.css", get(pages::stylesheet))
         .route("/api/v1/proposals", get(api::list))
         .route("/api/v1/audit", get(audit::api))

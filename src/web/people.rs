@@ -14,7 +14,7 @@ use super::page::{csrf_refused, header_token, page_error, render, Chrome};
 use super::session::Session;
 use super::AppState;
 use crate::auth::Permission;
-use crate::commands::people::{change, PeopleError};
+use crate::commands::people::{change, send_link, LinkError, PeopleError, Purpose};
 use crate::domain::user::{Email, UserCommand, UserError};
 use crate::domain::Role;
 use crate::projections::users::{people, tokens, Person, TokenRow};
@@ -124,6 +124,9 @@ pub async fn change_person(
     if let Err(refusal) = session.actor.may(Permission::Administer) {
         return page_error(&session, refusal.into());
     }
+    if matches!(form.change.as_str(), "invite" | "reset") {
+        return send(&state, &session, &form).await;
+    }
     let by = session.actor.email.clone();
     let prepared = Email::parse(&form.email)
         .map_err(|_| bad(format!("{:?} is not an email address.", form.email)))
@@ -166,6 +169,88 @@ pub async fn change_person(
     match change(&state.store, &email, command, metadata(&session, &headers)).await {
         Ok(()) => notice_redirect("/settings/people", &done),
         Err(error) => page_error(&session, error.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "link_sent.html")]
+struct LinkSentPage {
+    chrome: Chrome,
+    heading: String,
+    mailed: String,
+    address: String,
+}
+
+/// An invite or a reset link made on the page: shown once on the answer (never put in an
+/// address, where it would stay in the history), and emailed when a mail server is set.
+async fn send(state: &AppState, session: &Session, form: &PeopleForm) -> Response {
+    let Ok(email) = Email::parse(&form.email) else {
+        return page_error(
+            session,
+            bad(format!("{:?} is not an email address.", form.email)),
+        );
+    };
+    let purpose = if form.change == "reset" {
+        Purpose::Reset
+    } else {
+        match form
+            .role
+            .as_deref()
+            .filter(|r| ROLES.contains(r))
+            .and_then(|r| serde_json::from_value::<Role>(r.into()).ok())
+        {
+            Some(role) => Purpose::Invite(role),
+            None => return page_error(session, bad("Choose admin, approver or viewer.")),
+        }
+    };
+    let heading = match purpose {
+        Purpose::Invite(_) => format!("Invite for {email}"),
+        Purpose::Reset => format!("Password reset link for {email}"),
+    };
+    let sent = send_link(
+        &state.store,
+        &state.config,
+        &email,
+        purpose,
+        &session.actor.email,
+        state.clock.now(),
+    )
+    .await;
+    match sent {
+        Ok((address, mailed)) => {
+            let mailed = match mailed {
+                Ok(true) => format!("It was emailed to {email}."),
+                Ok(false) => {
+                    "No mail server is set (SMTP_URL): give them this link yourself.".into()
+                }
+                Err(why) => {
+                    format!("It could not be emailed ({why}): give them this link yourself.")
+                }
+            };
+            let mut response = render(
+                StatusCode::OK,
+                LinkSentPage {
+                    chrome: Chrome::of(session),
+                    heading,
+                    mailed,
+                    address,
+                },
+            );
+            response.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        Err(LinkError::People(error)) => page_error(session, error.into()),
+        Err(LinkError::Database(error)) => page_error(session, error.into()),
+        Err(other) => page_error(
+            session,
+            ApiError::Conflict {
+                code: "link_refused",
+                message: format!("{other}."),
+            },
+        ),
     }
 }
 

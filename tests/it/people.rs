@@ -314,3 +314,195 @@ async fn a_person_changes_their_own_password_and_is_signed_out_elsewhere() {
     assert_eq!(signed_in, 303, "the new password");
     app.stop().await;
 }
+
+/// The link a command, a page or a mail gave: the `http…/account/…` address in it.
+fn link_in(text: &str) -> String {
+    let at = text
+        .find("/account/")
+        .unwrap_or_else(|| panic!("a link in {text}"));
+    let start = text[..at].rfind("http").expect("an address");
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '<' || c == '"')
+        .next()
+        .expect("a link")
+        .to_string()
+}
+
+async fn choose(app: &TestApp, link: &str, password: &str, confirm: &str) -> (u16, String) {
+    let path = &link[link.find("/account/").expect("an account path")..];
+    let response = reqwest::Client::new()
+        .post(app.url(path))
+        .form(&[("password", password), ("confirm", confirm)])
+        .send()
+        .await
+        .expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_invite_is_emailed_works_once_and_a_person_already_here_gets_none() {
+    let smtp = crate::adapters::Smtp::start();
+    let smtp_url = format!("smtp://{}", smtp.addr);
+    let app = TestApp::spawn().await;
+    person(&app, "boss@example.com", Role::Admin).await;
+    let invite = |email: &'static str| {
+        let (url, smtp_url) = (app.database_url.clone(), smtp_url.clone());
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_execops"))
+                .env("DATABASE_URL", url)
+                .env("SMTP_URL", smtp_url)
+                .env("EXECOPS_EMAIL_FROM", "ExecOps <execops@acme.test>")
+                .args(["user", "invite", email, "--role", "approver"])
+                .output()
+                .await
+                .expect("execops runs")
+        }
+    };
+    let out = invite("new@example.com").await;
+    assert!(out.status.success(), "{}", said(&out));
+    let printed = link_in(&said(&out));
+    let mail = smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.to.iter().any(|to| to.contains("new@example.com")))
+        .expect("the invite was mailed");
+    let mailed = link_in(&mail.data.replace("=\r\n", "").replace("=3D", "="));
+    assert_eq!(mailed, printed);
+    let secret = printed.rsplit('/').next().expect("a secret");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM account_links WHERE token_hash = $1")
+            .bind(secret)
+            .fetch_one(app.store.pool())
+            .await
+            .expect("counted");
+    assert_eq!(stored, 0, "only the hash is kept");
+
+    let path = &printed[printed.find("/account/").expect("a path")..];
+    let (status, html, _) = page(&app, None, path).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("invited new@example.com") && html.contains("approver"),
+        "{html}"
+    );
+    assert_eq!(
+        choose(&app, &printed, "too short", "too short").await.0,
+        400,
+        "refused, and the link still works"
+    );
+    let (status, html) = choose(
+        &app,
+        &printed,
+        "a long enough password",
+        "a long enough password",
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(signs_in(&app, "new@example.com").await, 303);
+    assert_eq!(
+        choose(
+            &app,
+            &printed,
+            "another long password",
+            "another long password"
+        )
+        .await
+        .0,
+        410,
+        "a second use"
+    );
+    assert_eq!(page(&app, None, path).await.0, 410);
+
+    let out = invite("new@example.com").await;
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("already an ExecOps user"),
+        "{}",
+        said(&out)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invite_expires_after_a_week() {
+    let later = execops::clock::Clock::shifted(chrono::Duration::days(8));
+    let app = TestApp::spawn_with_clock(crate::common::config(&[]), later).await;
+    let out = cli(
+        &app,
+        &["user", "invite", "late@example.com", "--role", "viewer"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("no SMTP_URL is set"), "{}", said(&out));
+    let link = link_in(&said(&out));
+    let (status, html) = choose(
+        &app,
+        &link,
+        "a long enough password",
+        "a long enough password",
+    )
+    .await;
+    assert_eq!(status, 410, "{html}");
+    assert_eq!(signs_in(&app, "late@example.com").await, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_sends_a_reset_link_from_the_page_and_using_it_ends_the_persons_sessions() {
+    let app = TestApp::spawn().await;
+    person(&app, "boss@example.com", Role::Admin).await;
+    person(&app, "ana@example.com", Role::Approver).await;
+    let boss = sign_in(&app, "boss@example.com").await;
+    let ana = sign_in(&app, "ana@example.com").await;
+    let csrf = csrf_of(&page(&app, Some(&boss), "/settings/people").await.1);
+    let (status, _, html) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[
+            ("csrf", csrf.as_str()),
+            ("email", "ana@example.com"),
+            ("change", "reset"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("No mail server is set"), "{html}");
+    let link = link_in(&html);
+    let (status, html) = choose(&app, &link, "a brand new password", "a brand new password").await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(
+        page(&app, Some(&ana), "/inbox").await.0,
+        303,
+        "her sessions ended"
+    );
+    assert_eq!(page(&app, Some(&boss), "/inbox").await.0, 200, "not his");
+    let signed_in = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("a client")
+        .post(app.url("/login"))
+        .form(&[
+            ("email", "ana@example.com"),
+            ("password", "a brand new password"),
+        ])
+        .send()
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16();
+    assert_eq!(signed_in, 303);
+    let (status, _, html) = form(
+        &app,
+        Some(&boss),
+        "/settings/people",
+        &[
+            ("csrf", csrf.as_str()),
+            ("email", "nobody@example.com"),
+            ("change", "reset"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    app.stop().await;
+}
