@@ -593,3 +593,56 @@ async fn a_page_over_the_bound_on_live_pages_says_it_is_not_live() {
     client.close().await.expect("closed");
     app.stop().await;
 }
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .expect(css)
+        .send_keys(text)
+        .await
+        .expect("typed");
+}
+
+#[tokio::test]
+async fn an_admin_invites_someone_in_the_browser_and_they_join_with_the_link() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "boss@example.com", Role::Admin).await;
+    let driver = driver();
+    let client = browser(&driver, "invite").await;
+    sign_in(&client, &app, "boss@example.com").await;
+    client
+        .goto(&app.url("/settings/people"))
+        .await
+        .expect("the people page");
+    type_into(&client, "#invite input[name=email]", "new@example.com").await;
+    client
+        .find(Locator::Css("#invite select[name=role]"))
+        .await
+        .expect("the role")
+        .select_by_value("viewer")
+        .await
+        .expect("chosen");
+    click(&client, "#invite button[type=submit]").await;
+    let link = text_of(&client, "#account-link", "/account/").await;
+    screenshot(&client, "people-invite").await;
+    // The link names the public address; this server answers on loopback.
+    let path = &link[link.find("/account/").expect("an account path")..];
+    let guest = browser(&driver, "invited").await;
+    guest.goto(&app.url(path)).await.expect("the invite");
+    let heading = text_of(&guest, "h1", "Join ExecOps").await;
+    assert_eq!(heading, "Join ExecOps");
+    type_into(&guest, "input[name=password]", PASSWORD).await;
+    type_into(&guest, "input[name=confirm]", PASSWORD).await;
+    click(&guest, "#account-link button[type=submit]").await;
+    text_of(&guest, "h1", "Your password is set").await;
+    sign_in(&guest, &app, "new@example.com").await;
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE email = 'new@example.com'")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("the person");
+    assert_eq!(role, "viewer");
+    guest.close().await.expect("closed");
+    client.close().await.expect("closed");
+    app.stop().await;
+}
