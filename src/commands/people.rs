@@ -144,11 +144,18 @@ pub async fn issue_link(
     };
     let (_, secret, _) = crate::auth::new_token();
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM account_links WHERE email = $1 AND purpose = $2 AND used_at IS NULL")
-        .bind(email.as_str())
-        .bind(kind)
-        .execute(&mut *tx)
-        .await?;
+    // An unused link for the same email and purpose gives way, and links used or expired a
+    // day ago are forgotten (a hundred at a time), with no timer.
+    sqlx::query(
+        "DELETE FROM account_links WHERE (email = $1 AND purpose = $2 AND used_at IS NULL) \
+            OR ctid IN (SELECT ctid FROM account_links \
+                        WHERE coalesce(used_at, expires_at) < $3 - interval '1 day' LIMIT 100)",
+    )
+    .bind(email.as_str())
+    .bind(kind)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO account_links \
            (token_hash, email, purpose, role, created_by, created_at, expires_at) \

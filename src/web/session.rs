@@ -41,7 +41,9 @@ fn random_secret() -> String {
     crate::auth::new_token().1
 }
 
-/// Starts a session at `now`; returns the `Set-Cookie` value.
+/// Starts a session at `now`; returns the `Set-Cookie` value. It also forgets up to a
+/// hundred sessions that have ended (past their absolute or idle limit), so the table stays
+/// as small as the sign-ins allow, with no timer.
 pub async fn start(
     pool: &PgPool,
     email: &str,
@@ -51,7 +53,10 @@ pub async fn start(
     let secret = random_secret();
     let expires = now + chrono::Duration::from_std(policy.absolute).unwrap_or_default();
     sqlx::query(
-        "INSERT INTO sessions (id_hash, email, csrf_token, expires_at, last_seen_at) \
+        "WITH ended AS (DELETE FROM sessions WHERE ctid IN \
+           (SELECT ctid FROM sessions \
+            WHERE expires_at <= $5 OR last_seen_at <= $5 - make_interval(secs => $6) LIMIT 100)) \
+         INSERT INTO sessions (id_hash, email, csrf_token, expires_at, last_seen_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(token_hash(&secret))
@@ -59,6 +64,7 @@ pub async fn start(
     .bind(random_secret())
     .bind(expires)
     .bind(now)
+    .bind(policy.idle.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(format!(

@@ -402,6 +402,43 @@ async fn paging_reads_a_session_and_writes_it_only_when_its_last_touch_is_a_minu
 }
 
 #[tokio::test]
+async fn a_sign_in_forgets_sessions_that_have_ended() {
+    let app = TestApp::spawn_with(configured()).await;
+    person(&app, "approver@example.com", Role::Approver).await;
+    for (id, expires, seen) in [
+        (
+            "past its absolute limit",
+            "now() - interval '1 minute'",
+            "now()",
+        ),
+        (
+            "idle too long",
+            "now() + interval '1 day'",
+            "now() - interval '13 hours'",
+        ),
+        ("still live", "now() + interval '1 day'", "now()"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO sessions (id_hash, email, csrf_token, expires_at, last_seen_at) \
+             VALUES ($1, 'approver@example.com', 'x', {expires}, {seen})"
+        ))
+        .bind(id)
+        .execute(app.store.pool())
+        .await
+        .expect("a session");
+    }
+    sign_in(&app, "approver@example.com").await;
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT id_hash FROM sessions WHERE length(id_hash) < 40 ORDER BY id_hash",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("the sessions");
+    assert_eq!(kept, ["still live"]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_audit_log_shows_who_decided_filters_and_exports_csv() {
     let app = TestApp::spawn_with(configured()).await;
     let ids = proposals(&app).await;
