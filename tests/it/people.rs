@@ -43,6 +43,18 @@ async fn signs_in(app: &TestApp, email: &str) -> u16 {
         .as_u16()
 }
 
+/// Posts one change to `/settings/people` as the holder of `cookie`, with its CSRF token.
+async fn people_change(
+    app: &TestApp,
+    cookie: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut all = vec![("csrf", csrf)];
+    all.extend_from_slice(fields);
+    form(app, Some(cookie), "/settings/people", &all).await
+}
+
 #[tokio::test]
 async fn a_disabled_person_is_refused_on_their_next_request_and_enabled_again_comes_back() {
     let app = TestApp::spawn().await;
@@ -164,24 +176,19 @@ async fn an_admin_manages_the_team_on_the_people_page_and_others_may_not() {
     .await;
     assert_eq!(status, 403);
     let ana_csrf = csrf_of(&page(&app, Some(&ana), "/inbox").await.1);
-    let (status, _, _) = form(
+    let (status, _, _) = people_change(
         &app,
-        Some(&ana),
-        "/settings/people",
-        &[
-            ("csrf", ana_csrf.as_str()),
-            ("email", "boss@example.com"),
-            ("change", "disable"),
-        ],
+        &ana,
+        &ana_csrf,
+        &[("email", "boss@example.com"), ("change", "disable")],
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _, html) = form(
+    let (status, _, html) = people_change(
         &app,
-        Some(&boss),
-        "/settings/people",
+        &boss,
+        &csrf,
         &[
-            ("csrf", csrf.as_str()),
             ("email", "boss@example.com"),
             ("change", "set_role"),
             ("role", "viewer"),
@@ -197,12 +204,11 @@ async fn an_admin_manages_the_team_on_the_people_page_and_others_may_not() {
         .strip_prefix("eo_")
         .and_then(|rest| rest.split('_').next())
         .expect("a token id");
-    let (status, location, _) = form(
+    let (status, location, _) = people_change(
         &app,
-        Some(&boss),
-        "/settings/people",
+        &boss,
+        &csrf,
         &[
-            ("csrf", csrf.as_str()),
             ("email", "ana@example.com"),
             ("change", "revoke_token"),
             ("token_id", token_id),
@@ -215,15 +221,11 @@ async fn an_admin_manages_the_team_on_the_people_page_and_others_may_not() {
     );
     let (status, _) = call(&app, "GET", "/api/v1/proposals", Some(&ana_token), None).await;
     assert_eq!(status, 401);
-    let (status, location, _) = form(
+    let (status, location, _) = people_change(
         &app,
-        Some(&boss),
-        "/settings/people",
-        &[
-            ("csrf", csrf.as_str()),
-            ("email", "ana@example.com"),
-            ("change", "disable"),
-        ],
+        &boss,
+        &csrf,
+        &[("email", "ana@example.com"), ("change", "disable")],
     )
     .await;
     assert_eq!(status, 303);
@@ -455,15 +457,11 @@ async fn an_admin_sends_a_reset_link_from_the_page_and_using_it_ends_the_persons
     let boss = sign_in(&app, "boss@example.com").await;
     let ana = sign_in(&app, "ana@example.com").await;
     let csrf = csrf_of(&page(&app, Some(&boss), "/settings/people").await.1);
-    let (status, _, html) = form(
+    let (status, _, html) = people_change(
         &app,
-        Some(&boss),
-        "/settings/people",
-        &[
-            ("csrf", csrf.as_str()),
-            ("email", "ana@example.com"),
-            ("change", "reset"),
-        ],
+        &boss,
+        &csrf,
+        &[("email", "ana@example.com"), ("change", "reset")],
     )
     .await;
     assert_eq!(status, 200, "{html}");
@@ -492,15 +490,11 @@ async fn an_admin_sends_a_reset_link_from_the_page_and_using_it_ends_the_persons
         .status()
         .as_u16();
     assert_eq!(signed_in, 303);
-    let (status, _, html) = form(
+    let (status, _, html) = people_change(
         &app,
-        Some(&boss),
-        "/settings/people",
-        &[
-            ("csrf", csrf.as_str()),
-            ("email", "nobody@example.com"),
-            ("change", "reset"),
-        ],
+        &boss,
+        &csrf,
+        &[("email", "nobody@example.com"), ("change", "reset")],
     )
     .await;
     assert_eq!(status, 409, "{html}");
