@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: ops::AuditCommand,
     },
+    /// A data subject's requests: what is held about them.
+    Privacy {
+        #[command(subcommand)]
+        command: ops::PrivacyCommand,
+    },
     /// Rebuild the projections from the event log beside the live ones, then swap them in
     /// (`--yes`) or compare them with the live ones (`--verify`). Safe while serving.
     Replay {
@@ -139,6 +144,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => {
             let opened = Opened::open(&config).await?;
             let result = ops::audit(opened.pool(), command).await;
+            opened.close(result).await
+        }
+        Command::Privacy { command } => {
+            let opened = Opened::open(&config).await?;
+            let result = ops::privacy(opened.pool(), command).await;
             opened.close(result).await
         }
         Command::Replay {

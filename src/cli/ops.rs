@@ -3,6 +3,31 @@
 
 use clap::Subcommand;
 
+/// Data subjects' requests.
+#[derive(Debug, Subcommand)]
+pub(super) enum PrivacyCommand {
+    /// Print everything held about a subject (an email address, a customer id, any id a
+    /// sender uses) as one JSON document: every event that mentions it, in log order, and
+    /// every row of every other table that does. Secrets are never printed. Read only.
+    Export { subject: String },
+}
+
+pub(super) async fn privacy(pool: &sqlx::PgPool, command: PrivacyCommand) -> anyhow::Result<()> {
+    match command {
+        PrivacyCommand::Export { subject } => {
+            let export = crate::ops::privacy::export(pool, &subject, chrono::Utc::now()).await?;
+            println!("{}", serde_json::to_string_pretty(&export)?);
+            eprintln!(
+                "{} events and {} tables mention {:?}",
+                export.events.len(),
+                export.records.len(),
+                export.subject
+            );
+            Ok(())
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
     /// A proposal's story in order: signals, draft, dry runs, decisions, attempts, outcomes.

@@ -500,3 +500,45 @@ async fn an_admin_sends_a_reset_link_from_the_page_and_using_it_ends_the_persons
     assert_eq!(status, 409, "{html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn privacy_export_gives_every_event_and_row_about_a_subject_and_no_secret() {
+    let app = TestApp::spawn_with(crate::webhooks::configured()).await;
+    crate::webhooks::send_fixture(&app, "intercom/conversation.user.created.json").await;
+    person(&app, "ana@example.com", Role::Approver).await;
+    sign_in(&app, "ana@example.com").await;
+    crate::audit::projections_idle(app.store.pool()).await;
+
+    let out = cli(&app, &["privacy", "export", "BILL@bill.bill"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    let export: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let events = export["events"].as_array().expect("events");
+    assert!(!events.is_empty(), "{export}");
+    for event in events {
+        assert!(
+            event.to_string().to_lowercase().contains("bill@bill.bill"),
+            "only events about the subject: {event}"
+        );
+    }
+    assert_eq!(events[0]["aggregate_type"], "Inbound");
+
+    let out = cli(&app, &["privacy", "export", "ana@example.com"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    let export: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(export["records"]["users"][0]["email"], "ana@example.com");
+    assert_eq!(export["records"]["users"][0]["password_hash"], "[secret]");
+    assert_eq!(export["records"]["sessions"][0]["id_hash"], "[secret]");
+    assert_eq!(export["records"]["api_tokens"][0]["token_hash"], "[secret]");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("$argon2"), "no password hash anywhere");
+    let added = export["events"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["event_type"] == "UserAdded"))
+        .expect("her UserAdded event");
+    assert_eq!(added["payload"]["UserAdded"]["password_hash"], "[secret]");
+
+    let out = cli(&app, &["privacy", "export", "a"]).await;
+    assert!(!out.status.success());
+    assert!(said(&out).contains("too short"), "{}", said(&out));
+    app.stop().await;
+}
