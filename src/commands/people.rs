@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::domain::user::{Email, UserCommand, UserError};
 use crate::domain::Role;
-use crate::projections::users::{other_active_admins, people};
+use crate::projections::users::other_active_admins;
 use crate::store::subscription::{wait_applied, WaitError};
 use crate::store::{CommandError, Metadata};
 
@@ -68,10 +68,13 @@ pub async fn change(
 /// at the same moment could both pass; the team then has to be repaired from the command
 /// line with `execops user set-role`.
 async fn keep_an_admin(store: &Store, email: &Email) -> Result<(), PeopleError> {
-    let is_active_admin = people(store.pool())
-        .await?
-        .into_iter()
-        .any(|p| p.email == email.as_str() && p.role == "admin" && p.disabled_at.is_none());
+    let is_active_admin: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users \
+                        WHERE email = $1 AND role = 'admin' AND disabled_at IS NULL)",
+    )
+    .bind(email.as_str())
+    .fetch_one(store.pool())
+    .await?;
     if is_active_admin && other_active_admins(store.pool(), email.as_str()).await? == 0 {
         return Err(PeopleError::LastAdmin(email.to_string()));
     }

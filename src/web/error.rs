@@ -46,6 +46,11 @@ impl<E: std::error::Error> From<CommandError<E>> for ApiError {
     fn from(error: CommandError<E>) -> Self {
         match error {
             CommandError::Unavailable(cause) => ApiError::Unavailable(cause),
+            // Another change to the same record committed first: the person may try again.
+            CommandError::Conflict => ApiError::Conflict {
+                code: "changed_meanwhile",
+                message: "Someone else changed this at the same moment; try again.".into(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -171,4 +176,20 @@ impl IntoResponse for ApiError {
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn a_command_that_lost_a_race_is_a_conflict_and_an_unreachable_store_is_unavailable() {
+        let status = |error: CommandError<std::fmt::Error>| {
+            ApiError::from(error).into_response().status().as_u16()
+        };
+        assert_eq!(status(CommandError::Conflict), 409);
+        assert_eq!(status(CommandError::Unavailable("down".into())), 503);
+        assert_eq!(status(CommandError::Internal("bug".into())), 500);
+    }
 }

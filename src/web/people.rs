@@ -36,8 +36,8 @@ impl From<PeopleError> for ApiError {
                     message: format!("Refused: {other}."),
                 },
             },
-            PeopleError::Command(CommandError::Unavailable(cause)) => ApiError::Unavailable(cause),
-            PeopleError::Command(other) => ApiError::Internal(other.to_string()),
+            // Conflicts, an unreachable store and failures read as everywhere else.
+            PeopleError::Command(other) => other.into(),
             PeopleError::NotApplied(wait) => ApiError::Unavailable(wait.to_string()),
             PeopleError::Database(error) => error.into(),
         }
