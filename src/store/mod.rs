@@ -62,18 +62,29 @@ impl Database {
     }
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+pub const PING_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// A pool with short acquire timeouts, so an unreachable database is reported quickly
 /// (and webhooks answered 503) rather than hanging the request.
 ///
-/// A connection is tested when it goes back to the pool (sqlx always does), not again when it
-/// is taken out: that second round trip per query cost about a tenth of the server's CPU
-/// under load. A connection that died while idle (Postgres restarted) fails the one query
-/// that takes it, which is answered 503, and is then dropped.
+/// A connection taken out of the pool is pinged first only when it sat idle for
+/// [`PING_AFTER_IDLE`]: under load connections are never idle that long, and a ping per query
+/// cost about a tenth of the server's CPU; after Postgres restarted (which takes far longer),
+/// every stale connection is found dead by its ping and replaced, so no request fails on one.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
     PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await
