@@ -200,6 +200,7 @@ impl App {
                 clock,
                 live: crate::web::live::LiveStreams::new(notifications, &config.limits),
                 signin: crate::web::signin::SignInGate::new(&config.limits),
+                oidc: config.oidc.clone().map(crate::web::oidc::Oidc::new),
                 shutdown: shutdown_rx,
             },
             shutdown,

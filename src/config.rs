@@ -69,6 +69,24 @@ pub struct Config {
     /// `EXECOPS_METRICS_TOKEN`: a bearer token that may read `/metrics` and `/readyz`'s
     /// reasons on the main listener (an admin's API token may too).
     pub metrics_token: Option<SecretString>,
+    /// `EXECOPS_OIDC_*`: sign-in through an OpenID Connect provider; unset, passwords only.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider people may sign in with.
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    /// `EXECOPS_OIDC_ISSUER`: the provider's issuer URL, e.g. `https://accounts.google.com`;
+    /// its metadata is read from `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// `EXECOPS_OIDC_CLIENT_ID` and `EXECOPS_OIDC_CLIENT_SECRET`: the client registered at
+    /// the provider, with `{public URL}/login/oidc/callback` as its redirect URI.
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// `EXECOPS_OIDC_ALLOWED_DOMAINS`: the email domains that may sign in (required).
+    pub allowed_domains: Vec<String>,
+    /// `EXECOPS_OIDC_LABEL`: what the button says after "Sign in with", default `SSO`.
+    pub label: String,
 }
 
 /// The bounds on what clients can hold. Every default fits a team of 50 on one instance.
@@ -346,6 +364,7 @@ impl Config {
                 .map(|_| parse(&get, "EXECOPS_METRICS_ADDR", ""))
                 .transpose()?,
             metrics_token: get("EXECOPS_METRICS_TOKEN").map(SecretString::from),
+            oidc: oidc(&get)?,
             llm: match get("EXECOPS_LLM_URL") {
                 None => None,
                 Some(url) => Some(LlmConfig {
@@ -357,6 +376,42 @@ impl Config {
             },
         })
     }
+}
+
+fn oidc(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OidcConfig>, ConfigError> {
+    let Some(issuer) = get("EXECOPS_OIDC_ISSUER") else {
+        return Ok(None);
+    };
+    let required = |key: &'static str| {
+        get(key).ok_or(ConfigError {
+            key,
+            problem: "is required when EXECOPS_OIDC_ISSUER is set".into(),
+        })
+    };
+    let issuer = issuer.trim().trim_end_matches('/').to_string();
+    if url::Url::parse(&issuer).is_err() {
+        return Err(ConfigError {
+            key: "EXECOPS_OIDC_ISSUER",
+            problem: format!("{issuer:?} is not a URL"),
+        });
+    }
+    let allowed_domains: Vec<String> = list(&required("EXECOPS_OIDC_ALLOWED_DOMAINS")?)
+        .into_iter()
+        .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+        .collect();
+    if allowed_domains.is_empty() {
+        return Err(ConfigError {
+            key: "EXECOPS_OIDC_ALLOWED_DOMAINS",
+            problem: "names no domain".into(),
+        });
+    }
+    Ok(Some(OidcConfig {
+        issuer,
+        client_id: required("EXECOPS_OIDC_CLIENT_ID")?.trim().to_string(),
+        client_secret: SecretString::from(required("EXECOPS_OIDC_CLIENT_SECRET")?),
+        allowed_domains,
+        label: get("EXECOPS_OIDC_LABEL").unwrap_or_else(|| "SSO".into()),
+    }))
 }
 
 fn list(raw: &str) -> Vec<String> {
@@ -767,6 +822,39 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.starts_with("EXECOPS_ADDR:"), "{error}");
+    }
+
+    #[test]
+    fn a_provider_sign_in_needs_its_client_and_the_domains_it_admits() {
+        let full = [
+            ("EXECOPS_OIDC_ISSUER", "https://accounts.example.com/"),
+            ("EXECOPS_OIDC_CLIENT_ID", "client"),
+            ("EXECOPS_OIDC_CLIENT_SECRET", "secret"),
+            ("EXECOPS_OIDC_ALLOWED_DOMAINS", "@Example.com, example.org"),
+        ];
+        let oidc = config(&full)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .oidc
+            .expect("set up");
+        assert_eq!(oidc.issuer, "https://accounts.example.com");
+        assert_eq!(oidc.allowed_domains, ["example.com", "example.org"]);
+        assert_eq!(oidc.label, "SSO");
+        for (missing, _) in &full[1..] {
+            let pairs: Vec<_> = full.iter().filter(|(k, _)| k != missing).copied().collect();
+            let error = config(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with(&format!("{missing}:")), "{error}");
+        }
+        let mut bad = full.to_vec();
+        bad[0].1 = "not a url";
+        let error = config(&bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("EXECOPS_OIDC_ISSUER:"), "{error}");
+        assert!(config(&[]).unwrap_or_else(|e| panic!("{e}")).oidc.is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod execution;
 pub mod links;
 pub mod live;
+pub mod oidc;
 pub mod openapi;
 mod ops;
 pub mod page;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub live: live::LiveStreams,
     /// The bounds on sign-ins: password checks at once, failures, attempts a minute.
     pub signin: signin::SignInGate,
+    /// Sign-in through an OpenID Connect provider, when one is set up.
+    pub oidc: Option<oidc::Oidc>,
     /// Turns true when the server is shutting down: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -74,6 +77,8 @@ pub fn router(state: AppState) -> Router {
     let timed = timed
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
+        .route("/login/oidc", get(oidc::start))
+        .route(oidc::CALLBACK_PATH, get(oidc::callback))
         .route("/logout", post(pages::logout))
         .route("/inbox", get(pages::inbox))
         .route("/queue", get(pages::queue))

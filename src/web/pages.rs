@@ -163,6 +163,12 @@ struct LoginPage {
     /// The signed-in person, the CSRF token and a notice, as `base.html` shows them.
     chrome: Chrome,
     error: Option<String>,
+    /// The label of the OpenID Connect provider people may sign in with, if one is set up.
+    provider: Option<String>,
+}
+
+fn provider_label(state: &AppState) -> Option<String> {
+    state.oidc.as_ref().map(|o| o.label().to_string())
 }
 
 pub async fn login_form(
@@ -178,6 +184,7 @@ pub async fn login_form(
         LoginPage {
             chrome: Chrome::anonymous(),
             error: None,
+            provider: provider_label(&state),
         },
     )
 }
@@ -188,17 +195,19 @@ pub struct LoginForm {
     password: String,
 }
 
-fn login_error(status: StatusCode, error: &str) -> Response {
+/// The sign-in page again, saying what went wrong.
+pub(crate) fn login_error(state: &AppState, status: StatusCode, error: &str) -> Response {
     render(
         status,
         LoginPage {
             chrome: Chrome::anonymous(),
             error: Some(error.into()),
+            provider: provider_label(state),
         },
     )
 }
 
-fn refused(refusal: Refusal) -> Response {
+fn refused(state: &AppState, refusal: Refusal) -> Response {
     let (status, retry_after, text) = match refusal {
         Refusal::Throttled { retry_after } => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -222,7 +231,7 @@ fn refused(refusal: Refusal) -> Response {
         ),
     };
     let seconds = retry_after.as_secs().max(1);
-    let mut response = login_error(status, &format!("{text}; try again in {seconds} s."));
+    let mut response = login_error(state, status, &format!("{text}; try again in {seconds} s."));
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
@@ -282,27 +291,28 @@ pub async fn login(
     let now = state.clock.now();
     if from_another_site(&headers, &state) {
         return login_error(
+            &state,
             StatusCode::FORBIDDEN,
             "This sign-in was sent from another site. Open ExecOps itself and sign in there.",
         );
     }
     let result = async {
         if let Err(refusal) = state.signin.throttled(pool, &email, &client, now).await? {
-            return Ok(refused(refusal));
+            return Ok(refused(&state, refusal));
         }
         // Only an attempt that would reach a password check counts against the instance's
         // ceiling: a flood that is already throttled cannot spend everyone's budget.
         if let Err(refusal) = state.signin.admit() {
-            return Ok(refused(refusal));
+            return Ok(refused(&state, refusal));
         }
         let turn = match state.signin.turn(&client).await {
             Ok(turn) => turn,
-            Err(refusal) => return Ok(refused(refusal)),
+            Err(refusal) => return Ok(refused(&state, refusal)),
         };
         // Failures recorded while this one waited its turn count too, so a burst from one
         // address stops at its limit instead of queueing for the password checks.
         if let Err(refusal) = state.signin.throttled(pool, &email, &client, now).await? {
-            return Ok(refused(refusal));
+            return Ok(refused(&state, refusal));
         }
         let found = credentials(pool, &email).await?;
         // Spend the same time whether or not the person exists; hashing is slow on purpose,
@@ -323,6 +333,7 @@ pub async fn login(
         if !valid {
             signin::record_failure(pool, &email, &client, now).await?;
             return Ok(login_error(
+                &state,
                 StatusCode::UNAUTHORIZED,
                 "Wrong email or password.",
             ));

@@ -91,9 +91,9 @@ pub async fn end(
     ))
 }
 
-fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
+/// The value of the cookie `name` a request carries.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -107,7 +107,7 @@ fn cookie(parts: &Parts, name: &str) -> Option<String> {
 /// written at most once a minute (or a tenth of the idle limit, if that is shorter), so a
 /// person paging is read, not a commit per request.
 pub async fn current(state: &AppState, parts: &Parts) -> Result<Option<Session>, sqlx::Error> {
-    let Some(secret) = cookie(parts, state.config.session.cookie_name()) else {
+    let Some(secret) = cookie_value(&parts.headers, state.config.session.cookie_name()) else {
         return Ok(None);
     };
     let idle = state.config.session.idle.as_secs_f64();

@@ -15,6 +15,7 @@ mod email_links;
 pub mod execution;
 mod fuzz;
 mod limits;
+mod oidc;
 mod ops;
 pub mod pages;
 mod people;

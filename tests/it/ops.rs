@@ -93,6 +93,7 @@ async fn readyz_answers_503_with_the_reason_when_a_subscription_lags() {
         clock: execops::clock::Clock::system(),
         live: live_streams(),
         signin: execops::web::signin::SignInGate::new(&config(&[]).limits),
+        oidc: None,
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
@@ -124,6 +125,7 @@ async fn readyz_answers_503_when_postgres_is_unreachable() {
         clock: execops::clock::Clock::system(),
         live: live_streams(),
         signin: execops::web::signin::SignInGate::new(&config(&[]).limits),
+        oidc: None,
         shutdown: tokio::sync::watch::channel(false).1,
     })
     .await;
