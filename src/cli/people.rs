@@ -123,8 +123,11 @@ pub(super) async fn token(config: Config, command: TokenCli) -> anyhow::Result<(
                 let revoked = token.revoked_at.map_or("live".into(), |at| {
                     format!("revoked {}", at.format("%Y-%m-%d %H:%M"))
                 });
+                let used = token.last_used_at.map_or("never used".into(), |at| {
+                    format!("last used {}", at.format("%Y-%m-%d %H:%M"))
+                });
                 println!(
-                    "{}\tissued {}\t{revoked}",
+                    "{}\tissued {}\t{used}\t{revoked}",
                     token.token_id,
                     token.issued_at.format("%Y-%m-%d %H:%M")
                 );

@@ -162,12 +162,26 @@ fn actor((email, role): (String, String)) -> Option<Actor> {
 }
 
 /// The person a live API token belongs to.
-pub async fn actor_for_token(pool: &PgPool, token: &str) -> Result<Option<Actor>, sqlx::Error> {
+///
+/// The token's last use is noted at `now`, written at most once a minute, so a script
+/// calling the API is a read per request, not a commit.
+pub async fn actor_for_token(
+    pool: &PgPool,
+    token: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Actor>, sqlx::Error> {
     let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.email, u.role FROM api_tokens t JOIN users u ON u.email = t.email \
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL",
+        "WITH found AS ( \
+           SELECT t.token_id, u.email, u.role FROM api_tokens t JOIN users u ON u.email = t.email \
+           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL), \
+         touched AS ( \
+           INSERT INTO token_uses (token_id, last_used_at) SELECT token_id, $2 FROM found \
+           ON CONFLICT (token_id) DO UPDATE SET last_used_at = EXCLUDED.last_used_at \
+           WHERE token_uses.last_used_at < EXCLUDED.last_used_at - interval '1 minute') \
+         SELECT email, role FROM found",
     )
     .bind(token_hash(token))
+    .bind(now)
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(actor))
@@ -323,13 +337,16 @@ pub struct TokenRow {
     pub token_id: String,
     pub issued_at: chrono::DateTime<chrono::Utc>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// To the minute; `None` for a token never used.
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `email`'s tokens, newest first.
 pub async fn tokens(pool: &PgPool, email: &str) -> Result<Vec<TokenRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT token_id, issued_at, revoked_at FROM api_tokens WHERE email = $1 \
-         ORDER BY issued_at DESC, token_id",
+        "SELECT t.token_id, t.issued_at, t.revoked_at, u.last_used_at \
+         FROM api_tokens t LEFT JOIN token_uses u USING (token_id) WHERE t.email = $1 \
+         ORDER BY t.issued_at DESC, t.token_id",
     )
     .bind(email)
     .fetch_all(pool)

@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
-        let actor = actor_for_token(state.store.pool(), token)
+        let actor = actor_for_token(state.store.pool(), token, state.clock.now())
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Authenticated(actor))

@@ -64,9 +64,11 @@ async fn insider(state: &AppState, parts: &Parts) -> Result<bool, sqlx::Error> {
             return Ok(true);
         }
     }
-    Ok(actor_for_token(state.store.pool(), token)
-        .await?
-        .is_some_and(|actor| actor.role == Role::Admin))
+    Ok(
+        actor_for_token(state.store.pool(), token, state.clock.now())
+            .await?
+            .is_some_and(|actor| actor.role == Role::Admin),
+    )
 }
 
 #[tracing::instrument(skip_all)]

@@ -47,7 +47,7 @@ pub async fn person(app: &TestApp, email: &str, role: Role) -> String {
         let pool = pool.clone();
         let wanted = wanted.clone();
         async move {
-            execops::projections::users::actor_for_token(&pool, &wanted)
+            execops::projections::users::actor_for_token(&pool, &wanted, chrono::Utc::now())
                 .await
                 .ok()
                 .flatten()

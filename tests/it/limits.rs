@@ -482,7 +482,7 @@ async fn a_token_works_at_once_even_with_no_server_following_the_log() {
     let token = execops(&["token", "create", "alone@example.com"])
         .trim()
         .to_string();
-    let actor = execops::projections::users::actor_for_token(&db.pool, &token)
+    let actor = execops::projections::users::actor_for_token(&db.pool, &token, chrono::Utc::now())
         .await
         .expect("a lookup");
     assert_eq!(actor.map(|a| a.role), Some(Role::Admin));

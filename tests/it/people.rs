@@ -100,7 +100,7 @@ async fn a_disabled_person_is_refused_on_their_next_request_and_enabled_again_co
     assert!(out.status.success(), "{}", said(&out));
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        listed.contains("live") && !listed.contains(&token),
+        listed.contains("live") && listed.contains("last used") && !listed.contains(&token),
         "{listed}"
     );
 
@@ -540,5 +540,32 @@ async fn privacy_export_gives_every_event_and_row_about_a_subject_and_no_secret(
     let out = cli(&app, &["privacy", "export", "a"]).await;
     assert!(!out.status.success());
     assert!(said(&out).contains("too short"), "{}", said(&out));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_s_last_use_is_written_at_most_once_a_minute() {
+    use execops::projections::users::{actor_for_token, tokens};
+    let app = TestApp::spawn().await;
+    let token = person(&app, "ana@example.com", Role::Approver).await;
+    let pool = app.store.pool();
+    let last_used =
+        || async { tokens(pool, "ana@example.com").await.expect("tokens")[0].last_used_at };
+    // Whole seconds: Postgres keeps microseconds.
+    let start =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 3600, 0).expect("a time");
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    for (seconds, written) in [(0, 0), (30, 0), (59, 0), (61, 61), (100, 61), (125, 125)] {
+        let actor = actor_for_token(pool, &token, at(seconds))
+            .await
+            .expect("a lookup")
+            .expect("the token is live");
+        assert_eq!(actor.email, "ana@example.com");
+        assert_eq!(
+            last_used().await,
+            Some(at(written)),
+            "a use at +{seconds} s"
+        );
+    }
     app.stop().await;
 }
