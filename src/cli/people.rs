@@ -310,7 +310,7 @@ async fn send_link(
         config,
         &email,
         purpose,
-        "cli",
+        Metadata::via("cli"),
         chrono::Utc::now(),
     )
     .await;

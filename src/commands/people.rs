@@ -36,6 +36,17 @@ pub async fn change(
     command: UserCommand,
     metadata: Metadata,
 ) -> Result<(), PeopleError> {
+    let disabling = record(store, email, command, metadata).await?;
+    applied(store, email, disabling).await
+}
+
+/// Records `command` once the team keeps an admin without it; true for a disabling.
+async fn record(
+    store: &Store,
+    email: &Email,
+    command: UserCommand,
+    metadata: Metadata,
+) -> Result<bool, PeopleError> {
     let leaves_admins = match &command {
         UserCommand::Disable { .. } => true,
         UserCommand::GrantRole { role, .. } => *role != Role::Admin,
@@ -46,6 +57,12 @@ pub async fn change(
     }
     let disabling = matches!(command, UserCommand::Disable { .. });
     store.user(email, command, metadata.into()).await?;
+    Ok(disabling)
+}
+
+/// Returns once the users read model holds `email`'s last change (ending their sessions when
+/// it disabled them).
+async fn applied(store: &Store, email: &Email, disabling: bool) -> Result<(), PeopleError> {
     wait_applied(
         store.pool(),
         crate::projections::Users,
@@ -120,14 +137,17 @@ pub enum LinkError {
 
 /// Makes a single-use link for `email` and gives back its secret, which is not kept: the
 /// caller shows or mails it once. A new link for the same email and purpose replaces any
-/// earlier one still unused.
+/// earlier one still unused. The sending is recorded first (`InvitationSent` or
+/// `PasswordResetSent` on the person's stream, with `metadata`'s actor), so the audit log
+/// shows every link that ever let someone in.
 pub async fn issue_link(
     store: &Store,
     email: &Email,
     purpose: Purpose,
-    by: &str,
+    metadata: Metadata,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, LinkError> {
+    let by = metadata.actor.clone().unwrap_or_else(|| "cli".into());
     let pool = store.pool();
     // `Some(true)` for a person who may sign in, `Some(false)` for a disabled one.
     let active: Option<bool> =
@@ -145,6 +165,21 @@ pub async fn issue_link(
         Purpose::Invite(role) => ("invite", Some(role.to_string()), INVITE_VALID),
         Purpose::Reset => ("reset", None, RESET_VALID),
     };
+    let command = match &purpose {
+        Purpose::Invite(role) => UserCommand::Invite {
+            role: *role,
+            by: by.clone(),
+            expires_at: now + valid,
+        },
+        Purpose::Reset => UserCommand::SendPasswordReset {
+            by: by.clone(),
+            expires_at: now + valid,
+        },
+    };
+    store
+        .user(email, command, metadata.into())
+        .await
+        .map_err(PeopleError::from)?;
     let (_, secret, _) = crate::auth::new_token();
     let mut tx = pool.begin().await?;
     // An unused link for the same email and purpose gives way, and links used or expired a
@@ -168,7 +203,7 @@ pub async fn issue_link(
     .bind(email.as_str())
     .bind(kind)
     .bind(role)
-    .bind(by)
+    .bind(&by)
     .bind(now)
     .bind(now + valid)
     .execute(&mut *tx)
@@ -219,12 +254,17 @@ pub async fn open_link(
 /// Uses the link for `secret` once, setting `password_hash` as the person's password: an
 /// invite adds them with the invited role (by whoever invited them), a reset sets the
 /// password and ends their sessions. A second use, or one after expiry, is refused.
+///
+/// The link is marked used in a transaction that commits only once the change is recorded:
+/// a concurrent use of the same link waits on its row and then finds it used, and a change
+/// that fails (the store unreachable) leaves the link as it was, to be tried again.
 pub async fn redeem_link(
     store: &Store,
     secret: &str,
     password_hash: String,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Email, LinkError> {
+    let mut claim = store.pool().begin().await?;
     let row: Option<LinkRow> = sqlx::query_as(
         "UPDATE account_links SET used_at = $2 \
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
@@ -232,7 +272,7 @@ pub async fn redeem_link(
     )
     .bind(crate::auth::token_hash(secret))
     .bind(now)
-    .fetch_optional(store.pool())
+    .fetch_optional(&mut *claim)
     .await?;
     let link = row.and_then(link_of).ok_or(LinkError::Unusable)?;
     let email = Email::parse(&link.email).map_err(|_| LinkError::Unusable)?;
@@ -255,7 +295,11 @@ pub async fn redeem_link(
         ),
     };
     let resetting = matches!(command, UserCommand::SetPassword { .. });
-    change(store, &email, command, metadata).await?;
+    // Committed before waiting for the read model: the subscriptions read the log only up
+    // to the oldest transaction still open, which this claim would be.
+    record(store, &email, command, metadata).await?;
+    claim.commit().await?;
+    applied(store, &email, false).await?;
     if resetting {
         sqlx::query("DELETE FROM sessions WHERE email = $1")
             .bind(email.as_str())
@@ -282,11 +326,12 @@ pub async fn send_link(
     config: &crate::config::Config,
     email: &Email,
     purpose: Purpose,
-    by: &str,
+    metadata: Metadata,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(String, Result<bool, String>), LinkError> {
-    let secret = issue_link(store, email, purpose.clone(), by, now).await?;
-    let by = who(by);
+    let by = metadata.actor.clone().unwrap_or_else(|| "cli".into());
+    let secret = issue_link(store, email, purpose.clone(), metadata, now).await?;
+    let by = who(&by);
     let address = format!("{}/account/{secret}", config.public_base());
     let (subject, text) = match purpose {
         Purpose::Invite(role) => (

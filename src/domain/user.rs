@@ -114,6 +114,17 @@ pub enum UserCommand {
     Enable {
         by: String,
     },
+    /// Record that someone not yet a person here was sent a single-use sign-up link.
+    Invite {
+        role: Role,
+        by: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Record that a person was sent a single-use link to set a new password.
+    SendPasswordReset {
+        by: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +169,16 @@ pub enum UserEvent {
     UserEnabled {
         by: String,
     },
+    /// A sign-up link went out; the person is added (`UserAdded`) only when they use it.
+    InvitationSent {
+        role: Role,
+        by: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    PasswordResetSent {
+        by: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -172,6 +193,8 @@ impl DomainEvent for UserEvent {
             UserEvent::SlackUnlinked { .. } => "SlackUnlinked",
             UserEvent::UserDisabled { .. } => "UserDisabled",
             UserEvent::UserEnabled { .. } => "UserEnabled",
+            UserEvent::InvitationSent { .. } => "InvitationSent",
+            UserEvent::PasswordResetSent { .. } => "PasswordResetSent",
         }
         .to_string()
     }
@@ -256,7 +279,12 @@ impl Aggregate for User {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if !self.exists && !matches!(command, UserCommand::Add { .. }) {
+        if !self.exists
+            && !matches!(
+                command,
+                UserCommand::Add { .. } | UserCommand::Invite { .. }
+            )
+        {
             return Err(UserError::NoSuchUser);
         }
         let event = match command {
@@ -327,6 +355,26 @@ impl Aggregate for User {
                 }
                 UserEvent::UserEnabled { by }
             }
+            UserCommand::Invite {
+                role,
+                by,
+                expires_at,
+            } => {
+                if self.exists {
+                    return Err(UserError::AlreadyExists);
+                }
+                UserEvent::InvitationSent {
+                    role,
+                    by,
+                    expires_at,
+                }
+            }
+            UserCommand::SendPasswordReset { by, expires_at } => {
+                if self.disabled {
+                    return Err(UserError::AlreadyDisabled);
+                }
+                UserEvent::PasswordResetSent { by, expires_at }
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -351,6 +399,7 @@ impl Aggregate for User {
             UserEvent::SlackUnlinked { .. } => self.slack_user_id = None,
             UserEvent::UserDisabled { .. } => self.disabled = true,
             UserEvent::UserEnabled { .. } => self.disabled = false,
+            UserEvent::InvitationSent { .. } | UserEvent::PasswordResetSent { .. } => {}
         }
     }
 }
@@ -416,6 +465,55 @@ mod tests {
                 by: "cli".into(),
             })
             .then_expect_error(UserError::AlreadyExists);
+    }
+
+    #[test]
+    fn an_invitation_is_for_someone_not_yet_here_and_a_reset_for_someone_who_may_sign_in() {
+        let expires_at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
+        let invite = UserCommand::Invite {
+            role: Role::Viewer,
+            by: "boss@example.com".into(),
+            expires_at,
+        };
+        let sent = UserEvent::InvitationSent {
+            role: Role::Viewer,
+            by: "boss@example.com".into(),
+            expires_at,
+        };
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(invite.clone())
+            .then_expect_events(vec![sent.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![sent])
+            .when(UserCommand::Add {
+                email: email(),
+                role: Role::Viewer,
+                password_hash: "x".into(),
+                by: "boss@example.com".into(),
+            })
+            .then_expect_events(vec![UserEvent::UserAdded {
+                email: email(),
+                role: Role::Viewer,
+                password_hash: "x".into(),
+                by: "boss@example.com".into(),
+            }]);
+        TestFramework::<User>::with(())
+            .given(vec![added()])
+            .when(invite)
+            .then_expect_error(UserError::AlreadyExists);
+        let reset = UserCommand::SendPasswordReset {
+            by: "boss@example.com".into(),
+            expires_at,
+        };
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(reset.clone())
+            .then_expect_error(UserError::NoSuchUser);
+        TestFramework::<User>::with(())
+            .given(vec![added(), UserEvent::UserDisabled { by: "cli".into() }])
+            .when(reset)
+            .then_expect_error(UserError::AlreadyDisabled);
     }
 
     #[test]

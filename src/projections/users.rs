@@ -133,6 +133,8 @@ impl Subscriber for Users {
                 .execute(conn)
                 .await?;
             }
+            // Links are operational state (`account_links`); the events are for the audit log.
+            UserEvent::InvitationSent { .. } | UserEvent::PasswordResetSent { .. } => {}
             UserEvent::SlackUnlinked { slack_user_id, .. } => {
                 sqlx::query(
                     "UPDATE users SET slack_user_id = NULL, updated_at = $3 \

@@ -125,7 +125,7 @@ pub async fn change_person(
         return page_error(&session, refusal.into());
     }
     if matches!(form.change.as_str(), "invite" | "reset") {
-        return send(&state, &session, &form).await;
+        return send(&state, &session, &headers, &form).await;
     }
     let by = session.actor.email.clone();
     let prepared = Email::parse(&form.email)
@@ -183,7 +183,12 @@ struct LinkSentPage {
 
 /// An invite or a reset link made on the page: shown once on the answer (never put in an
 /// address, where it would stay in the history), and emailed when a mail server is set.
-async fn send(state: &AppState, session: &Session, form: &PeopleForm) -> Response {
+async fn send(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    form: &PeopleForm,
+) -> Response {
     let Ok(email) = Email::parse(&form.email) else {
         return page_error(
             session,
@@ -212,7 +217,7 @@ async fn send(state: &AppState, session: &Session, form: &PeopleForm) -> Respons
         &state.config,
         &email,
         purpose,
-        &session.actor.email,
+        metadata(session, headers),
         state.clock.now(),
     )
     .await;

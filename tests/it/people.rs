@@ -422,6 +422,16 @@ async fn an_invite_is_emailed_works_once_and_a_person_already_here_gets_none() {
         "{}",
         said(&out)
     );
+    let kinds: Vec<String> = stream_of(&app, "new@example.com")
+        .await
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["InvitationSent", "UserAdded"],
+        "the invite is recorded before they join, and a refused one is not"
+    );
     app.stop().await;
 }
 
@@ -498,7 +508,30 @@ async fn an_admin_sends_a_reset_link_from_the_page_and_using_it_ends_the_persons
     )
     .await;
     assert_eq!(status, 409, "{html}");
+    assert_eq!(
+        stream_of(&app, "ana@example.com").await[2..],
+        [
+            (
+                "PasswordResetSent".to_string(),
+                "boss@example.com".to_string()
+            ),
+            ("PasswordSet".into(), "ana@example.com".into()),
+        ],
+        "the link is on her record, sent by the admin"
+    );
     app.stop().await;
+}
+
+/// A person's stream as (event type, actor) pairs, in order.
+async fn stream_of(app: &TestApp, email: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT event_type, coalesce(metadata->>'actor', '') FROM events \
+         WHERE aggregate_type = 'User' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(email)
+    .fetch_all(app.store.pool())
+    .await
+    .expect("the stream")
 }
 
 #[tokio::test]
