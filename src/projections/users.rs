@@ -305,7 +305,7 @@ pub struct Person {
     pub slack_user_id: Option<String>,
     /// Their tokens not revoked.
     pub live_tokens: i64,
-    /// When their newest live session began, if they have one.
+    /// When they last signed in, if ever.
     pub signed_in_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -315,8 +315,8 @@ pub async fn people(pool: &PgPool) -> Result<Vec<Person>, sqlx::Error> {
         "SELECT u.email, u.role, u.disabled_at, u.slack_user_id, \
                 (SELECT count(*) FROM api_tokens t \
                  WHERE t.email = u.email AND t.revoked_at IS NULL) AS live_tokens, \
-                (SELECT max(s.created_at) FROM sessions s WHERE s.email = u.email) AS signed_in_at \
-         FROM users u ORDER BY u.email",
+                s.last_sign_in AS signed_in_at \
+         FROM users u LEFT JOIN sign_ins s USING (email) ORDER BY u.email",
     )
     .fetch_all(pool)
     .await

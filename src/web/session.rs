@@ -55,7 +55,9 @@ pub async fn start(
     sqlx::query(
         "WITH ended AS (DELETE FROM sessions WHERE ctid IN \
            (SELECT ctid FROM sessions \
-            WHERE expires_at <= $5 OR last_seen_at <= $5 - make_interval(secs => $6) LIMIT 100)) \
+            WHERE expires_at <= $5 OR last_seen_at <= $5 - make_interval(secs => $6) LIMIT 100)), \
+         noted AS (INSERT INTO sign_ins (email, last_sign_in) VALUES ($2, $5) \
+           ON CONFLICT (email) DO UPDATE SET last_sign_in = EXCLUDED.last_sign_in) \
          INSERT INTO sessions (id_hash, email, csrf_token, expires_at, last_seen_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )

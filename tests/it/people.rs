@@ -90,6 +90,10 @@ async fn a_disabled_person_is_refused_on_their_next_request_and_enabled_again_co
         .and_then(|all| all.iter().find(|p| p["email"] == "ana@example.com"))
         .expect("ana listed");
     assert!(ana["disabled_at"].is_string(), "{ana}");
+    assert!(
+        ana["signed_in_at"].is_string(),
+        "her last sign-in outlives her sessions: {ana}"
+    );
     assert_eq!(ana["live_tokens"], 1);
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(&token),
